@@ -1,0 +1,272 @@
+//! How a rank learns who it is and finds its peers: a PMI-1 client over the
+//! descriptor the launcher passes in `PMI_FD`, or a world of one.
+//!
+//! The wire format is PMI-1's: one request line `cmd=NAME key=value ...`
+//! answered by one line. See `docs/architecture.md` for the command table.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// Which process manager started this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launcher {
+    /// oxmpi's own launcher.
+    Oxmpi,
+    /// A foreign PMI-1 server (e.g. MPICH's hydra) that passed `PMI_FD`.
+    ForeignPmi(String),
+}
+
+/// A connection to the process manager's key-value service.
+pub struct Pmi {
+    conn: Mutex<Conn>,
+    pub rank: usize,
+    pub size: usize,
+    pub kvsname: String,
+    pub launcher: Launcher,
+}
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// A launcher we cannot talk to yet, detected from its environment, so that
+/// we can refuse to run as one of N silent singletons.
+pub fn foreign_launcher_without_pmi() -> Option<String> {
+    let with_size = |size_var: &str| env_usize(size_var).is_some_and(|n| n > 1);
+    if std::env::var_os("PMI_FD").is_some() {
+        return None;
+    }
+    if with_size("OMPI_COMM_WORLD_SIZE") {
+        return Some("Open MPI's mpirun/prterun (OMPI_COMM_WORLD_SIZE is set)".into());
+    }
+    if std::env::var_os("PMIX_RANK").is_some() && with_size("PMIX_SIZE") {
+        return Some("a PMIx launcher (PMIX_RANK is set)".into());
+    }
+    if with_size("SLURM_NTASKS") && std::env::var_os("SLURM_PROCID").is_some() {
+        return Some("Slurm's srun (SLURM_PROCID is set)".into());
+    }
+    if with_size("PMI_SIZE") && std::env::var_os("PMI_PORT").is_some() {
+        return Some("a PMI launcher using PMI_PORT (e.g. hydra with -pmi-port)".into());
+    }
+    if with_size("PALS_RANKID") || std::env::var_os("PALS_RANKID").is_some() {
+        return Some("HPE's PALS launcher".into());
+    }
+    None
+}
+
+impl Pmi {
+    /// Connects to the launcher if there is one; `Ok(None)` for a singleton.
+    pub fn from_env() -> Result<Option<Pmi>> {
+        let Some(fd) = env_usize("PMI_FD") else {
+            if let Some(who) = foreign_launcher_without_pmi() {
+                return Err(Error::Bootstrap(format!(
+                    "this process was started by {who}, which oxmpi's native runtime \
+                     cannot join; run the program with oxmpi's own launcher \
+                     (`mpiexec -n N python script.py` from the oxmpi package) so it does \
+                     not run as one of N independent copies of rank 0"
+                )));
+            }
+            return Ok(None);
+        };
+        let rank = env_usize("PMI_RANK")
+            .ok_or_else(|| Error::Bootstrap("PMI_FD is set but PMI_RANK is not".into()))?;
+        let size = env_usize("PMI_SIZE")
+            .ok_or_else(|| Error::Bootstrap("PMI_FD is set but PMI_SIZE is not".into()))?;
+        let launcher = if std::env::var_os("OXMPI_LAUNCHER").is_some() {
+            Launcher::Oxmpi
+        } else {
+            Launcher::ForeignPmi("a PMI-1 launcher (PMI_FD)".into())
+        };
+        // The descriptor must be ours to own: the launcher passed it for
+        // exactly this purpose. Check it is a socket before taking it.
+        let stat = rustix::fs::fstat(
+            // SAFETY: borrowing a descriptor number for the duration of fstat;
+            // fstat fails cleanly (EBADF) if it is not open.
+            unsafe { rustix::fd::BorrowedFd::borrow_raw(fd as i32) },
+        )
+        .map_err(|e| Error::os(format!("PMI_FD={fd}"), e))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+            return Err(Error::Bootstrap(format!("PMI_FD={fd} is not a socket")));
+        }
+        // SAFETY: fd is an open socket handed to this process by the launcher
+        // for the PMI connection; nothing else in the process owns it.
+        let stream = unsafe { UnixStream::from_raw_fd(fd as i32) };
+        // Keep it out of processes we spawn.
+        let _ = rustix::io::fcntl_setfd(&stream, rustix::io::FdFlags::CLOEXEC);
+        let writer = stream
+            .try_clone()
+            .map_err(|e| Error::os("PMI socket", e))?;
+        let mut pmi = Pmi {
+            conn: Mutex::new(Conn {
+                reader: BufReader::new(stream),
+                writer,
+            }),
+            rank,
+            size,
+            kvsname: String::new(),
+            launcher,
+        };
+        let r = pmi.call("init", &[("pmi_version", "1"), ("pmi_subversion", "1")])?;
+        if r.get("rc").map(String::as_str).unwrap_or("0") != "0" {
+            return Err(Error::Bootstrap(format!("PMI init refused: {r:?}")));
+        }
+        let r = pmi.call("get_my_kvsname", &[])?;
+        pmi.kvsname = r
+            .get("kvsname")
+            .cloned()
+            .ok_or_else(|| Error::Bootstrap("PMI: no kvsname in reply".into()))?;
+        Ok(Some(pmi))
+    }
+
+    fn call(&self, cmd: &str, args: &[(&str, &str)]) -> Result<HashMap<String, String>> {
+        let mut line = format!("cmd={cmd}");
+        for (k, v) in args {
+            line.push(' ');
+            line.push_str(k);
+            line.push('=');
+            line.push_str(v);
+        }
+        line.push('\n');
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        conn.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::Bootstrap(format!("PMI {cmd}: launcher gone ({e})")))?;
+        let mut reply = String::new();
+        let n = conn
+            .reader
+            .read_line(&mut reply)
+            .map_err(|e| Error::Bootstrap(format!("PMI {cmd}: {e}")))?;
+        if n == 0 {
+            return Err(Error::ProcFailed(format!(
+                "the launcher closed the PMI connection during {cmd}"
+            )));
+        }
+        Ok(parse_line(&reply))
+    }
+
+    fn send_only(&self, cmd: &str, args: &[(&str, &str)]) -> Result<()> {
+        let mut line = format!("cmd={cmd}");
+        for (k, v) in args {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        line.push('\n');
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        conn.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::Bootstrap(format!("PMI {cmd}: {e}")))
+    }
+
+    /// Publishes `key = value` in the job's key-value space.
+    pub fn put(&self, key: &str, value: &str) -> Result<()> {
+        check_token(key)?;
+        check_token(value)?;
+        let r = self.call(
+            "put",
+            &[("kvsname", &self.kvsname), ("key", key), ("value", value)],
+        )?;
+        rc_ok(&r, "put")
+    }
+
+    /// Reads a key published before the last fence.
+    pub fn get(&self, key: &str) -> Result<String> {
+        let r = self.call("get", &[("kvsname", &self.kvsname), ("key", key)])?;
+        rc_ok(&r, "get")?;
+        r.get("value")
+            .cloned()
+            .ok_or_else(|| Error::Bootstrap(format!("PMI get {key}: no value")))
+    }
+
+    /// Waits until every rank has reached the fence; makes earlier puts
+    /// visible to every rank's gets.
+    pub fn fence(&self) -> Result<()> {
+        let r = self.call("barrier_in", &[])?;
+        match r.get("cmd").map(String::as_str) {
+            Some("barrier_out") => Ok(()),
+            other => Err(Error::Bootstrap(format!(
+                "PMI barrier: unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Universe size as the launcher reports it (falls back to the job size).
+    pub fn universe_size(&self) -> usize {
+        self.call("get_universe_size", &[])
+            .ok()
+            .and_then(|r| r.get("size").and_then(|s| s.parse().ok()))
+            .unwrap_or(self.size)
+    }
+
+    /// Tells the launcher this rank is done with it.
+    pub fn finalize(&self) -> Result<()> {
+        let r = self.call("finalize", &[])?;
+        match r.get("cmd").map(String::as_str) {
+            Some("finalize_ack") => Ok(()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Asks the launcher to end the whole job with `code`.
+    pub fn abort(&self, code: i32, msg: &str) {
+        let msg: String = msg
+            .chars()
+            .map(|c| if c.is_whitespace() || c == '=' { '_' } else { c })
+            .collect();
+        let _ = self.send_only("abort", &[("exitcode", &code.to_string()), ("msg", &msg)]);
+    }
+}
+
+fn rc_ok(r: &HashMap<String, String>, what: &str) -> Result<()> {
+    match r.get("rc").map(String::as_str) {
+        Some("0") | None => Ok(()),
+        Some(rc) => Err(Error::Bootstrap(format!(
+            "PMI {what} failed (rc={rc}, {})",
+            r.get("msg").map(String::as_str).unwrap_or("")
+        ))),
+    }
+}
+
+fn check_token(s: &str) -> Result<()> {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '=') {
+        return Err(Error::Bootstrap(format!(
+            "PMI keys and values must be non-empty, without spaces or '=': {s:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses `cmd=x a=b c=d` into a map.
+pub fn parse_line(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pmi_lines() {
+        let m = parse_line("cmd=get_result rc=0 msg=success value=/oxmpi-1\n");
+        assert_eq!(m["cmd"], "get_result");
+        assert_eq!(m["value"], "/oxmpi-1");
+    }
+
+    #[test]
+    fn refuses_bad_tokens() {
+        assert!(check_token("a b").is_err());
+        assert!(check_token("a=b").is_err());
+        assert!(check_token("ok.key-1").is_ok());
+    }
+}

@@ -1,0 +1,502 @@
+//! Communicators of the native engine (MPI-4.1 chapters 3, 6 and 7).
+
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{
+    CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status, ANY_SOURCE, ANY_TAG,
+    PROC_NULL, TAG_UB, UNDEFINED,
+};
+use crate::coll::{self, Pt2Pt};
+use crate::datatype::{Basic, Datatype};
+use crate::error::{Error, Result};
+use crate::op::{Op, Predefined};
+
+use super::request::{CompletedRequest, Kind, NativeRequest};
+use super::{abort_job, Core, Unexpected};
+
+/// A communicator: an id (giving its two context ids) and its members.
+pub struct NativeComm {
+    core: Arc<Core>,
+    id: u32,
+    rank: i32,
+    /// Job rank of each member, by communicator rank.
+    members: Arc<[i32]>,
+    name: Mutex<String>,
+}
+
+impl NativeComm {
+    pub(crate) fn new(core: Arc<Core>, id: u32, rank: i32, members: Vec<i32>, name: &str) -> Self {
+        core.note_comm_id(id);
+        NativeComm {
+            core,
+            id,
+            rank,
+            members: members.into(),
+            name: Mutex::new(name.to_owned()),
+        }
+    }
+
+    #[inline]
+    fn ctx_p2p(&self) -> u32 {
+        self.id * 2
+    }
+
+    #[inline]
+    fn ctx_coll(&self) -> u32 {
+        self.id * 2 + 1
+    }
+
+    fn nmembers(&self) -> i32 {
+        self.members.len() as i32
+    }
+
+    fn check_dest(&self, dest: i32) -> Result<()> {
+        if dest < 0 || dest >= self.nmembers() {
+            return Err(Error::Rank {
+                rank: dest,
+                size: self.nmembers(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_source(&self, src: i32) -> Result<()> {
+        if src == ANY_SOURCE {
+            return Ok(());
+        }
+        self.check_dest(src)
+    }
+
+    fn check_root(&self, root: i32) -> Result<()> {
+        if root < 0 || root >= self.nmembers() {
+            return Err(Error::Root {
+                root,
+                size: self.nmembers(),
+            });
+        }
+        Ok(())
+    }
+
+    fn request(&self, state: Arc<super::request::ReqState>, kind: Kind) -> RequestRef {
+        Arc::new(NativeRequest {
+            core: self.core.clone(),
+            state,
+            kind,
+        })
+    }
+
+    fn send_on(&self, ctx: u32, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<()> {
+        let world = self.members[dest as usize] as usize;
+        if let Some(req) = self.core.start_send(ctx, self.rank, world, tag, parts, mode)? {
+            self.core.wait_until(|| req.is_done())?;
+            req.take()?;
+        }
+        Ok(())
+    }
+
+    fn recv_on(&self, ctx: u32, buf: RawBuf, src: i32, tag: i32) -> Result<Status> {
+        let req = self.core.post_recv(ctx, src, tag, buf);
+        self.core.wait_until(|| req.is_done())?;
+        req.take()
+    }
+
+    fn mprobe_on(&self, ctx: u32, src: i32, tag: i32) -> Result<Unexpected> {
+        let mut found = None;
+        self.core.wait_until(|| {
+            found = self.core.take_matching(ctx, src, tag);
+            found.is_some()
+        })?;
+        Ok(found.expect("wait_until returned with a message"))
+    }
+
+    /// A new communicator id agreed on by every member: the largest id any
+    /// member has not used yet. A process shares a context id with no other
+    /// communicator it belongs to, which is all that matching needs.
+    fn agree_on_id(&self) -> Result<u32> {
+        let mine = self.core.local_next_comm_id().to_ne_bytes();
+        let mut out = [0u8; 4];
+        coll::allreduce(
+            self,
+            &mine,
+            &mut out,
+            1,
+            &Datatype::new(Basic::U32),
+            &Op::Predefined(Predefined::Max),
+        )?;
+        let id = u32::from_ne_bytes(out);
+        self.core.note_comm_id(id);
+        Ok(id)
+    }
+}
+
+fn check_send_tag(tag: i32) -> Result<()> {
+    if !(0..=TAG_UB).contains(&tag) {
+        return Err(Error::Tag(tag));
+    }
+    Ok(())
+}
+
+fn check_recv_tag(tag: i32) -> Result<()> {
+    if tag == ANY_TAG {
+        return Ok(());
+    }
+    check_send_tag(tag)
+}
+
+impl Pt2Pt for NativeComm {
+    fn rank(&self) -> i32 {
+        self.rank
+    }
+
+    fn size(&self) -> i32 {
+        self.nmembers()
+    }
+
+    fn csend(&self, data: &[u8], dest: i32, tag: i32) -> Result<()> {
+        self.send_on(self.ctx_coll(), &[RawBuf::from_slice(data)], dest, tag, SendMode::Standard)
+    }
+
+    fn crecv(&self, buf: &mut [u8], src: i32, tag: i32) -> Result<Status> {
+        self.recv_on(self.ctx_coll(), RawBuf::from_mut(buf), src, tag)
+    }
+
+    fn crecv_vec(&self, src: i32, tag: i32) -> Result<Vec<u8>> {
+        let u = self.mprobe_on(self.ctx_coll(), src, tag)?;
+        let mut v = vec![0u8; u.payload.len()];
+        let req = self.core.recv_taken(u, RawBuf::from_mut(&mut v));
+        self.core.wait_until(|| req.is_done())?;
+        req.take()?;
+        Ok(v)
+    }
+
+    fn csendrecv_vec(&self, data: &[u8], dest: i32, src: i32, tag: i32) -> Result<Vec<u8>> {
+        let world = self.members[dest as usize] as usize;
+        let parts = [RawBuf::from_slice(data)];
+        let sreq = self
+            .core
+            .start_send(self.ctx_coll(), self.rank, world, tag, &parts, SendMode::Standard)?;
+        let got = self.crecv_vec(src, tag);
+        if let Some(req) = sreq {
+            // Even if the receive failed, the send's buffer must not be
+            // released while a peer may still read it.
+            self.core.wait_until(|| req.is_done())?;
+            req.take()?;
+        }
+        got
+    }
+}
+
+/// A message taken by a matched probe.
+struct NativeMessage {
+    core: Arc<Core>,
+    msg: Option<Unexpected>,
+}
+
+impl Message for NativeMessage {
+    fn recv(mut self: Box<Self>, buf: RawBuf) -> Result<Status> {
+        let Some(u) = self.msg.take() else {
+            // MESSAGE_NO_PROC: the message of a probe on PROC_NULL.
+            return Ok(Status::proc_null());
+        };
+        let req = self.core.recv_taken(u, buf);
+        self.core.wait_until(|| req.is_done())?;
+        req.take()
+    }
+}
+
+impl NativeComm {
+    fn message(&self, u: Unexpected) -> (Box<dyn Message>, Status) {
+        let status = Status {
+            source: u.src,
+            tag: u.tag,
+            count: u.payload.len(),
+            ..Status::default()
+        };
+        (
+            Box::new(NativeMessage {
+                core: self.core.clone(),
+                msg: Some(u),
+            }),
+            status,
+        )
+    }
+
+    fn proc_null_message(&self) -> (Box<dyn Message>, Status) {
+        (
+            Box::new(NativeMessage {
+                core: self.core.clone(),
+                msg: None,
+            }),
+            Status::proc_null(),
+        )
+    }
+}
+
+impl Communicator for NativeComm {
+    fn rank(&self) -> i32 {
+        self.rank
+    }
+
+    fn size(&self) -> i32 {
+        self.nmembers()
+    }
+
+    fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_name(&self, name: &str) {
+        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = name.to_owned();
+    }
+
+    fn isend(&self, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<RequestRef> {
+        check_send_tag(tag)?;
+        if dest == PROC_NULL {
+            return Ok(Arc::new(CompletedRequest(Status::proc_null())));
+        }
+        self.check_dest(dest)?;
+        let world = self.members[dest as usize] as usize;
+        match self
+            .core
+            .start_send(self.ctx_p2p(), self.rank, world, tag, parts, mode)?
+        {
+            Some(state) => Ok(self.request(state, Kind::Send)),
+            None => Ok(Arc::new(CompletedRequest(Status::default()))),
+        }
+    }
+
+    fn send(&self, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<()> {
+        check_send_tag(tag)?;
+        if dest == PROC_NULL {
+            return Ok(());
+        }
+        self.check_dest(dest)?;
+        self.send_on(self.ctx_p2p(), parts, dest, tag, mode)
+    }
+
+    fn irecv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<RequestRef> {
+        check_recv_tag(tag)?;
+        if source == PROC_NULL {
+            return Ok(Arc::new(CompletedRequest(Status::proc_null())));
+        }
+        self.check_source(source)?;
+        let state = self.core.post_recv(self.ctx_p2p(), source, tag, buf);
+        Ok(self.request(state, Kind::Recv))
+    }
+
+    fn recv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<Status> {
+        check_recv_tag(tag)?;
+        if source == PROC_NULL {
+            return Ok(Status::proc_null());
+        }
+        self.check_source(source)?;
+        self.recv_on(self.ctx_p2p(), buf, source, tag)
+    }
+
+    fn iprobe(&self, source: i32, tag: i32) -> Result<Option<Status>> {
+        check_recv_tag(tag)?;
+        if source == PROC_NULL {
+            return Ok(Some(Status::proc_null()));
+        }
+        self.check_source(source)?;
+        Ok(self.core.peek_matching(self.ctx_p2p(), source, tag))
+    }
+
+    fn probe(&self, source: i32, tag: i32) -> Result<Status> {
+        check_recv_tag(tag)?;
+        if source == PROC_NULL {
+            return Ok(Status::proc_null());
+        }
+        self.check_source(source)?;
+        let mut found = None;
+        self.core.wait_until(|| {
+            found = self.core.peek_matching(self.ctx_p2p(), source, tag);
+            found.is_some()
+        })?;
+        Ok(found.expect("probe returned with a status"))
+    }
+
+    fn improbe(&self, source: i32, tag: i32) -> Result<Option<(Box<dyn Message>, Status)>> {
+        check_recv_tag(tag)?;
+        if source == PROC_NULL {
+            return Ok(Some(self.proc_null_message()));
+        }
+        self.check_source(source)?;
+        Ok(self
+            .core
+            .take_matching(self.ctx_p2p(), source, tag)
+            .map(|u| self.message(u)))
+    }
+
+    fn mprobe(&self, source: i32, tag: i32) -> Result<(Box<dyn Message>, Status)> {
+        check_recv_tag(tag)?;
+        if source == PROC_NULL {
+            return Ok(self.proc_null_message());
+        }
+        self.check_source(source)?;
+        let u = self.mprobe_on(self.ctx_p2p(), source, tag)?;
+        Ok(self.message(u))
+    }
+
+    fn barrier(&self) -> Result<()> {
+        coll::barrier(self)
+    }
+
+    fn bcast(&self, buf: RawBuf, root: i32) -> Result<()> {
+        self.check_root(root)?;
+        // SAFETY: the caller keeps `buf` valid and unaliased for the call.
+        coll::bcast(self, unsafe { buf.as_mut_slice() }, root)
+    }
+
+    fn reduce(
+        &self,
+        send: Option<RawBuf>,
+        recv: RawBuf,
+        count: usize,
+        dtype: &Datatype,
+        op: &Op,
+        root: i32,
+    ) -> Result<()> {
+        self.check_root(root)?;
+        let nbytes = count * dtype.size();
+        let is_root = self.rank == root;
+        // The contribution is copied out first, so that IN_PLACE (send
+        // and receive buffer the same) aliases nothing.
+        let data: Vec<u8> = match send {
+            // SAFETY: the caller keeps the buffers valid for the call.
+            Some(s) => unsafe { s.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
+            None => unsafe { recv.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
+        }
+        .ok_or_else(|| Error::Buffer(format!("send buffer smaller than {nbytes} bytes")))?;
+        let out = if is_root {
+            if recv.len < nbytes {
+                return Err(Error::Buffer(format!(
+                    "receive buffer holds {} bytes, need {nbytes}",
+                    recv.len
+                )));
+            }
+            // SAFETY: valid for the call; no other live reference.
+            Some(unsafe { recv.as_mut_slice() })
+        } else {
+            None
+        };
+        coll::reduce(self, &data, out, count, dtype, op, root)
+    }
+
+    fn allreduce(
+        &self,
+        send: Option<RawBuf>,
+        recv: RawBuf,
+        count: usize,
+        dtype: &Datatype,
+        op: &Op,
+    ) -> Result<()> {
+        let nbytes = count * dtype.size();
+        if recv.len < nbytes {
+            return Err(Error::Buffer(format!(
+                "receive buffer holds {} bytes, need {nbytes}",
+                recv.len
+            )));
+        }
+        let data: Vec<u8> = match send {
+            // SAFETY: the caller keeps the buffers valid for the call.
+            Some(s) => unsafe { s.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
+            None => unsafe { recv.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
+        }
+        .ok_or_else(|| Error::Buffer(format!("send buffer smaller than {nbytes} bytes")))?;
+        // SAFETY: valid for the call; `data` is a copy, so nothing aliases.
+        coll::allreduce(self, &data, unsafe { recv.as_mut_slice() }, count, dtype, op)
+    }
+
+    fn bcast_bytes(&self, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
+        self.check_root(root)?;
+        coll::bcast_bytes(self, data, root)
+    }
+
+    fn gather_bytes(&self, data: &[u8], root: i32) -> Result<Option<Vec<Vec<u8>>>> {
+        self.check_root(root)?;
+        coll::gather_bytes(self, data, root)
+    }
+
+    fn allgather_bytes(&self, data: &[u8]) -> Result<Vec<Vec<u8>>> {
+        coll::allgather_bytes(self, data)
+    }
+
+    fn scatter_bytes(&self, data: Option<Vec<Vec<u8>>>, root: i32) -> Result<Vec<u8>> {
+        self.check_root(root)?;
+        coll::scatter_bytes(self, data, root)
+    }
+
+    fn alltoall_bytes(&self, data: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        coll::alltoall_bytes(self, data)
+    }
+
+    fn reduce_bytes(
+        &self,
+        data: Vec<u8>,
+        root: Option<i32>,
+        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
+        if let Some(r) = root {
+            self.check_root(r)?;
+        }
+        coll::reduce_bytes(self, data, root, combine)
+    }
+
+    fn dup(&self) -> Result<CommRef> {
+        let id = self.agree_on_id()?;
+        Ok(Arc::new(NativeComm::new(
+            self.core.clone(),
+            id,
+            self.rank,
+            self.members.to_vec(),
+            &self.name(),
+        )))
+    }
+
+    fn split(&self, color: i32, key: i32) -> Result<Option<CommRef>> {
+        if color < 0 && color != UNDEFINED {
+            return Err(Error::Arg(format!(
+                "split colour must be non-negative or UNDEFINED, got {color}"
+            )));
+        }
+        let mut mine = [0u8; 8];
+        mine[..4].copy_from_slice(&color.to_ne_bytes());
+        mine[4..].copy_from_slice(&key.to_ne_bytes());
+        let all = coll::allgather_bytes(self, &mine)?;
+        let id = self.agree_on_id()?;
+        if color == UNDEFINED {
+            return Ok(None);
+        }
+        let mut group: Vec<(i32, i32)> = all
+            .iter()
+            .enumerate()
+            .filter_map(|(r, b)| {
+                let c = i32::from_ne_bytes(b[..4].try_into().ok()?);
+                let k = i32::from_ne_bytes(b[4..8].try_into().ok()?);
+                (c == color).then_some((k, r as i32))
+            })
+            .collect();
+        group.sort_unstable();
+        let members: Vec<i32> = group.iter().map(|&(_, r)| self.members[r as usize]).collect();
+        let rank = group
+            .iter()
+            .position(|&(_, r)| r == self.rank)
+            .expect("this rank is in its own colour") as i32;
+        Ok(Some(Arc::new(NativeComm::new(
+            self.core.clone(),
+            id,
+            rank,
+            members,
+            "",
+        ))))
+    }
+
+    fn world_ranks(&self) -> Vec<i32> {
+        self.members.to_vec()
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        abort_job(&self.core, code, "MPI_Abort")
+    }
+}

@@ -1,0 +1,1006 @@
+//! The native runtime: ranks on one node talking through the job's
+//! shared-memory segment.
+//!
+//! One [`Core`] per process holds the mapped segment and the progress state
+//! (posted receives, unexpected messages, sends waiting for room or for an
+//! answer) behind one mutex. Any thread that waits drives progress: it
+//! drains the process's inbox, matches, copies, and answers rendezvous
+//! requests, then sleeps on its doorbell (see `shm.rs`).
+
+mod comm;
+mod request;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::backend::{CommRef, Engine, RawBuf, SendMode, Status, ANY_SOURCE, ANY_TAG};
+use crate::bootstrap::Pmi;
+use crate::error::{class, Error, Result};
+use crate::shm::{self, CellInfo, CellKind, Layout, Push, Segment};
+use crate::sys;
+
+pub use comm::NativeComm;
+use request::ReqState;
+
+/// How long a sleeping waiter naps before looking around (interrupt check,
+/// launcher gone) when nothing rings its doorbell.
+const IDLE_NAP: Duration = Duration::from_millis(50);
+/// How long a waiter naps while it has output waiting for room in a peer's
+/// inbox (peers do not ring producers when they free cells).
+const BUSY_NAP: Duration = Duration::from_micros(200);
+
+/// A receive waiting for its message.
+struct Posted {
+    ctx: u32,
+    src: i32,
+    tag: i32,
+    buf: RawBuf,
+    req: Arc<ReqState>,
+}
+
+/// A message that arrived before its receive was posted.
+pub(crate) struct Unexpected {
+    ctx: u32,
+    src: i32,
+    tag: i32,
+    payload: Payload,
+    /// For synchronous sends to self: completes once matched.
+    sync_req: Option<Arc<ReqState>>,
+}
+
+pub(crate) enum Payload {
+    /// The whole message, copied out of its cell.
+    Eager(Vec<u8>),
+    /// A rendezvous announcement: the data is still in the sender's memory.
+    Rndv {
+        total: u64,
+        src_world: u32,
+        sreq: u64,
+        iov: Vec<(u64, u64)>,
+    },
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Eager(v) => v.len(),
+            Payload::Rndv { total, .. } => *total as usize,
+        }
+    }
+}
+
+/// A cell waiting for room in a peer's inbox.
+struct Outgoing {
+    info: CellInfo,
+    data: OutData,
+    /// Completed once the cell is in the peer's inbox (eager sends).
+    req: Option<Arc<ReqState>>,
+}
+
+enum OutData {
+    /// User memory, copied into the cell when it goes out.
+    Parts(Vec<RawBuf>),
+    Owned(Vec<u8>),
+    Empty,
+}
+
+/// A rendezvous send waiting for its receiver.
+struct PendingSend {
+    req: Arc<ReqState>,
+    parts: Vec<RawBuf>,
+    total: u64,
+}
+
+/// A rendezvous send being streamed through cells (no cross-memory attach).
+struct StreamOut {
+    dest: usize,
+    rid: u64,
+    parts: Vec<RawBuf>,
+    total: u64,
+    offset: u64,
+    req: Arc<ReqState>,
+}
+
+/// A rendezvous receive being filled by streamed cells.
+struct StreamIn {
+    buf: RawBuf,
+    total: u64,
+    received: u64,
+    src: i32,
+    tag: i32,
+    req: Arc<ReqState>,
+}
+
+/// Progress state, behind the core's mutex.
+#[derive(Default)]
+struct State {
+    posted: VecDeque<Posted>,
+    unexpected: VecDeque<Unexpected>,
+    /// Per destination job rank; FIFO keeps the non-overtaking order.
+    outbox: Vec<VecDeque<Outgoing>>,
+    outbox_len: usize,
+    pending_sends: HashMap<u64, PendingSend>,
+    streams_out: VecDeque<StreamOut>,
+    streams_in: HashMap<u64, StreamIn>,
+    /// Whether a completion happened that another thread may be waiting for.
+    completed: bool,
+}
+
+/// The per-process native runtime.
+pub struct Core {
+    seg: Segment,
+    me: usize,
+    nranks: usize,
+    /// Inbox consumer position; written only under the state lock, read
+    /// without it by the sleep check.
+    head: AtomicU64,
+    state: Mutex<State>,
+    pmi: Option<Pmi>,
+    spin_limit: u32,
+    cma: AtomicBool,
+    next_id: AtomicU64,
+    /// Next free communicator id (context ids are 2*id and 2*id+1).
+    next_comm_id: AtomicU32,
+    interrupt: RwLock<Option<Box<dyn Fn() -> Result<()> + Send + Sync>>>,
+    finalized: AtomicBool,
+}
+
+fn env_flag(name: &str) -> Option<bool> {
+    std::env::var(name)
+        .ok()
+        .map(|v| !matches!(v.trim(), "0" | "false" | "no" | "off" | ""))
+}
+
+impl Core {
+    /// MPI_Init for the native runtime.
+    pub fn init() -> Result<Arc<Core>> {
+        let pmi = Pmi::from_env()?;
+        let (me, nranks) = pmi.as_ref().map_or((0, 1), |p| (p.rank, p.size));
+        let slots = std::env::var("OXMPI_SHM_CELLS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| n.is_power_of_two() && *n >= 2)
+            .unwrap_or(shm::DEFAULT_SLOTS);
+        let layout = Layout::new(nranks, slots, shm::DEFAULT_CELL_SIZE);
+        let seg = match &pmi {
+            None => Segment::anonymous(layout)?,
+            Some(p) => {
+                let name = shm::segment_name(&p.kvsname);
+                let seg = if me == 0 {
+                    let seg = Segment::create(&name, layout)?;
+                    p.put("oxmpi.shm.0", &name)?;
+                    seg
+                } else {
+                    p.fence()?;
+                    let name = p.get("oxmpi.shm.0")?;
+                    Segment::attach(&name, layout)?
+                };
+                if me == 0 {
+                    p.fence()?;
+                }
+                seg.set_pid(me, std::process::id());
+                // Everyone has mapped the segment after this fence: unlink
+                // it so that nothing is left behind whatever happens next.
+                p.fence()?;
+                if me == 0 {
+                    Segment::unlink(&name);
+                }
+                seg
+            }
+        };
+        if pmi.is_none() {
+            seg.set_pid(0, std::process::id());
+        }
+        sys::allow_cross_memory_attach();
+        let oversubscribed = nranks > sys::available_cpus();
+        let spin_limit = std::env::var("OXMPI_SPIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if oversubscribed { 0 } else { 4000 });
+        let cma = env_flag("OXMPI_CMA").unwrap_or(true);
+        Ok(Arc::new(Core {
+            seg,
+            me,
+            nranks,
+            head: AtomicU64::new(0),
+            state: Mutex::new(State {
+                outbox: (0..nranks).map(|_| VecDeque::new()).collect(),
+                ..State::default()
+            }),
+            pmi,
+            spin_limit,
+            cma: AtomicBool::new(cma),
+            next_id: AtomicU64::new(1),
+            next_comm_id: AtomicU32::new(2),
+            interrupt: RwLock::new(None),
+            finalized: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.me
+    }
+
+    pub fn size(&self) -> usize {
+        self.nranks
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn eager_limit(&self) -> usize {
+        self.seg.layout().cell_payload()
+    }
+
+    fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ---------------------------------------------------------------- send
+
+    /// Starts a send; returns None when it completed at once (the common
+    /// eager case), else the request to wait on.
+    pub(crate) fn start_send(
+        &self,
+        ctx: u32,
+        src: i32,
+        dest_world: usize,
+        tag: i32,
+        parts: &[RawBuf],
+        mode: SendMode,
+    ) -> Result<Option<Arc<ReqState>>> {
+        let total: usize = parts.iter().map(|p| p.len).sum();
+        if dest_world == self.me {
+            return self.send_to_self(ctx, src, tag, parts, total, mode);
+        }
+        let mut st = self.lock();
+        if total <= self.eager_limit() && mode != SendMode::Synchronous {
+            let info = CellInfo {
+                kind: CellKind::Eager,
+                ctx,
+                src,
+                tag,
+                src_world: self.me as u32,
+                cell_len: total as u32,
+                total_len: total as u64,
+                aux0: 0,
+                aux1: 0,
+            };
+            if st.outbox[dest_world].is_empty() {
+                if let Push::Done = self.seg.push(dest_world, &info, |cell| copy_parts(parts, cell)) {
+                    return Ok(None);
+                }
+            }
+            let req = ReqState::new();
+            self.queue_out(
+                &mut st,
+                dest_world,
+                Outgoing {
+                    info,
+                    data: OutData::Parts(parts.to_vec()),
+                    req: Some(req.clone()),
+                },
+            );
+            return Ok(Some(req));
+        }
+        // Rendezvous: announce, and keep the buffer until the receiver
+        // says it has read it.
+        if parts.len() > (self.eager_limit() - 8) / 16 {
+            return Err(Error::Buffer(format!(
+                "a message may be made of at most {} pieces",
+                (self.eager_limit() - 8) / 16
+            )));
+        }
+        let sreq = self.new_id();
+        let req = ReqState::new();
+        let mut iov = Vec::with_capacity(8 + 16 * parts.len());
+        iov.extend_from_slice(&(parts.len() as u64).to_ne_bytes());
+        for p in parts {
+            iov.extend_from_slice(&(p.ptr as u64).to_ne_bytes());
+            iov.extend_from_slice(&(p.len as u64).to_ne_bytes());
+        }
+        st.pending_sends.insert(
+            sreq,
+            PendingSend {
+                req: req.clone(),
+                parts: parts.to_vec(),
+                total: total as u64,
+            },
+        );
+        let info = CellInfo {
+            kind: CellKind::Rts,
+            ctx,
+            src,
+            tag,
+            src_world: self.me as u32,
+            cell_len: iov.len() as u32,
+            total_len: total as u64,
+            aux0: sreq,
+            aux1: 0,
+        };
+        self.send_cell(&mut st, dest_world, info, OutData::Owned(iov));
+        Ok(Some(req))
+    }
+
+    fn send_to_self(
+        &self,
+        ctx: u32,
+        src: i32,
+        tag: i32,
+        parts: &[RawBuf],
+        total: usize,
+        mode: SendMode,
+    ) -> Result<Option<Arc<ReqState>>> {
+        let mut data = Vec::with_capacity(total);
+        for p in parts {
+            // SAFETY: the caller keeps send buffers valid during the call.
+            data.extend_from_slice(unsafe { p.as_slice() });
+        }
+        let mut st = self.lock();
+        if let Some(i) = st
+            .posted
+            .iter()
+            .position(|p| matches(p.ctx, p.src, p.tag, ctx, src, tag))
+        {
+            let p = st.posted.remove(i).expect("index in range");
+            deliver(&p.buf, &data, src, tag, &p.req);
+            st.completed = true;
+            return Ok(None);
+        }
+        let sync_req = (mode == SendMode::Synchronous).then(ReqState::new);
+        st.unexpected.push_back(Unexpected {
+            ctx,
+            src,
+            tag,
+            payload: Payload::Eager(data),
+            sync_req: sync_req.clone(),
+        });
+        Ok(sync_req)
+    }
+
+    /// Sends a cell now if the peer's inbox has room and nothing is queued
+    /// before it, else queues it.
+    fn send_cell(&self, st: &mut State, dest: usize, info: CellInfo, data: OutData) {
+        if st.outbox[dest].is_empty() {
+            let pushed = self.seg.push(dest, &info, |cell| fill_out(&data, cell));
+            if let Push::Done = pushed {
+                return;
+            }
+        }
+        self.queue_out(st, dest, Outgoing { info, data, req: None });
+    }
+
+    fn queue_out(&self, st: &mut State, dest: usize, out: Outgoing) {
+        st.outbox[dest].push_back(out);
+        st.outbox_len += 1;
+    }
+
+    // ------------------------------------------------------------- receive
+
+    /// Posts a receive; returns the request (possibly already complete).
+    pub(crate) fn post_recv(&self, ctx: u32, src: i32, tag: i32, buf: RawBuf) -> Arc<ReqState> {
+        let req = ReqState::new();
+        let mut st = self.lock();
+        if let Some(i) = st
+            .unexpected
+            .iter()
+            .position(|u| matches(ctx, src, tag, u.ctx, u.src, u.tag))
+        {
+            let u = st.unexpected.remove(i).expect("index in range");
+            self.consume(&mut st, u, buf, &req);
+        } else {
+            st.posted.push_back(Posted {
+                ctx,
+                src,
+                tag,
+                buf,
+                req: req.clone(),
+            });
+        }
+        req
+    }
+
+    /// Receives a matched unexpected message into `buf`, completing `req`
+    /// (at once for eager data; later for rendezvous).
+    fn consume(&self, st: &mut State, u: Unexpected, buf: RawBuf, req: &Arc<ReqState>) {
+        if let Some(s) = &u.sync_req {
+            s.complete(Status::default(), None);
+            st.completed = true;
+        }
+        match u.payload {
+            Payload::Eager(data) => deliver(&buf, &data, u.src, u.tag, req),
+            Payload::Rndv {
+                total,
+                src_world,
+                sreq,
+                iov,
+            } => self.start_rndv_recv(st, buf, req, u.src, u.tag, src_world as usize, sreq, total, &iov),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_rndv_recv(
+        &self,
+        st: &mut State,
+        buf: RawBuf,
+        req: &Arc<ReqState>,
+        src: i32,
+        tag: i32,
+        src_world: usize,
+        sreq: u64,
+        total: u64,
+        iov: &[(u64, u64)],
+    ) {
+        let n = (total as usize).min(buf.len);
+        if self.cma.load(Ordering::Relaxed) {
+            // SAFETY: `buf` is the posted receive buffer, valid until its
+            // request completes; the sender keeps its iovecs valid until we
+            // answer Done, which we do only after this read.
+            let res = unsafe { sys::read_remote(self.seg.pid(src_world), buf.as_mut_slice(), iov) }
+                .map(|_| ())
+                .or_else(|e| {
+                    if n == 0 {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                });
+            let res = match res {
+                Ok(()) => Ok(()),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EACCES) => {
+                        // No cross-memory attach here: stream from now on.
+                        self.cma.store(false, Ordering::Relaxed);
+                        Err(None)
+                    }
+                    _ => Err(Some(Error::ProcFailed(format!(
+                        "reading a message from rank {src_world} failed: {e}"
+                    )))),
+                },
+            };
+            match res {
+                Ok(()) => {
+                    self.answer_done(st, src_world, sreq);
+                    complete_recv(req, src, tag, total as usize, buf.len);
+                    st.completed = true;
+                    return;
+                }
+                Err(Some(err)) => {
+                    self.answer_done(st, src_world, sreq);
+                    req.complete(
+                        Status {
+                            source: src,
+                            tag,
+                            error: err.class(),
+                            ..Status::default()
+                        },
+                        Some(err),
+                    );
+                    st.completed = true;
+                    return;
+                }
+                Err(None) => {}
+            }
+        }
+        let rid = self.new_id();
+        st.streams_in.insert(
+            rid,
+            StreamIn {
+                buf,
+                total,
+                received: 0,
+                src,
+                tag,
+                req: req.clone(),
+            },
+        );
+        let info = self.ctl_info(CellKind::Cts, sreq, rid);
+        self.send_cell(st, src_world, info, OutData::Empty);
+        if total == 0 {
+            // Nothing will stream; complete now.
+            let s = st.streams_in.remove(&rid).expect("just inserted");
+            complete_recv(&s.req, src, tag, 0, buf.len);
+        }
+    }
+
+    fn ctl_info(&self, kind: CellKind, aux0: u64, aux1: u64) -> CellInfo {
+        CellInfo {
+            kind,
+            ctx: 0,
+            src: 0,
+            tag: 0,
+            src_world: self.me as u32,
+            cell_len: 0,
+            total_len: 0,
+            aux0,
+            aux1,
+        }
+    }
+
+    fn answer_done(&self, st: &mut State, dest: usize, sreq: u64) {
+        let info = self.ctl_info(CellKind::Done, sreq, 0);
+        self.send_cell(st, dest, info, OutData::Empty);
+    }
+
+    /// Takes the first unexpected message matching, for a matched probe.
+    pub(crate) fn take_matching(&self, ctx: u32, src: i32, tag: i32) -> Option<Unexpected> {
+        let mut st = self.lock();
+        self.progress_locked(&mut st);
+        let i = st
+            .unexpected
+            .iter()
+            .position(|u| matches(ctx, src, tag, u.ctx, u.src, u.tag))?;
+        st.unexpected.remove(i)
+    }
+
+    /// Looks for a matching unexpected message (MPI_Iprobe).
+    pub(crate) fn peek_matching(&self, ctx: u32, src: i32, tag: i32) -> Option<Status> {
+        let mut st = self.lock();
+        self.progress_locked(&mut st);
+        st.unexpected
+            .iter()
+            .find(|u| matches(ctx, src, tag, u.ctx, u.src, u.tag))
+            .map(|u| Status {
+                source: u.src,
+                tag: u.tag,
+                count: u.payload.len(),
+                ..Status::default()
+            })
+    }
+
+    /// Receives a message taken by `take_matching` (MPI_Mrecv).
+    pub(crate) fn recv_taken(&self, u: Unexpected, buf: RawBuf) -> Arc<ReqState> {
+        let req = ReqState::new();
+        let mut st = self.lock();
+        self.consume(&mut st, u, buf, &req);
+        req
+    }
+
+    /// Cancels a posted receive; false when it already matched.
+    pub(crate) fn cancel_recv(&self, req: &Arc<ReqState>) -> bool {
+        let mut st = self.lock();
+        if let Some(i) = st.posted.iter().position(|p| Arc::ptr_eq(&p.req, req)) {
+            st.posted.remove(i);
+            req.complete(
+                Status {
+                    cancelled: true,
+                    ..Status::default()
+                },
+                None,
+            );
+            return true;
+        }
+        false
+    }
+
+    // ------------------------------------------------------------ progress
+
+    /// Makes one round of progress.
+    pub fn progress(&self) {
+        let mut st = self.lock();
+        self.progress_locked(&mut st);
+    }
+
+    fn progress_locked(&self, st: &mut State) {
+        if st.outbox_len > 0 {
+            self.flush_outbox(st);
+        }
+        if !st.streams_out.is_empty() {
+            self.flush_streams(st);
+        }
+        let mut head = self.head.load(Ordering::Relaxed);
+        while let Some((info, payload)) = self.seg.peek(self.me, head) {
+            self.handle_cell(st, &info, payload);
+            head = self.seg.pop_release(self.me, head);
+            self.head.store(head, Ordering::Relaxed);
+        }
+        if std::mem::take(&mut st.completed) {
+            // Another thread of this process may be asleep waiting for what
+            // we just completed.
+            self.seg.ring_if_sleeping(self.me);
+        }
+    }
+
+    fn handle_cell(&self, st: &mut State, info: &CellInfo, payload: &[u8]) {
+        match info.kind {
+            CellKind::Eager | CellKind::Rts => {
+                let found = st
+                    .posted
+                    .iter()
+                    .position(|p| matches(p.ctx, p.src, p.tag, info.ctx, info.src, info.tag));
+                if let Some(i) = found {
+                    let p = st.posted.remove(i).expect("index in range");
+                    if info.kind == CellKind::Eager {
+                        deliver(&p.buf, payload, info.src, info.tag, &p.req);
+                    } else {
+                        let iov = decode_iov(payload);
+                        self.start_rndv_recv(
+                            st,
+                            p.buf,
+                            &p.req,
+                            info.src,
+                            info.tag,
+                            info.src_world as usize,
+                            info.aux0,
+                            info.total_len,
+                            &iov,
+                        );
+                    }
+                    st.completed = true;
+                } else {
+                    let payload = if info.kind == CellKind::Eager {
+                        Payload::Eager(payload.to_vec())
+                    } else {
+                        Payload::Rndv {
+                            total: info.total_len,
+                            src_world: info.src_world,
+                            sreq: info.aux0,
+                            iov: decode_iov(payload),
+                        }
+                    };
+                    st.unexpected.push_back(Unexpected {
+                        ctx: info.ctx,
+                        src: info.src,
+                        tag: info.tag,
+                        payload,
+                        sync_req: None,
+                    });
+                }
+            }
+            CellKind::Done => {
+                if let Some(p) = st.pending_sends.remove(&info.aux0) {
+                    p.req.complete(Status::default(), None);
+                    st.completed = true;
+                }
+            }
+            CellKind::Cts => {
+                if let Some(p) = st.pending_sends.remove(&info.aux0) {
+                    st.streams_out.push_back(StreamOut {
+                        dest: info.src_world as usize,
+                        rid: info.aux1,
+                        parts: p.parts,
+                        total: p.total,
+                        offset: 0,
+                        req: p.req,
+                    });
+                    self.flush_streams(st);
+                }
+            }
+            CellKind::Data => {
+                let finished = if let Some(s) = st.streams_in.get_mut(&info.aux0) {
+                    let off = info.aux1 as usize;
+                    if off < s.buf.len {
+                        let n = payload.len().min(s.buf.len - off);
+                        // SAFETY: the posted buffer is valid until the
+                        // request completes; [off, off+n) is inside it.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(payload.as_ptr(), s.buf.ptr.add(off), n)
+                        };
+                    }
+                    s.received += payload.len() as u64;
+                    s.received >= s.total
+                } else {
+                    false
+                };
+                if finished {
+                    let s = st.streams_in.remove(&info.aux0).expect("present");
+                    complete_recv(&s.req, s.src, s.tag, s.total as usize, s.buf.len);
+                    st.completed = true;
+                }
+            }
+        }
+    }
+
+    fn flush_outbox(&self, st: &mut State) {
+        for dest in 0..self.nranks {
+            while let Some(out) = st.outbox[dest].front() {
+                let pushed = self.seg.push(dest, &out.info, |cell| fill_out(&out.data, cell));
+                if let Push::Full = pushed {
+                    break;
+                }
+                let out = st.outbox[dest].pop_front().expect("front exists");
+                st.outbox_len -= 1;
+                if let Some(r) = out.req {
+                    r.complete(Status::default(), None);
+                    st.completed = true;
+                }
+            }
+        }
+    }
+
+    fn flush_streams(&self, st: &mut State) {
+        let chunk = self.eager_limit() as u64;
+        let mut i = 0;
+        while i < st.streams_out.len() {
+            let s = &mut st.streams_out[i];
+            let mut full = false;
+            while s.offset < s.total {
+                let len = chunk.min(s.total - s.offset);
+                let info = CellInfo {
+                    kind: CellKind::Data,
+                    ctx: 0,
+                    src: 0,
+                    tag: 0,
+                    src_world: self.me as u32,
+                    cell_len: len as u32,
+                    total_len: s.total,
+                    aux0: s.rid,
+                    aux1: s.offset,
+                };
+                let (parts, off) = (&s.parts, s.offset as usize);
+                let pushed = self.seg.push(s.dest, &info, |cell| {
+                    copy_parts_range(parts, off, &mut cell[..len as usize])
+                });
+                if let Push::Full = pushed {
+                    full = true;
+                    break;
+                }
+                s.offset += len;
+            }
+            if !full && s.offset >= s.total {
+                let s = st.streams_out.remove(i).expect("index in range");
+                s.req.complete(Status::default(), None);
+                st.completed = true;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Blocks, driving progress, until `done()` holds.
+    pub fn wait_until(&self, mut done: impl FnMut() -> bool) -> Result<()> {
+        let mut spins = 0u32;
+        let mut last_check = Instant::now();
+        loop {
+            let busy = {
+                let mut st = self.lock();
+                self.progress_locked(&mut st);
+                st.outbox_len > 0 || !st.streams_out.is_empty()
+            };
+            if done() {
+                return Ok(());
+            }
+            if spins < self.spin_limit {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            if spins == self.spin_limit {
+                // One yield before sleeping lets a peer on our core run.
+                spins += 1;
+                std::thread::yield_now();
+                continue;
+            }
+            let seen = self.seg.prepare_sleep(self.me);
+            let head = self.head.load(Ordering::Relaxed);
+            if self.seg.has_pending(self.me, head) || done() {
+                self.seg.cancel_sleep(self.me);
+            } else {
+                self.seg
+                    .sleep(self.me, seen, if busy { BUSY_NAP } else { IDLE_NAP });
+            }
+            spins = 0;
+            if last_check.elapsed() >= IDLE_NAP {
+                last_check = Instant::now();
+                self.check_interrupt()?;
+            }
+        }
+    }
+
+    fn check_interrupt(&self) -> Result<()> {
+        let guard = self.interrupt.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(check) => check(),
+            None => Ok(()),
+        }
+    }
+
+    /// Allocates a communicator id agreed on by `comm`'s members.
+    pub(crate) fn note_comm_id(&self, id: u32) {
+        self.next_comm_id.fetch_max(id + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn local_next_comm_id(&self) -> u32 {
+        self.next_comm_id.load(Ordering::Relaxed)
+    }
+}
+
+/// Does a message (m_*) match a receive's envelope?
+#[inline]
+fn matches(ctx: u32, src: i32, tag: i32, m_ctx: u32, m_src: i32, m_tag: i32) -> bool {
+    ctx == m_ctx && (src == ANY_SOURCE || src == m_src) && (tag == ANY_TAG || tag == m_tag)
+}
+
+/// Copies an eager message into a posted buffer and completes the request.
+fn deliver(buf: &RawBuf, data: &[u8], src: i32, tag: i32, req: &ReqState) {
+    let n = data.len().min(buf.len);
+    if n > 0 {
+        // SAFETY: the posted buffer is valid for writes until its request
+        // completes, which happens just below.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr, n) };
+    }
+    complete_recv(req, src, tag, data.len(), buf.len);
+}
+
+/// Completes a receive of a `total`-byte message into a `cap`-byte buffer.
+fn complete_recv(req: &ReqState, src: i32, tag: i32, total: usize, cap: usize) {
+    let (count, err) = if total > cap {
+        (
+            cap,
+            Some(Error::Truncate {
+                received: total,
+                capacity: cap,
+            }),
+        )
+    } else {
+        (total, None)
+    };
+    let status = Status {
+        source: src,
+        tag,
+        error: if err.is_some() { class::ERR_TRUNCATE } else { 0 },
+        count,
+        cancelled: false,
+    };
+    req.complete(status, err);
+}
+
+fn copy_parts(parts: &[RawBuf], cell: &mut [u8]) -> usize {
+    let mut off = 0;
+    for p in parts {
+        if p.len > 0 {
+            // SAFETY: send buffers are valid while the send is pending;
+            // `cell` has room (callers checked the total against the payload).
+            unsafe { std::ptr::copy_nonoverlapping(p.ptr, cell[off..].as_mut_ptr(), p.len) };
+        }
+        off += p.len;
+    }
+    off
+}
+
+/// Copies bytes `[start, start + out.len())` of the concatenated parts.
+fn copy_parts_range(parts: &[RawBuf], start: usize, out: &mut [u8]) -> usize {
+    let mut skip = start;
+    let mut done = 0;
+    for p in parts {
+        if skip >= p.len {
+            skip -= p.len;
+            continue;
+        }
+        let take = (p.len - skip).min(out.len() - done);
+        // SAFETY: as in `copy_parts`; the range is inside part `p`.
+        unsafe { std::ptr::copy_nonoverlapping(p.ptr.add(skip), out[done..].as_mut_ptr(), take) };
+        done += take;
+        skip = 0;
+        if done == out.len() {
+            break;
+        }
+    }
+    done
+}
+
+fn fill_out(data: &OutData, cell: &mut [u8]) -> usize {
+    match data {
+        OutData::Parts(parts) => copy_parts(parts, cell),
+        OutData::Owned(v) => {
+            cell[..v.len()].copy_from_slice(v);
+            v.len()
+        }
+        OutData::Empty => 0,
+    }
+}
+
+fn decode_iov(payload: &[u8]) -> Vec<(u64, u64)> {
+    let word = |i: usize| -> u64 {
+        payload
+            .get(i * 8..i * 8 + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+            .unwrap_or(0)
+    };
+    let n = word(0) as usize;
+    (0..n).map(|k| (word(1 + 2 * k), word(2 + 2 * k))).collect()
+}
+
+/// The native engine: a [`Core`] plus the predefined communicators.
+pub struct NativeEngine {
+    core: Arc<Core>,
+    world: CommRef,
+    self_comm: CommRef,
+}
+
+impl NativeEngine {
+    pub fn init() -> Result<NativeEngine> {
+        let core = Core::init()?;
+        let n = core.size() as i32;
+        let world: CommRef = Arc::new(NativeComm::new(
+            core.clone(),
+            0,
+            core.rank() as i32,
+            (0..n).collect(),
+            "MPI_COMM_WORLD",
+        ));
+        let self_comm: CommRef = Arc::new(NativeComm::new(
+            core.clone(),
+            1,
+            0,
+            vec![core.rank() as i32],
+            "MPI_COMM_SELF",
+        ));
+        Ok(NativeEngine {
+            core,
+            world,
+            self_comm,
+        })
+    }
+}
+
+impl Engine for NativeEngine {
+    fn world(&self) -> CommRef {
+        self.world.clone()
+    }
+
+    fn self_comm(&self) -> CommRef {
+        self.self_comm.clone()
+    }
+
+    fn processor_name(&self) -> String {
+        sys::hostname()
+    }
+
+    fn library_version(&self) -> String {
+        format!(
+            "oxmpi {} (native shared-memory runtime)",
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    fn universe_size(&self) -> i32 {
+        self.core
+            .pmi
+            .as_ref()
+            .map_or(1, |p| p.universe_size() as i32)
+    }
+
+    fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()> {
+        self.core.wait_until(done)
+    }
+
+    fn progress(&self) {
+        self.core.progress();
+    }
+
+    fn set_interrupt_check(&self, check: Box<dyn Fn() -> Result<()> + Send + Sync>) {
+        *self.core.interrupt.write().unwrap_or_else(|e| e.into_inner()) = Some(check);
+    }
+
+    fn abort(&self, code: i32, msg: &str) -> ! {
+        abort_job(&self.core, code, msg)
+    }
+
+    fn finalize(&self) -> Result<()> {
+        if self.core.finalized.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Let queued sends reach their peers' inboxes before we go.
+        self.core.wait_until(|| {
+            let st = self.core.lock();
+            st.outbox_len == 0 && st.streams_out.is_empty()
+        })?;
+        if let Some(p) = &self.core.pmi {
+            p.finalize()?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn abort_job(core: &Core, code: i32, msg: &str) -> ! {
+    if let Some(p) = &core.pmi {
+        p.abort(code, msg);
+        // The launcher ends every rank; wait for it rather than racing it.
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    std::process::exit(if code == 0 { 1 } else { code & 0xff })
+}

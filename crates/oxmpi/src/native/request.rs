@@ -1,0 +1,108 @@
+//! Completion state shared by a request handle and the progress engine.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Request, Status};
+use crate::error::{Error, Result};
+
+use super::Core;
+
+/// Written once by whoever completes the operation, read by its waiter.
+pub(crate) struct ReqState {
+    done: AtomicBool,
+    outcome: Mutex<(Status, Option<Error>)>,
+}
+
+impl ReqState {
+    pub(crate) fn new() -> Arc<ReqState> {
+        Arc::new(ReqState {
+            done: AtomicBool::new(false),
+            outcome: Mutex::new((Status::default(), None)),
+        })
+    }
+
+    pub(crate) fn complete(&self, status: Status, err: Option<Error>) {
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = (status, err);
+        // Release pairs with the Acquire in `is_done`: the outcome is
+        // visible to whoever sees `done`.
+        self.done.store(true, Ordering::Release);
+    }
+
+    #[inline]
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// The outcome; an error is handed out once, later calls see only the
+    /// status (whose `error` field still carries the class).
+    pub(crate) fn take(&self) -> Result<Status> {
+        let mut g = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        match g.1.take() {
+            Some(e) => Err(e),
+            None => Ok(g.0),
+        }
+    }
+}
+
+/// What a native request is waiting for.
+pub(crate) enum Kind {
+    Send,
+    Recv,
+}
+
+/// A request handle of the native engine.
+pub(crate) struct NativeRequest {
+    pub(crate) core: Arc<Core>,
+    pub(crate) state: Arc<ReqState>,
+    pub(crate) kind: Kind,
+}
+
+impl Request for NativeRequest {
+    fn test(&self) -> Result<Option<Status>> {
+        if !self.state.is_done() {
+            self.core.progress();
+            if !self.state.is_done() {
+                return Ok(None);
+            }
+        }
+        self.state.take().map(Some)
+    }
+
+    fn wait(&self) -> Result<Status> {
+        let st = &self.state;
+        self.core.wait_until(|| st.is_done())?;
+        st.take()
+    }
+
+    fn is_complete(&self) -> bool {
+        self.state.is_done()
+    }
+
+    fn cancel(&self) -> Result<()> {
+        if let Kind::Recv = self.kind {
+            self.core.cancel_recv(&self.state);
+        }
+        // Sends that left this process cannot be recalled; MPI allows a
+        // cancel to fail, and the status then says "not cancelled".
+        Ok(())
+    }
+}
+
+/// A request that completed when it was made (e.g. a send to PROC_NULL).
+pub(crate) struct CompletedRequest(pub(crate) Status);
+
+impl Request for CompletedRequest {
+    fn test(&self) -> Result<Option<Status>> {
+        Ok(Some(self.0))
+    }
+    fn wait(&self) -> Result<Status> {
+        Ok(self.0)
+    }
+    fn is_complete(&self) -> bool {
+        true
+    }
+    fn cancel(&self) -> Result<()> {
+        Ok(())
+    }
+}
