@@ -1,0 +1,27 @@
+"""Console entry points: ``mpiexec``, ``mpirun`` and ``oxmpi``."""
+
+import os
+import sys
+
+from . import _oxmpi
+
+
+def _run(prog):
+    # The launcher runs in Rust with the GIL released; Python's own SIGINT
+    # handler would only set a flag nobody reads, so restore the defaults
+    # and let the launcher install its handlers.
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_oxmpi.launch(prog, sys.argv[1:]))
+
+
+def mpiexec():
+    _run(os.path.basename(sys.argv[0]) or "mpiexec")
+
+
+def oxmpi_main():
+    _run("oxmpi")
