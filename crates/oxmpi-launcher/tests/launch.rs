@@ -1,0 +1,662 @@
+//! End-to-end tests of the `mpiexec` binary: real processes, real signals.
+//!
+//! Every wait has a deadline: a test that would hang kills the launcher
+//! (whose ranks then die of their parent-death signal) and fails.
+//!
+//! The PMI tests re-run this test binary under `mpiexec`: with
+//! `OXMPI_LAUNCHER_TEST_ROLE` set, the `pmi_rank` test becomes a rank that
+//! speaks PMI-1 through `PMI_FD` (a tiny client below) and exits.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "OXMPI_LAUNCHER_TEST_ROLE";
+/// Generous bound for jobs that should take milliseconds.
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn mpiexec(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpiexec"));
+    c.args(args)
+        .env_remove("OXMPI_COMPAT_PATH")
+        .env_remove(ROLE);
+    c
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Output {
+    fn lines(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.stdout.lines().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+fn drain<R: Read + Send + 'static>(r: R) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = BufReader::new(r).read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+/// Waits for `child` until `limit`; on expiry kills it and panics.
+fn wait_deadline(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mpiexec did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs a command with stdin from `input`, collecting its output.
+fn run_with_input(mut cmd: Command, input: Option<&str>, limit: Duration) -> Output {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn mpiexec");
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let status = wait_deadline(&mut child, limit);
+    let elapsed = start.elapsed();
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        elapsed,
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    run_with_input(mpiexec(args), None, LIMIT)
+}
+
+#[test]
+fn three_ranks_say_who_they_are() {
+    let o = run(&["-n", "3", "sh", "-c", "echo rank $PMI_RANK of $PMI_SIZE"]);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    assert_eq!(o.lines(), ["rank 0 of 3", "rank 1 of 3", "rank 2 of 3"]);
+}
+
+#[test]
+fn contract_environment() {
+    let o = run(&[
+        "-n",
+        "2",
+        "sh",
+        "-c",
+        "echo $PMI_RANK $OXMPI_LAUNCHER $MPI_LOCALRANKID/$MPI_LOCALNRANKS ${OXMPI_JOBID%-*}; \
+         [ -S /proc/self/fd/$PMI_FD ] || [ -e /proc/self/fd/$PMI_FD ] && echo fd-ok",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    let v = env!("CARGO_PKG_VERSION");
+    let lines = o.lines();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("0 {v} 0/2 oxmpi-")),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("1 {v} 1/2 oxmpi-")),
+        "{lines:?}"
+    );
+    assert_eq!(&lines[2..], ["fd-ok", "fd-ok"]);
+}
+
+#[test]
+fn tagged_output() {
+    let o = run(&["-l", "-n", "2", "sh", "-c", "echo hi; echo oops >&2"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.lines(), ["[0] hi", "[1] hi"]);
+    let mut err: Vec<&str> = o.stderr.lines().collect();
+    err.sort_unstable();
+    assert_eq!(err, ["[0] oops", "[1] oops"]);
+}
+
+#[test]
+fn partial_lines_are_kept_whole() {
+    let o = run(&[
+        "-l",
+        "-n",
+        "3",
+        "sh",
+        "-c",
+        "printf part-$PMI_RANK-; sleep 0.2; echo end; printf last",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        o.lines(),
+        [
+            "[0] last",
+            "[0] part-0-end",
+            "[1] last",
+            "[1] part-1-end",
+            "[2] last",
+            "[2] part-2-end"
+        ]
+    );
+}
+
+#[test]
+fn heavy_output_never_mixes_within_a_line() {
+    let script = "i=0; while [ $i -lt 3000 ]; do \
+                  echo \"r$PMI_RANK $i ................................................................................................................\"; \
+                  i=$((i+1)); done";
+    let o = run(&["-n", "4", "sh", "-c", script]);
+    assert_eq!(o.status.code(), Some(0));
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 4 * 3000);
+    let mut seen = [0usize; 4];
+    for line in lines {
+        let mut parts = line.split(' ');
+        let rank: usize = parts.next().unwrap()[1..].parse().unwrap();
+        let i: usize = parts.next().unwrap().parse().unwrap();
+        assert_eq!(parts.next().map(str::len), Some(112), "{line:?}");
+        assert_eq!(parts.next(), None, "{line:?}");
+        // Each rank's lines arrive in order.
+        assert_eq!(i, seen[rank], "{line:?}");
+        seen[rank] += 1;
+    }
+}
+
+#[test]
+fn stdin_goes_to_rank_zero_only() {
+    let o = run_with_input(
+        mpiexec(&["-l", "-n", "3", "cat"]),
+        Some("hello\nworld\n"),
+        LIMIT,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    assert_eq!(o.lines(), ["[0] hello", "[0] world"]);
+}
+
+#[test]
+fn mpmd_groups_number_ranks_consecutively() {
+    let o = run(&[
+        "-n",
+        "1",
+        "-env",
+        "G",
+        "a",
+        "sh",
+        "-c",
+        "echo A $PMI_RANK $PMI_SIZE $G",
+        ":",
+        "-n",
+        "2",
+        "-env",
+        "G",
+        "b",
+        "sh",
+        "-c",
+        "echo B $PMI_RANK $PMI_SIZE $G",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    assert_eq!(o.lines(), ["A 0 3 a", "B 1 3 b", "B 2 3 b"]);
+}
+
+#[test]
+fn environment_options() {
+    let mut cmd = mpiexec(&[
+        "-genv",
+        "GA",
+        "1",
+        "-x",
+        "GB=2",
+        "-x",
+        "FROM_LAUNCHER",
+        "-genvnone",
+        "/bin/sh",
+        "-c",
+        "echo ${GA:-x}${GB:-x}${FROM_LAUNCHER:-x}${OTHER:-x} $PYTHONPATH",
+    ]);
+    cmd.env("FROM_LAUNCHER", "3").env("OTHER", "4");
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    assert_eq!(o.lines(), ["123x"]);
+
+    let mut cmd = mpiexec(&["sh", "-c", "echo $PYTHONPATH"]);
+    cmd.env("OXMPI_COMPAT_PATH", "/compat")
+        .env("PYTHONPATH", "/user");
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.lines(), ["/compat:/user"]);
+
+    let mut cmd = mpiexec(&["--no-mpi4py-compat", "sh", "-c", "echo $PYTHONPATH"]);
+    cmd.env("OXMPI_COMPAT_PATH", "/compat")
+        .env("PYTHONPATH", "/user");
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.lines(), ["/user"]);
+}
+
+#[test]
+fn working_directory() {
+    let o = run(&["-wdir", "/", "pwd"]);
+    assert_eq!(o.lines(), ["/"]);
+    let o = run(&["-wdir", "/nonexistent/dir", "pwd"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stderr.contains("working directory"), "{}", o.stderr);
+}
+
+#[test]
+fn failing_rank_ends_the_job() {
+    let o = run(&[
+        "-n",
+        "3",
+        "sh",
+        "-c",
+        "if [ $PMI_RANK = 1 ]; then echo last words >&2; exit 3; fi; exec sleep 30",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", o.stderr);
+    assert!(o.elapsed < Duration::from_secs(2), "took {:?}", o.elapsed);
+    let last = o.stderr.find("last words").expect("rank output lost");
+    let verdict = o
+        .stderr
+        .find("mpiexec: rank 1 exited with code 3")
+        .expect("no verdict");
+    assert!(last < verdict, "{}", o.stderr);
+    // Only the first failure is reported.
+    assert_eq!(o.stderr.matches("mpiexec: rank").count(), 1, "{}", o.stderr);
+}
+
+#[test]
+fn rank_ignoring_sigterm_is_killed() {
+    let o = run(&[
+        "-n",
+        "2",
+        "sh",
+        "-c",
+        "if [ $PMI_RANK = 0 ]; then sleep 0.2; exit 5; fi; trap '' TERM; exec sleep 30",
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", o.stderr);
+    assert!(o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn segfault_gives_128_plus_signal() {
+    let o = run(&[
+        "-n",
+        "2",
+        "sh",
+        "-c",
+        "echo before-$PMI_RANK; if [ $PMI_RANK = 0 ]; then kill -SEGV $$; fi; exec sleep 30",
+    ]);
+    assert_eq!(o.status.code(), Some(139), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("mpiexec: rank 0 killed by signal 11 (SIGSEGV)"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.elapsed < Duration::from_secs(2), "took {:?}", o.elapsed);
+    // The dead rank's output is not lost (rank 1 may not have got as far).
+    assert!(o.lines().contains(&"before-0"), "{}", o.stdout);
+}
+
+#[test]
+fn timeout() {
+    let o = run(&["--timeout", "0.5", "-n", "2", "sleep", "30"]);
+    assert_eq!(o.status.code(), Some(124), "{}", o.stderr);
+    assert!(o.stderr.contains("timed out"), "{}", o.stderr);
+    assert!(o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn program_not_found() {
+    let o = run(&["-n", "2", "oxmpi-no-such-program"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        o.stderr
+            .contains("mpiexec: cannot start 'oxmpi-no-such-program': No such file or directory"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn second_group_not_found_kills_the_first() {
+    let o = run(&["-n", "2", "sleep", "30", ":", "oxmpi-no-such-program"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(o.elapsed < Duration::from_secs(2), "took {:?}", o.elapsed);
+}
+
+#[test]
+fn bad_command_lines() {
+    let o = run(&["-foo", "prog"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        o.stderr.trim(),
+        "mpiexec: unknown option '-foo'; see mpiexec --help"
+    );
+    let o = run(&["-n", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stderr.contains("no program"), "{}", o.stderr);
+    let o = run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout.contains("--timeout"));
+    let o = run(&["--version"]);
+    assert!(o.stdout.contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// Starts mpiexec and waits until every rank printed "ready"; also returns
+/// the other lines printed until then.
+fn start_ready(args: &[&str], ranks: usize) -> (Child, mpsc::Receiver<String>, Vec<String>) {
+    let mut child = mpiexec(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut ready = 0;
+    let mut before = Vec::new();
+    while ready < ranks {
+        match rx.recv_timeout(LIMIT) {
+            Ok(l) if l == "ready" => ready += 1,
+            Ok(l) => before.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ranks did not become ready");
+            }
+        }
+    }
+    (child, rx, before)
+}
+
+fn send_signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the child has not
+    // been waited for, so the pid is still its own.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+#[test]
+fn sigterm_is_forwarded_and_ends_the_job() {
+    let (mut child, _rx, _) = start_ready(&["-n", "2", "sh", "-c", "echo ready; exec sleep 30"], 2);
+    let start = Instant::now();
+    send_signal(&child, libc::SIGTERM);
+    let st = wait_deadline(&mut child, LIMIT);
+    assert_eq!(st.code(), Some(143));
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn sigusr1_is_forwarded_and_the_job_continues() {
+    let script = "trap 'echo got-usr1; exit 0' USR1; echo ready; \
+                  while :; do sleep 0.05; done";
+    let (mut child, rx, _) = start_ready(&["-n", "2", "sh", "-c", script], 2);
+    send_signal(&child, libc::SIGUSR1);
+    let st = wait_deadline(&mut child, LIMIT);
+    assert_eq!(st.code(), Some(0));
+    let got: Vec<String> = rx.try_iter().collect();
+    assert_eq!(got, ["got-usr1", "got-usr1"]);
+}
+
+#[test]
+fn killing_the_launcher_kills_the_ranks() {
+    let (mut child, _rx, before) = start_ready(
+        &["-n", "2", "sh", "-c", "echo $$; echo ready; exec sleep 30"],
+        2,
+    );
+    let pids: Vec<i32> = before.iter().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(pids.len(), 2);
+    send_signal(&child, libc::SIGKILL);
+    let _ = wait_deadline(&mut child, LIMIT);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in pids {
+        loop {
+            // Gone, or a zombie waiting for whoever adopted it.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            if stat.is_empty() || state == Some('Z') {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rank {pid} outlived mpiexec");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn oxmpi_subcommands() {
+    // These run inside the test process, so bound them with a thread.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        use oxmpi_launcher::main_with_args;
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = [
+            main_with_args("oxmpi", args(&["--version"])),
+            main_with_args("oxmpi", args(&["info"])),
+            main_with_args("oxmpi", args(&["frobnicate"])),
+            main_with_args("oxmpi", args(&[])),
+            main_with_args("oxmpi", args(&["run", "--bogus", "x"])),
+            // Two jobs in a row inside one process: handlers and state reset.
+            main_with_args("oxmpi", args(&["run", "-n", "2", "true"])),
+            main_with_args("mpirun", args(&["-n", "2", "sh", "-c", "exit 4"])),
+        ];
+        let _ = tx.send(got);
+    });
+    let got = rx.recv_timeout(LIMIT).expect("in-process jobs hung");
+    assert_eq!(got, [0, 0, 2, 2, 2, 0, 4]);
+}
+
+// ---------------------------------------------------------------------------
+// PMI: this test binary, re-run as ranks under mpiexec.
+
+fn pmi_job(role: &str, n: &str, limit: Duration) -> Output {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = mpiexec(&["-n", n, "-genv", ROLE, role]);
+    cmd.arg(exe).args([
+        "pmi_rank",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ]);
+    run_with_input(cmd, None, limit)
+}
+
+fn results(o: &Output) -> Vec<&str> {
+    let mut v: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("RESULT "))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn pmi_exchange_between_ranks() {
+    let o = pmi_job("exchange", "3", LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(
+        results(&o),
+        [
+            "rank 0 of 3 got v1 v2",
+            "rank 1 of 3 got v2 v0",
+            "rank 2 of 3 got v0 v1"
+        ]
+    );
+}
+
+#[test]
+fn pmi_abort_ends_the_job_and_shm_is_unlinked() {
+    let o = pmi_job("abort", "2", LIMIT);
+    assert_eq!(o.status.code(), Some(7), "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr
+            .contains("mpiexec: rank 1 called MPI_Abort with error code 7"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
+    let shm: Vec<&str> = results(&o)
+        .into_iter()
+        .filter_map(|r| r.strip_prefix("shm "))
+        .collect();
+    assert_eq!(shm.len(), 1, "{}", o.stdout);
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm{}", shm[0])).exists(),
+        "{} left behind",
+        shm[0]
+    );
+}
+
+/// A minimal PMI-1 client over the inherited socket.
+struct Pmi {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Pmi {
+    fn connect() -> Pmi {
+        let fd: i32 = std::env::var("PMI_FD").unwrap().parse().unwrap();
+        // SAFETY: mpiexec passed this descriptor to us for our exclusive
+        // use; nothing else in this process owns it.
+        let s = unsafe { UnixStream::from_raw_fd(fd) };
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Pmi {
+            writer: s.try_clone().unwrap(),
+            reader: BufReader::new(s),
+        }
+    }
+
+    fn call(&mut self, line: &str) -> HashMap<String, String> {
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+        let mut reply = String::new();
+        self.reader.read_line(&mut reply).unwrap();
+        reply
+            .split_whitespace()
+            .filter_map(|t| t.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+fn env_usize(name: &str) -> usize {
+    std::env::var(name).unwrap().parse().unwrap()
+}
+
+fn rank_exchange() {
+    let rank = env_usize("PMI_RANK");
+    let size = env_usize("PMI_SIZE");
+    let mut pmi = Pmi::connect();
+    let r = pmi.call("cmd=init pmi_version=1 pmi_subversion=1");
+    assert_eq!(
+        (r["cmd"].as_str(), r["rc"].as_str()),
+        ("response_to_init", "0")
+    );
+    let kvs = pmi.call("cmd=get_my_kvsname")["kvsname"].clone();
+    assert_eq!(kvs, std::env::var("OXMPI_JOBID").unwrap());
+    assert_eq!(pmi.call("cmd=get_universe_size")["size"], size.to_string());
+    assert_eq!(pmi.call("cmd=get_appnum")["appnum"], "0");
+    assert_eq!(pmi.call("cmd=get_maxes")["vallen_max"], "4096");
+    let r = pmi.call(&format!("cmd=put kvsname={kvs} key=k{rank} value=v{rank}"));
+    assert_eq!(r["rc"], "0");
+    assert_eq!(pmi.call("cmd=barrier_in")["cmd"], "barrier_out");
+    let mut got = Vec::new();
+    for i in 1..size {
+        let peer = (rank + i) % size;
+        let r = pmi.call(&format!("cmd=get kvsname={kvs} key=k{peer}"));
+        assert_eq!(r["rc"], "0");
+        got.push(r["value"].clone());
+    }
+    let r = pmi.call(&format!("cmd=get kvsname={kvs} key=missing"));
+    assert_eq!(
+        (r["rc"].as_str(), r["msg"].as_str()),
+        ("-1", "key_missing_not_found")
+    );
+    let r = pmi.call("cmd=frobnicate");
+    assert_eq!(r["cmd"], "frobnicate_result");
+    assert_eq!(r["msg"], "unknown_command");
+    assert_eq!(pmi.call("cmd=barrier_in")["cmd"], "barrier_out");
+    assert_eq!(pmi.call("cmd=finalize")["cmd"], "finalize_ack");
+    println!("RESULT rank {rank} of {size} got {}", got.join(" "));
+}
+
+fn rank_abort() {
+    let rank = env_usize("PMI_RANK");
+    let mut pmi = Pmi::connect();
+    pmi.call("cmd=init pmi_version=1 pmi_subversion=1");
+    let kvs = pmi.call("cmd=get_my_kvsname")["kvsname"].clone();
+    if rank == 1 {
+        // A segment that the rank "forgets" to unlink: mpiexec must.
+        let name = format!("/{kvs}-test");
+        let c = std::ffi::CString::new(name.clone()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated name; the returned fd is
+        // closed right away.
+        let fd = unsafe {
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600,
+            )
+        };
+        assert!(fd >= 0, "shm_open failed");
+        // SAFETY: `fd` is the descriptor shm_open just returned.
+        unsafe { libc::close(fd) };
+        let r = pmi.call(&format!(
+            "cmd=put kvsname={kvs} key=oxmpi.shm.test value={name}"
+        ));
+        assert_eq!(r["rc"], "0");
+        println!("RESULT shm {name}");
+        std::io::stdout().flush().unwrap();
+        pmi.writer.write_all(b"cmd=abort exitcode=7\n").unwrap();
+    }
+    thread::sleep(Duration::from_secs(30));
+}
+
+/// Not a test by itself: does nothing unless started by `pmi_job`.
+#[test]
+fn pmi_rank() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let result = std::panic::catch_unwind(|| match role.as_str() {
+        "exchange" => rank_exchange(),
+        "abort" => rank_abort(),
+        other => panic!("unknown role {other}"),
+    });
+    std::io::stdout().flush().unwrap();
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
