@@ -34,7 +34,7 @@ pub mod class {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A received message was longer than the receive buffer.
-    #[error("message truncated: received {received} bytes into a buffer of {capacity} bytes")]
+    #[error("message truncated: a {received}-byte message does not fit the {capacity}-byte receive buffer")]
     Truncate { received: usize, capacity: usize },
     #[error("invalid rank {rank} (communicator size {size})")]
     Rank { rank: i32, size: i32 },

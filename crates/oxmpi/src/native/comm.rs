@@ -103,7 +103,9 @@ impl NativeComm {
     fn mprobe_on(&self, ctx: u32, src: i32, tag: i32) -> Result<Unexpected> {
         let mut found = None;
         self.core.wait_until(|| {
-            found = self.core.take_matching(ctx, src, tag);
+            if found.is_none() {
+                found = self.core.take_matching(ctx, src, tag);
+            }
             found.is_some()
         })?;
         Ok(found.expect("wait_until returned with a message"))

@@ -750,7 +750,9 @@ impl Core {
         }
     }
 
-    /// Blocks, driving progress, until `done()` holds.
+    /// Blocks, driving progress, until `done()` holds. `done` is never
+    /// called again once it has returned true, so it may consume what it
+    /// waited for (as a matched probe does).
     pub fn wait_until(&self, mut done: impl FnMut() -> bool) -> Result<()> {
         let mut spins = 0u32;
         let mut last_check = Instant::now();
@@ -776,8 +778,13 @@ impl Core {
             }
             let seen = self.seg.prepare_sleep(self.me);
             let head = self.head.load(Ordering::Relaxed);
-            if self.seg.has_pending(self.me, head) || done() {
+            if self.seg.has_pending(self.me, head) {
                 self.seg.cancel_sleep(self.me);
+            } else if done() {
+                // `done` may have consumed what it waited for (a matched
+                // probe takes the message): return now, never ask again.
+                self.seg.cancel_sleep(self.me);
+                return Ok(());
             } else {
                 self.seg
                     .sleep(self.me, seen, if busy { BUSY_NAP } else { IDLE_NAP });
