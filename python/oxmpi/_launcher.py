@@ -14,6 +14,11 @@ def _run(prog):
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    # Ranks find oxmpi's mpi4py compatibility package through this
+    # (the launcher prepends it to PYTHONPATH unless --no-mpi4py-compat).
+    from .compat import PATH
+
+    os.environ.setdefault("OXMPI_COMPAT_PATH", PATH)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_oxmpi.launch(prog, sys.argv[1:]))

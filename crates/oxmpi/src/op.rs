@@ -75,10 +75,30 @@ impl Op {
 macro_rules! fold {
     ($t:ty, $input:expr, $inout:expr, |$a:ident, $b:ident| $e:expr) => {{
         const W: usize = std::mem::size_of::<$t>();
-        for (i, o) in $input.chunks_exact(W).zip($inout.chunks_exact_mut(W)) {
-            let $a = <$t>::from_ne_bytes(i.try_into().unwrap());
-            let $b = <$t>::from_ne_bytes((&*o).try_into().unwrap());
-            o.copy_from_slice(&($e).to_ne_bytes());
+        let (input, inout): (&[u8], &mut [u8]) = ($input, $inout);
+        let n = input.len() / W;
+        let aligned = (input.as_ptr() as usize) % std::mem::align_of::<$t>() == 0
+            && (inout.as_ptr() as usize) % std::mem::align_of::<$t>() == 0;
+        if aligned {
+            // SAFETY: both slices hold `n` elements of a plain numeric type
+            // and are suitably aligned (checked above); `inout` is the only
+            // mutable view of its memory.
+            let (xs, ys) = unsafe {
+                (
+                    std::slice::from_raw_parts(input.as_ptr().cast::<$t>(), n),
+                    std::slice::from_raw_parts_mut(inout.as_mut_ptr().cast::<$t>(), n),
+                )
+            };
+            for (y, &$a) in ys.iter_mut().zip(xs) {
+                let $b = *y;
+                *y = $e;
+            }
+        } else {
+            for (i, o) in input.chunks_exact(W).zip(inout.chunks_exact_mut(W)) {
+                let $a = <$t>::from_ne_bytes(i.try_into().unwrap());
+                let $b = <$t>::from_ne_bytes((&*o).try_into().unwrap());
+                o.copy_from_slice(&($e).to_ne_bytes());
+            }
         }
     }};
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a machine that has only Rust and
+# Python, then runs every test: Rust unit and launcher tests, then the
+# multi-process Python suite under oxmpi's own launcher.
+#
+#   ./scripts/test.sh            # all tests
+#   ./scripts/test.sh -k p2p     # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${OXMPI_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+python -m pip install -q --disable-pip-version-check --upgrade pip maturin numpy pytest
+python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
+
+echo "== cargo test (runtime and launcher)"
+cargo test -q --workspace --exclude oxmpi-python 2>&1 | grep -Ev '^$|^running 0 tests'
+
+echo "== pytest (multi-process tests under mpiexec)"
+python -m pytest tests -q "$@"
