@@ -96,18 +96,6 @@ fn wait_req(py: Python<'_>, req: RequestRef) -> PyResult<Status> {
     blocking(py, move || req.wait())
 }
 
-/// Receives an object of any size from (source, tag).
-fn recv_obj<'py>(py: Python<'py>, c: &CommRef, source: i32, tag: i32) -> PyResult<(Bound<'py, PyAny>, Status)> {
-    let (msg, st) = match c.improbe(source, tag).py()? {
-        Some(found) => found,
-        None => {
-            let c = c.clone();
-            blocking(py, move || c.mprobe(source, tag))?
-        }
-    };
-    recv_object(py, msg, st)
-}
-
 fn recv_buf_parse<'py>(buf: &Bound<'py, PyAny>) -> PyResult<Msg> {
     buffer::parse(buf, true)
 }
@@ -277,7 +265,7 @@ impl PyComm {
         status: Option<&Bound<'py, PyStatus>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let _ = buf; // Messages of any size arrive; no preallocated buffer is needed.
-        let (obj, st) = recv_obj(py, self.c()?, source, tag)?;
+        let (obj, st) = recv_object(py, self.c()?, source, tag)?;
         PyStatus::fill(status, st);
         Ok(obj)
     }
@@ -299,7 +287,7 @@ impl PyComm {
         let c = self.c()?;
         let p = pickle::dumps(py, sendobj)?;
         let sreq = c.isend(&p.parts, dest, sendtag, SendMode::Standard).py()?;
-        let got = recv_obj(py, c, source, recvtag);
+        let got = recv_object(py, c, source, recvtag);
         wait_req(py, sreq)?;
         let (obj, st) = got?;
         PyStatus::fill(status, st);
@@ -325,10 +313,8 @@ impl PyComm {
     #[pyo3(signature = (buf=None, source=ANY_SOURCE, tag=ANY_TAG))]
     fn irecv(&self, buf: Option<&Bound<'_, PyAny>>, source: i32, tag: i32) -> PyResult<PyRequest> {
         let _ = buf;
-        let c = self.c()?;
-        // Validate now, so that errors surface at the call.
-        c.iprobe(source, tag).py()?;
-        Ok(PyRequest::obj_recv(c.clone(), source, tag))
+        let req = self.c()?.irecv_owned(source, tag).py()?;
+        Ok(PyRequest::obj_recv(req))
     }
 
     #[pyo3(signature = (source=ANY_SOURCE, tag=ANY_TAG, status=None))]

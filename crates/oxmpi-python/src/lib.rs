@@ -87,6 +87,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<op::PyOp>()?;
     m.add_class::<status::PyStatus>()?;
     m.add_class::<request::PyRequest>()?;
+    m.add_class::<request::ReceivedMessage>()?;
     m.add("IN_PLACE", Py::new(py, comm::InPlace)?)?;
     m.add("datatypes", datatype::predefined_dict(py)?)?;
     m.add("ops", op::predefined_dict(py)?)?;

@@ -2,9 +2,9 @@
 //! buffers they keep alive.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyList};
+use pyo3::types::PyList;
 
-use oxmpi::backend::{CommRef, Message, RawBuf, RequestRef, Status};
+use oxmpi::backend::{CommRef, RequestRef, Status};
 
 use crate::buffer::Msg;
 use crate::engine::{blocking, engine};
@@ -19,8 +19,8 @@ pub enum Payload {
     Buffer(Msg),
     /// A pickled object being sent.
     Pickled(Pickled),
-    /// An object receive of any size: matched when completed.
-    ObjRecv { comm: CommRef, source: i32, tag: i32 },
+    /// An object receive: the message is unpickled on completion.
+    ObjRecv,
 }
 
 /// A nonblocking operation.
@@ -43,13 +43,8 @@ impl PyRequest {
         }
     }
 
-    pub fn obj_recv(comm: CommRef, source: i32, tag: i32) -> PyRequest {
-        PyRequest {
-            req: None,
-            payload: Payload::ObjRecv { comm, source, tag },
-            status: Status::default(),
-            obj: None,
-        }
+    pub fn obj_recv(req: RequestRef) -> PyRequest {
+        PyRequest::new(req, Payload::ObjRecv)
     }
 
     fn null() -> PyRequest {
@@ -62,15 +57,17 @@ impl PyRequest {
     }
 
     fn active(&self) -> bool {
-        self.req.is_some() || matches!(self.payload, Payload::ObjRecv { .. })
+        self.req.is_some()
     }
 
-    fn finish(&mut self, st: Status) {
+    fn finish(&mut self, py: Python<'_>, st: Status) -> PyResult<()> {
+        let req = self.req.take();
         self.status = st;
-        self.req = None;
-        if !matches!(self.payload, Payload::None) {
-            self.payload = Payload::None;
+        if let (Payload::ObjRecv, Some(r)) = (&self.payload, req) {
+            self.obj = Some(unpickle_owned(py, r.take_data(), &st)?.unbind());
         }
+        self.payload = Payload::None;
+        Ok(())
     }
 
     /// Completes without blocking if possible; true when complete.
@@ -78,18 +75,7 @@ impl PyRequest {
         if let Some(r) = &self.req {
             return match r.test().py()? {
                 Some(st) => {
-                    self.finish(st);
-                    Ok(true)
-                }
-                None => Ok(false),
-            };
-        }
-        if let Payload::ObjRecv { comm, source, tag } = &self.payload {
-            return match comm.improbe(*source, *tag).py()? {
-                Some((msg, st)) => {
-                    let obj = recv_object(py, msg, st)?;
-                    self.obj = Some(obj.0.unbind());
-                    self.finish(obj.1);
+                    self.finish(py, st)?;
                     Ok(true)
                 }
                 None => Ok(false),
@@ -101,30 +87,19 @@ impl PyRequest {
     /// Completes, blocking with the GIL released.
     fn complete(&mut self, py: Python<'_>) -> PyResult<()> {
         if let Some(r) = self.req.clone() {
-            let st = blocking(py, move || r.wait())?;
-            self.finish(st);
-            return Ok(());
-        }
-        if let Payload::ObjRecv { comm, source, tag } = &self.payload {
-            let (comm, source, tag) = (comm.clone(), *source, *tag);
-            let (msg, st) = blocking(py, move || comm.mprobe(source, tag))?;
-            let (obj, st) = recv_object(py, msg, st)?;
-            self.obj = Some(obj.unbind());
-            self.finish(st);
+            let st = if r.is_complete() {
+                r.wait().py()?
+            } else {
+                blocking(py, move || r.wait())?
+            };
+            self.finish(py, st)?;
         }
         Ok(())
     }
 
-    /// Whether it is complete (or, for object receives, could complete now),
-    /// without touching Python.
+    /// Whether it is complete, without touching Python.
     fn ready(&self) -> bool {
-        match (&self.req, &self.payload) {
-            (Some(r), _) => r.is_complete(),
-            (None, Payload::ObjRecv { comm, source, tag }) => {
-                matches!(comm.iprobe(*source, *tag), Ok(Some(_)))
-            }
-            _ => true,
-        }
+        self.req.as_ref().is_none_or(|r| r.is_complete())
     }
 
     fn take_obj(&mut self, py: Python<'_>) -> Py<PyAny> {
@@ -132,33 +107,65 @@ impl PyRequest {
     }
 }
 
-/// Receives a matched message and unpickles it.
-pub fn recv_object<'py>(
-    py: Python<'py>,
-    msg: Box<dyn Message>,
-    st: Status,
-) -> PyResult<(Bound<'py, PyAny>, Status)> {
-    if st.source == oxmpi::backend::PROC_NULL {
-        msg.recv(RawBuf::EMPTY).py()?;
-        return Ok((py.None().into_bound(py), st));
+/// A received message owned by Rust, lent to Python through the buffer
+/// protocol so that unpickled arrays can view it without a copy.
+#[pyclass(module = "oxmpi.MPI", name = "_ReceivedMessage", frozen)]
+pub struct ReceivedMessage {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl ReceivedMessage {
+    /// # Safety
+    /// Called by Python with a valid `view` to fill.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let data = &slf.get().data;
+        // SAFETY: `view` is valid per the buffer protocol; the data never
+        // changes or moves while the object lives, and the view keeps a
+        // reference to the object. Writable, as mpi4py's received arrays are.
+        let rc = unsafe {
+            pyo3::ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut _,
+                data.len() as pyo3::ffi::Py_ssize_t,
+                0,
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
     }
-    let n = st.count;
-    let ba = PyByteArray::new_with(py, n, |_| Ok(()))?;
-    let raw = RawBuf {
-        ptr: ba.data(),
-        len: n,
-    };
-    // Large messages may wait on the sender: release the GIL. Nobody else
-    // can reach the bytearray yet, so it cannot be resized meanwhile.
-    let st = if n > 65536 {
-        blocking(py, move || msg.recv(raw))?
+
+    unsafe fn __releasebuffer__(&self, _view: *mut pyo3::ffi::Py_buffer) {}
+}
+
+/// Unpickles the message of a completed owned-buffer receive.
+pub fn unpickle_owned<'py>(py: Python<'py>, data: Option<Vec<u8>>, st: &Status) -> PyResult<Bound<'py, PyAny>> {
+    if st.source == oxmpi::backend::PROC_NULL {
+        return Ok(py.None().into_bound(py));
+    }
+    let data = data.unwrap_or_default();
+    let holder = Bound::new(py, ReceivedMessage { data })?;
+    pickle::loads(py, holder.as_any(), &holder.get().data)
+}
+
+/// Receives an object from (source, tag) on `comm`.
+pub fn recv_object<'py>(py: Python<'py>, comm: &CommRef, source: i32, tag: i32) -> PyResult<(Bound<'py, PyAny>, Status)> {
+    let req = comm.irecv_owned(source, tag).py()?;
+    let st = if req.is_complete() {
+        req.wait().py()?
     } else {
-        msg.recv(raw).py()?
+        let r = req.clone();
+        blocking(py, move || r.wait())?
     };
-    // SAFETY: GIL held, bytearray not resized while the slice is used.
-    let data = unsafe { ba.as_bytes() };
-    let obj = pickle::loads(py, ba.as_any(), data)?;
-    Ok((obj, st))
+    Ok((unpickle_owned(py, req.take_data(), &st)?, st))
 }
 
 fn fill_statuses(statuses: Option<&Bound<'_, PyList>>, sts: &[Status]) -> PyResult<()> {
@@ -203,30 +210,10 @@ fn wait_any(py: Python<'_>, reqs: &[Bound<'_, PyRequest>]) -> PyResult<Option<us
         if !any_active {
             return Ok(None);
         }
-        // Sleep until one could complete, with the GIL released.
-        let probes: Vec<_> = reqs
-            .iter()
-            .map(|r| {
-                let r = r.borrow();
-                (
-                    r.req.clone(),
-                    match &r.payload {
-                        Payload::ObjRecv { comm, source, tag } => Some((comm.clone(), *source, *tag)),
-                        _ => None,
-                    },
-                )
-            })
-            .collect();
+        // Sleep until one completes, with the GIL released.
+        let pending: Vec<RequestRef> = reqs.iter().filter_map(|r| r.borrow().req.clone()).collect();
         let eng = engine(py)?;
-        blocking(py, || {
-            eng.progress_until(&mut || {
-                probes.iter().any(|(req, probe)| match (req, probe) {
-                    (Some(r), _) => r.is_complete(),
-                    (None, Some((c, s, t))) => matches!(c.iprobe(*s, *t), Ok(Some(_))),
-                    _ => false,
-                })
-            })
-        })?;
+        blocking(py, || eng.progress_until(&mut || pending.iter().any(|r| r.is_complete())))?;
     }
 }
 

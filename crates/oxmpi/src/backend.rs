@@ -129,6 +129,10 @@ pub trait Request: Send + Sync {
     /// Asks to cancel; the status of the completed request tells whether it
     /// was.
     fn cancel(&self) -> Result<()>;
+    /// The received message of a completed `irecv_owned` (once).
+    fn take_data(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A shared handle to a request.
@@ -157,6 +161,9 @@ pub trait Communicator: Send + Sync {
     fn irecv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<RequestRef>;
     /// Blocking receive.
     fn recv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<Status>;
+    /// Starts a receive of a message of any length into a buffer the
+    /// runtime allocates; `Request::take_data` hands it out on completion.
+    fn irecv_owned(&self, source: i32, tag: i32) -> Result<RequestRef>;
     fn iprobe(&self, source: i32, tag: i32) -> Result<Option<Status>>;
     fn probe(&self, source: i32, tag: i32) -> Result<Status>;
     fn improbe(&self, source: i32, tag: i32) -> Result<Option<(Box<dyn Message>, Status)>>;

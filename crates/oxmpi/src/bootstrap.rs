@@ -27,6 +27,8 @@ pub struct Pmi {
     pub rank: usize,
     pub size: usize,
     pub kvsname: String,
+    /// Who started us (reported by `oxmpi info` and error messages).
+    #[allow(dead_code)]
     pub launcher: Launcher,
 }
 

@@ -102,8 +102,6 @@ pub struct CellInfo {
     pub tag: i32,
     /// Sender's rank in the job (where to answer).
     pub src_world: u32,
-    /// Payload bytes present in this cell.
-    pub cell_len: u32,
     /// Whole message length.
     pub total_len: u64,
     pub aux0: u64,
@@ -433,7 +431,6 @@ impl Segment {
                 src: h.src,
                 tag: h.tag,
                 src_world: h.src_world,
-                cell_len: h.cell_len,
                 total_len: h.total_len,
                 aux0: h.aux0,
                 aux1: h.aux1,
@@ -529,7 +526,6 @@ mod tests {
             src: 0,
             tag,
             src_world: 0,
-            cell_len: 0,
             total_len: 4,
             aux0: 0,
             aux1: 0,

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::op::{Op, Predefined};
 
 use super::request::{CompletedRequest, Kind, NativeRequest};
-use super::{abort_job, Core, Unexpected};
+use super::{abort_job, Core, Target, Unexpected};
 
 /// A communicator: an id (giving its two context ids) and its members.
 pub struct NativeComm {
@@ -95,7 +95,7 @@ impl NativeComm {
     }
 
     fn recv_on(&self, ctx: u32, buf: RawBuf, src: i32, tag: i32) -> Result<Status> {
-        let req = self.core.post_recv(ctx, src, tag, buf);
+        let req = self.core.post_recv(ctx, src, tag, Target::Buf(buf));
         self.core.wait_until(|| req.is_done())?;
         req.take()
     }
@@ -282,7 +282,17 @@ impl Communicator for NativeComm {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
         }
         self.check_source(source)?;
-        let state = self.core.post_recv(self.ctx_p2p(), source, tag, buf);
+        let state = self.core.post_recv(self.ctx_p2p(), source, tag, Target::Buf(buf));
+        Ok(self.request(state, Kind::Recv))
+    }
+
+    fn irecv_owned(&self, source: i32, tag: i32) -> Result<RequestRef> {
+        check_recv_tag(tag)?;
+        if source == PROC_NULL {
+            return Ok(Arc::new(CompletedRequest(Status::proc_null())));
+        }
+        self.check_source(source)?;
+        let state = self.core.post_recv(self.ctx_p2p(), source, tag, Target::Owned);
         Ok(self.request(state, Kind::Recv))
     }
 

@@ -36,8 +36,28 @@ struct Posted {
     ctx: u32,
     src: i32,
     tag: i32,
-    buf: RawBuf,
+    target: Target,
     req: Arc<ReqState>,
+}
+
+/// Where a posted receive puts its message.
+#[derive(Clone, Copy)]
+pub(crate) enum Target {
+    /// The caller's buffer.
+    Buf(RawBuf),
+    /// A buffer of the message's size, allocated when it matches and handed
+    /// out by the request (receives of unknown size, e.g. pickled objects).
+    Owned,
+}
+
+impl Target {
+    /// The buffer to receive a `total`-byte message into.
+    fn resolve(self, total: usize, req: &ReqState) -> RawBuf {
+        match self {
+            Target::Buf(b) => b,
+            Target::Owned => req.alloc_data(total),
+        }
+    }
 }
 
 /// A message that arrived before its receive was posted.
@@ -264,7 +284,6 @@ impl Core {
                 src,
                 tag,
                 src_world: self.me as u32,
-                cell_len: total as u32,
                 total_len: total as u64,
                 aux0: 0,
                 aux1: 0,
@@ -316,7 +335,6 @@ impl Core {
             src,
             tag,
             src_world: self.me as u32,
-            cell_len: iov.len() as u32,
             total_len: total as u64,
             aux0: sreq,
             aux1: 0,
@@ -346,7 +364,8 @@ impl Core {
             .position(|p| matches(p.ctx, p.src, p.tag, ctx, src, tag))
         {
             let p = st.posted.remove(i).expect("index in range");
-            deliver(&p.buf, &data, src, tag, &p.req);
+            let buf = p.target.resolve(data.len(), &p.req);
+            deliver(&buf, &data, src, tag, &p.req);
             st.completed = true;
             return Ok(None);
         }
@@ -381,7 +400,7 @@ impl Core {
     // ------------------------------------------------------------- receive
 
     /// Posts a receive; returns the request (possibly already complete).
-    pub(crate) fn post_recv(&self, ctx: u32, src: i32, tag: i32, buf: RawBuf) -> Arc<ReqState> {
+    pub(crate) fn post_recv(&self, ctx: u32, src: i32, tag: i32, target: Target) -> Arc<ReqState> {
         let req = ReqState::new();
         let mut st = self.lock();
         if let Some(i) = st
@@ -390,13 +409,14 @@ impl Core {
             .position(|u| matches(ctx, src, tag, u.ctx, u.src, u.tag))
         {
             let u = st.unexpected.remove(i).expect("index in range");
+            let buf = target.resolve(u.payload.len(), &req);
             self.consume(&mut st, u, buf, &req);
         } else {
             st.posted.push_back(Posted {
                 ctx,
                 src,
                 tag,
-                buf,
+                target,
                 req: req.clone(),
             });
         }
@@ -513,7 +533,6 @@ impl Core {
             src: 0,
             tag: 0,
             src_world: self.me as u32,
-            cell_len: 0,
             total_len: 0,
             aux0,
             aux1,
@@ -613,13 +632,14 @@ impl Core {
                     .position(|p| matches(p.ctx, p.src, p.tag, info.ctx, info.src, info.tag));
                 if let Some(i) = found {
                     let p = st.posted.remove(i).expect("index in range");
+                    let buf = p.target.resolve(info.total_len as usize, &p.req);
                     if info.kind == CellKind::Eager {
-                        deliver(&p.buf, payload, info.src, info.tag, &p.req);
+                        deliver(&buf, payload, info.src, info.tag, &p.req);
                     } else {
                         let iov = decode_iov(payload);
                         self.start_rndv_recv(
                             st,
-                            p.buf,
+                            buf,
                             &p.req,
                             info.src,
                             info.tag,
@@ -725,7 +745,6 @@ impl Core {
                     src: 0,
                     tag: 0,
                     src_world: self.me as u32,
-                    cell_len: len as u32,
                     total_len: s.total,
                     aux0: s.rid,
                     aux1: s.offset,

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::{Request, Status};
+use crate::backend::{RawBuf, Request, Status};
 use crate::error::{Error, Result};
 
 use super::Core;
@@ -12,6 +12,8 @@ use super::Core;
 pub(crate) struct ReqState {
     done: AtomicBool,
     outcome: Mutex<(Status, Option<Error>)>,
+    /// The message of an owned-buffer receive.
+    data: Mutex<Option<Vec<u8>>>,
 }
 
 impl ReqState {
@@ -19,7 +21,23 @@ impl ReqState {
         Arc::new(ReqState {
             done: AtomicBool::new(false),
             outcome: Mutex::new((Status::default(), None)),
+            data: Mutex::new(None),
         })
+    }
+
+    /// Allocates the buffer of an owned-buffer receive and returns where to
+    /// write. The heap block does not move when the Vec is stored, so the
+    /// pointer stays valid until `take_data`, which happens only after
+    /// completion.
+    pub(crate) fn alloc_data(&self, len: usize) -> RawBuf {
+        let mut v = vec![0u8; len];
+        let raw = RawBuf::from_mut(&mut v);
+        *self.data.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+        raw
+    }
+
+    pub(crate) fn take_data(&self) -> Option<Vec<u8>> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub(crate) fn complete(&self, status: Status, err: Option<Error>) {
@@ -77,6 +95,13 @@ impl Request for NativeRequest {
 
     fn is_complete(&self) -> bool {
         self.state.is_done()
+    }
+
+    fn take_data(&self) -> Option<Vec<u8>> {
+        if !self.state.is_done() {
+            return None;
+        }
+        self.state.take_data()
     }
 
     fn cancel(&self) -> Result<()> {
