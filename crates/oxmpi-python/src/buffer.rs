@@ -93,7 +93,8 @@ pub struct Msg {
     pub count: usize,
     pub dtype: Datatype,
     pub pytype: PyDatatype,
-    /// Keeps the exporter's memory alive and pinned.
+    /// Keeps the exporter's memory alive and pinned (held, never read).
+    #[allow(dead_code)]
     pub view: Option<BufView>,
 }
 
@@ -166,7 +167,12 @@ pub fn parse(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Msg> {
             let (c, d) = count_arg(c)?;
             (b, c, d, Some(t))
         }
-        [b, c, d, t] => (b, Some(nonneg(c, "count")?), nonneg(d, "displacement")?, Some(t)),
+        [b, c, d, t] => (
+            b,
+            Some(nonneg(c, "count")?),
+            nonneg(d, "displacement")?,
+            Some(t),
+        ),
         _ => {
             return Err(PyValueError::new_err(format!(
                 "message: expected a buffer or a list/tuple of 2 to 4 items, got {} items",

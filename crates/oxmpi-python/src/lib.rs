@@ -4,11 +4,13 @@
 #![allow(non_snake_case)] // method names follow mpi4py (Get_rank, Send, ...)
 
 mod buffer;
+mod coll;
 mod comm;
 mod datatype;
 mod engine;
 mod errors;
 mod op;
+mod p2p;
 mod pickle;
 mod request;
 mod status;

@@ -45,8 +45,17 @@ pub struct PyOp {
 }
 
 /// A read-only or writable memoryview over raw memory.
-fn memview<'py>(py: Python<'py>, ptr: *const u8, len: usize, writable: bool) -> PyResult<Bound<'py, PyAny>> {
-    let flags = if writable { ffi::PyBUF_WRITE } else { ffi::PyBUF_READ };
+fn memview<'py>(
+    py: Python<'py>,
+    ptr: *const u8,
+    len: usize,
+    writable: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let flags = if writable {
+        ffi::PyBUF_WRITE
+    } else {
+        ffi::PyBUF_READ
+    };
     // SAFETY: the memory is valid for the duration of the user callback
     // (the reduction owns it); the memoryview does not outlive the call
     // unless the user stores it, which MPI forbids as well.
@@ -84,7 +93,11 @@ impl PyOp {
 
     /// Applies the operation to two Python objects: `x op y`, where `x`
     /// comes from the lower ranks.
-    pub fn call_objects<'py>(&self, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    pub fn call_objects<'py>(
+        &self,
+        x: &Bound<'py, PyAny>,
+        y: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         use Predefined::*;
         let p = match &self.kind {
             Kind::Null => return Err(PyValueError::new_err("OP_NULL is not a usable operation")),
@@ -97,9 +110,18 @@ impl PyOp {
             Prod => x.mul(y),
             Max => Ok(if y.gt(x)? { y.clone() } else { x.clone() }),
             Min => Ok(if y.lt(x)? { y.clone() } else { x.clone() }),
-            Land => Ok((x.is_truthy()? && y.is_truthy()?).into_pyobject(py)?.to_owned().into_any()),
-            Lor => Ok((x.is_truthy()? || y.is_truthy()?).into_pyobject(py)?.to_owned().into_any()),
-            Lxor => Ok((x.is_truthy()? != y.is_truthy()?).into_pyobject(py)?.to_owned().into_any()),
+            Land => Ok((x.is_truthy()? && y.is_truthy()?)
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any()),
+            Lor => Ok((x.is_truthy()? || y.is_truthy()?)
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any()),
+            Lxor => Ok((x.is_truthy()? != y.is_truthy()?)
+                .into_pyobject(py)?
+                .to_owned()
+                .into_any()),
             Band => x.bitand(y),
             Bor => x.bitor(y),
             Bxor => x.bitxor(y),
@@ -155,7 +177,11 @@ impl PyOp {
     /// datatype)` computes `inoutvec = invec op inoutvec`.
     #[classmethod]
     #[pyo3(signature = (function, commute=false))]
-    fn Create(_cls: &Bound<'_, pyo3::types::PyType>, function: &Bound<'_, PyAny>, commute: bool) -> PyResult<PyOp> {
+    fn Create(
+        _cls: &Bound<'_, pyo3::types::PyType>,
+        function: &Bound<'_, PyAny>,
+        commute: bool,
+    ) -> PyResult<PyOp> {
         if !function.is_callable() {
             return Err(PyTypeError::new_err("Op.Create needs a callable"));
         }
@@ -187,7 +213,12 @@ impl PyOp {
     }
 
     /// Op.Reduce_local(inbuf, inoutbuf): inoutbuf = inbuf op inoutbuf.
-    fn Reduce_local(&self, py: Python<'_>, inbuf: &Bound<'_, PyAny>, inoutbuf: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn Reduce_local(
+        &self,
+        py: Python<'_>,
+        inbuf: &Bound<'_, PyAny>,
+        inoutbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let a = crate::buffer::parse(inbuf, false)?;
         let b = crate::buffer::parse(inoutbuf, true)?;
         if a.count != b.count {
@@ -202,11 +233,20 @@ impl PyOp {
         let (count, dtype) = (b.count, b.dtype.clone());
         let _ = py;
         // SAFETY: both views are held alive by `a` and `b` for this call.
-        op.apply(unsafe { input.as_slice() }, unsafe { inout.as_mut_slice() }, count, &dtype)
-            .py()
+        op.apply(
+            unsafe { input.as_slice() },
+            unsafe { inout.as_mut_slice() },
+            count,
+            &dtype,
+        )
+        .py()
     }
 
-    fn __call__<'py>(&self, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __call__<'py>(
+        &self,
+        x: &Bound<'py, PyAny>,
+        y: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         self.call_objects(x, y)
     }
 
@@ -239,7 +279,15 @@ impl PyOp {
 pub fn predefined_dict<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     for (name, p) in NAMES {
-        d.set_item(*name, Py::new(py, PyOp { kind: Kind::Predefined(*p) })?)?;
+        d.set_item(
+            *name,
+            Py::new(
+                py,
+                PyOp {
+                    kind: Kind::Predefined(*p),
+                },
+            )?,
+        )?;
     }
     d.set_item("OP_NULL", Py::new(py, PyOp { kind: Kind::Null })?)?;
     Ok(d)

@@ -114,10 +114,15 @@ pub fn dumps_vec(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 }
 
 /// Unpickles a received message held in `ba`.
-pub fn loads<'py>(py: Python<'py>, ba: &Bound<'py, PyAny>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+pub fn loads<'py>(
+    py: Python<'py>,
+    ba: &Bound<'py, PyAny>,
+    raw: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
     let f = funcs(py)?;
     if raw.len() >= 16 && &raw[..4] == MAGIC {
-        let word = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes")) as usize;
+        let word =
+            |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes")) as usize;
         let nbufs = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes")) as usize;
         let hdr = 16 + 8 * nbufs;
         let bad = || pyo3::exceptions::PyValueError::new_err("corrupt pickled message");
@@ -133,10 +138,20 @@ pub fn loads<'py>(py: Python<'py>, ba: &Bound<'py, PyAny>, raw: &[u8]) -> PyResu
             if off + len > raw.len() {
                 return Err(bad());
             }
-            buffers.append(mv.get_item(pyo3::types::PySlice::new(py, off as isize, (off + len) as isize, 1))?)?;
+            buffers.append(mv.get_item(pyo3::types::PySlice::new(
+                py,
+                off as isize,
+                (off + len) as isize,
+                1,
+            ))?)?;
             off += len;
         }
-        let main = mv.get_item(pyo3::types::PySlice::new(py, hdr as isize, (hdr + main_len) as isize, 1))?;
+        let main = mv.get_item(pyo3::types::PySlice::new(
+            py,
+            hdr as isize,
+            (hdr + main_len) as isize,
+            1,
+        ))?;
         let kw = PyDict::new(py);
         kw.set_item("buffers", buffers)?;
         return f.loads.bind(py).call((main,), Some(&kw));

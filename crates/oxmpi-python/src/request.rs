@@ -12,7 +12,8 @@ use crate::errors::IntoPy;
 use crate::pickle::{self, Pickled};
 use crate::status::PyStatus;
 
-/// What a request keeps alive or still has to do.
+/// What a request keeps alive (held, never read) or still has to do.
+#[allow(dead_code)]
 pub enum Payload {
     None,
     /// A user buffer pinned until completion.
@@ -147,7 +148,11 @@ impl ReceivedMessage {
 }
 
 /// Unpickles the message of a completed owned-buffer receive.
-pub fn unpickle_owned<'py>(py: Python<'py>, data: Option<Vec<u8>>, st: &Status) -> PyResult<Bound<'py, PyAny>> {
+pub fn unpickle_owned<'py>(
+    py: Python<'py>,
+    data: Option<Vec<u8>>,
+    st: &Status,
+) -> PyResult<Bound<'py, PyAny>> {
     if st.source == oxmpi::backend::PROC_NULL {
         return Ok(py.None().into_bound(py));
     }
@@ -157,7 +162,12 @@ pub fn unpickle_owned<'py>(py: Python<'py>, data: Option<Vec<u8>>, st: &Status) 
 }
 
 /// Receives an object from (source, tag) on `comm`.
-pub fn recv_object<'py>(py: Python<'py>, comm: &CommRef, source: i32, tag: i32) -> PyResult<(Bound<'py, PyAny>, Status)> {
+pub fn recv_object<'py>(
+    py: Python<'py>,
+    comm: &CommRef,
+    source: i32,
+    tag: i32,
+) -> PyResult<(Bound<'py, PyAny>, Status)> {
     let req = comm.irecv_owned(source, tag).py()?;
     let st = if req.is_complete() {
         req.wait().py()?
@@ -213,7 +223,9 @@ fn wait_any(py: Python<'_>, reqs: &[Bound<'_, PyRequest>]) -> PyResult<Option<us
         // Sleep until one completes, with the GIL released.
         let pending: Vec<RequestRef> = reqs.iter().filter_map(|r| r.borrow().req.clone()).collect();
         let eng = engine(py)?;
-        blocking(py, || eng.progress_until(&mut || pending.iter().any(|r| r.is_complete())))?;
+        blocking(py, || {
+            eng.progress_until(&mut || pending.iter().any(|r| r.is_complete()))
+        })?;
     }
 }
 
@@ -253,14 +265,22 @@ impl PyRequest {
     }
 
     #[pyo3(signature = (status=None))]
-    fn wait(&mut self, py: Python<'_>, status: Option<&Bound<'_, PyStatus>>) -> PyResult<Py<PyAny>> {
+    fn wait(
+        &mut self,
+        py: Python<'_>,
+        status: Option<&Bound<'_, PyStatus>>,
+    ) -> PyResult<Py<PyAny>> {
         self.complete(py)?;
         PyStatus::fill(status, self.status);
         Ok(self.take_obj(py))
     }
 
     #[pyo3(signature = (status=None))]
-    fn test(&mut self, py: Python<'_>, status: Option<&Bound<'_, PyStatus>>) -> PyResult<(bool, Py<PyAny>)> {
+    fn test(
+        &mut self,
+        py: Python<'_>,
+        status: Option<&Bound<'_, PyStatus>>,
+    ) -> PyResult<(bool, Py<PyAny>)> {
         let done = self.poll(py)?;
         if done {
             PyStatus::fill(status, self.status);
@@ -300,7 +320,11 @@ impl PyRequest {
 
     #[staticmethod]
     #[pyo3(signature = (requests, statuses=None))]
-    fn Waitall(py: Python<'_>, requests: &Bound<'_, PyAny>, statuses: Option<&Bound<'_, PyList>>) -> PyResult<bool> {
+    fn Waitall(
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        statuses: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<bool> {
         let reqs = borrow_all(requests)?;
         let mut sts = Vec::with_capacity(reqs.len());
         for r in &reqs {
@@ -314,7 +338,11 @@ impl PyRequest {
 
     #[staticmethod]
     #[pyo3(signature = (requests, statuses=None))]
-    fn waitall(py: Python<'_>, requests: &Bound<'_, PyAny>, statuses: Option<&Bound<'_, PyList>>) -> PyResult<Vec<Py<PyAny>>> {
+    fn waitall(
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        statuses: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<Vec<Py<PyAny>>> {
         let reqs = borrow_all(requests)?;
         let mut sts = Vec::with_capacity(reqs.len());
         let mut objs = Vec::with_capacity(reqs.len());
@@ -330,7 +358,11 @@ impl PyRequest {
 
     #[staticmethod]
     #[pyo3(signature = (requests, statuses=None))]
-    fn Testall(py: Python<'_>, requests: &Bound<'_, PyAny>, statuses: Option<&Bound<'_, PyList>>) -> PyResult<bool> {
+    fn Testall(
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        statuses: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<bool> {
         let reqs = borrow_all(requests)?;
         if !reqs.iter().all(|r| {
             let r = r.borrow();
@@ -349,7 +381,11 @@ impl PyRequest {
 
     #[staticmethod]
     #[pyo3(signature = (requests, statuses=None))]
-    fn testall(py: Python<'_>, requests: &Bound<'_, PyAny>, statuses: Option<&Bound<'_, PyList>>) -> PyResult<(bool, Option<Vec<Py<PyAny>>>)> {
+    fn testall(
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        statuses: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<(bool, Option<Vec<Py<PyAny>>>)> {
         if Self::Testall_ready(py, requests)? {
             Ok((true, Some(Self::waitall(py, requests, statuses)?)))
         } else {
@@ -359,7 +395,11 @@ impl PyRequest {
 
     #[staticmethod]
     #[pyo3(signature = (requests, status=None))]
-    fn Waitany(py: Python<'_>, requests: &Bound<'_, PyAny>, status: Option<&Bound<'_, PyStatus>>) -> PyResult<i32> {
+    fn Waitany(
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        status: Option<&Bound<'_, PyStatus>>,
+    ) -> PyResult<i32> {
         let reqs = borrow_all(requests)?;
         match wait_any(py, &reqs)? {
             Some(i) => {
@@ -372,7 +412,11 @@ impl PyRequest {
 
     #[staticmethod]
     #[pyo3(signature = (requests, status=None))]
-    fn waitany(py: Python<'_>, requests: &Bound<'_, PyAny>, status: Option<&Bound<'_, PyStatus>>) -> PyResult<(i32, Py<PyAny>)> {
+    fn waitany(
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        status: Option<&Bound<'_, PyStatus>>,
+    ) -> PyResult<(i32, Py<PyAny>)> {
         let reqs = borrow_all(requests)?;
         match wait_any(py, &reqs)? {
             Some(i) => {
@@ -386,7 +430,11 @@ impl PyRequest {
 
     #[staticmethod]
     #[pyo3(signature = (requests, status=None))]
-    fn Testany(py: Python<'_>, requests: &Bound<'_, PyAny>, status: Option<&Bound<'_, PyStatus>>) -> PyResult<(i32, bool)> {
+    fn Testany(
+        py: Python<'_>,
+        requests: &Bound<'_, PyAny>,
+        status: Option<&Bound<'_, PyStatus>>,
+    ) -> PyResult<(i32, bool)> {
         let reqs = borrow_all(requests)?;
         let mut any_active = false;
         for (i, r) in reqs.iter().enumerate() {

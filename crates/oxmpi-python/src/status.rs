@@ -41,13 +41,15 @@ impl PyStatus {
     #[new]
     #[pyo3(signature = (status=None))]
     fn new(status: Option<&Bound<'_, PyStatus>>) -> PyStatus {
-        status.map(|s| s.borrow().clone()).unwrap_or_else(|| PyStatus {
-            st: Status {
-                source: oxmpi::backend::ANY_SOURCE,
-                tag: oxmpi::backend::ANY_TAG,
-                ..Status::default()
-            },
-        })
+        status
+            .map(|s| s.borrow().clone())
+            .unwrap_or_else(|| PyStatus {
+                st: Status {
+                    source: oxmpi::backend::ANY_SOURCE,
+                    tag: oxmpi::backend::ANY_TAG,
+                    ..Status::default()
+                },
+            })
     }
 
     fn Get_source(&self) -> i32 {

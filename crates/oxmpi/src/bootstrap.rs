@@ -105,9 +105,7 @@ impl Pmi {
         let stream = unsafe { UnixStream::from_raw_fd(fd as i32) };
         // Keep it out of processes we spawn.
         let _ = rustix::io::fcntl_setfd(&stream, rustix::io::FdFlags::CLOEXEC);
-        let writer = stream
-            .try_clone()
-            .map_err(|e| Error::os("PMI socket", e))?;
+        let writer = stream.try_clone().map_err(|e| Error::os("PMI socket", e))?;
         let mut pmi = Pmi {
             conn: Mutex::new(Conn {
                 reader: BufReader::new(stream),
@@ -221,7 +219,13 @@ impl Pmi {
     pub fn abort(&self, code: i32, msg: &str) {
         let msg: String = msg
             .chars()
-            .map(|c| if c.is_whitespace() || c == '=' { '_' } else { c })
+            .map(|c| {
+                if c.is_whitespace() || c == '=' {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect();
         let _ = self.send_only("abort", &[("exitcode", &code.to_string()), ("msg", &msg)]);
     }

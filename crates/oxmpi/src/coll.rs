@@ -183,12 +183,17 @@ pub(crate) fn allgather_bytes(c: &impl Pt2Pt, data: &[u8]) -> Result<Vec<Vec<u8>
 }
 
 /// Root sends blob i to rank i.
-pub(crate) fn scatter_bytes(c: &impl Pt2Pt, data: Option<Vec<Vec<u8>>>, root: i32) -> Result<Vec<u8>> {
+pub(crate) fn scatter_bytes(
+    c: &impl Pt2Pt,
+    data: Option<Vec<Vec<u8>>>,
+    root: i32,
+) -> Result<Vec<u8>> {
     let (r, n) = (c.rank(), c.size());
     if r != root {
         return c.crecv_vec(root, TAG_SCATTER);
     }
-    let data = data.ok_or_else(|| Error::Arg("the root must provide the data to scatter".into()))?;
+    let data =
+        data.ok_or_else(|| Error::Arg("the root must provide the data to scatter".into()))?;
     if data.len() != n as usize {
         return Err(Error::Arg(format!(
             "scatter needs {n} items at the root, got {}",

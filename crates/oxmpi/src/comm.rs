@@ -64,7 +64,8 @@ impl Comm {
 
     /// MPI_Send.
     pub fn send<T: Equivalence>(&self, data: &[T], dest: i32, tag: i32) -> Result<()> {
-        self.inner.send(&[bytes(data)], dest, tag, SendMode::Standard)
+        self.inner
+            .send(&[bytes(data)], dest, tag, SendMode::Standard)
     }
 
     /// MPI_Recv; `Status::count` is in bytes.
@@ -83,8 +84,17 @@ impl Comm {
     }
 
     /// MPI_Allreduce with a predefined operation.
-    pub fn all_reduce<T: Equivalence>(&self, data: &[T], out: &mut [T], op: Predefined) -> Result<()> {
-        assert_eq!(data.len(), out.len(), "all_reduce: buffers differ in length");
+    pub fn all_reduce<T: Equivalence>(
+        &self,
+        data: &[T],
+        out: &mut [T],
+        op: Predefined,
+    ) -> Result<()> {
+        assert_eq!(
+            data.len(),
+            out.len(),
+            "all_reduce: buffers differ in length"
+        );
         self.inner.allreduce(
             Some(bytes(data)),
             bytes_mut(out),
@@ -95,7 +105,13 @@ impl Comm {
     }
 
     /// MPI_Reduce with a predefined operation; `out` is used on `root` only.
-    pub fn reduce<T: Equivalence>(&self, data: &[T], out: &mut [T], op: Predefined, root: i32) -> Result<()> {
+    pub fn reduce<T: Equivalence>(
+        &self,
+        data: &[T],
+        out: &mut [T],
+        op: Predefined,
+        root: i32,
+    ) -> Result<()> {
         self.inner.reduce(
             Some(bytes(data)),
             bytes_mut(out),

@@ -56,7 +56,13 @@ impl Op {
     }
 
     /// `inout = in op inout` over `count` elements of `dtype`.
-    pub fn apply(&self, input: &[u8], inout: &mut [u8], count: usize, dtype: &Datatype) -> Result<()> {
+    pub fn apply(
+        &self,
+        input: &[u8],
+        inout: &mut [u8],
+        count: usize,
+        dtype: &Datatype,
+    ) -> Result<()> {
         let n = count * dtype.size();
         if input.len() < n || inout.len() < n {
             return Err(Error::Buffer(format!(
@@ -125,9 +131,12 @@ macro_rules! arith {
             Predefined::Prod => fold!($t, $input, $inout, |a, b| a * b),
             Predefined::Max => fold!($t, $input, $inout, |a, b| if a > b { a } else { b }),
             Predefined::Min => fold!($t, $input, $inout, |a, b| if a < b { a } else { b }),
-            Predefined::Land => fold!($t, $input, $inout, |a, b| ((a != 0.0) && (b != 0.0)) as u8 as $t),
-            Predefined::Lor => fold!($t, $input, $inout, |a, b| ((a != 0.0) || (b != 0.0)) as u8 as $t),
-            Predefined::Lxor => fold!($t, $input, $inout, |a, b| ((a != 0.0) != (b != 0.0)) as u8 as $t),
+            Predefined::Land => fold!($t, $input, $inout, |a, b| ((a != 0.0) && (b != 0.0)) as u8
+                as $t),
+            Predefined::Lor => fold!($t, $input, $inout, |a, b| ((a != 0.0) || (b != 0.0)) as u8
+                as $t),
+            Predefined::Lxor => fold!($t, $input, $inout, |a, b| ((a != 0.0) != (b != 0.0)) as u8
+                as $t),
             _ => return Err(unsupported($p, stringify!($t))),
         }
     };
@@ -139,7 +148,11 @@ fn unsupported(p: Predefined, ty: &str) -> Error {
 
 fn complex<T>(p: Predefined, input: &[u8], inout: &mut [u8]) -> Result<()>
 where
-    T: Copy + std::ops::Add<Output = T> + std::ops::Sub<Output = T> + std::ops::Mul<Output = T> + FromNe,
+    T: Copy
+        + std::ops::Add<Output = T>
+        + std::ops::Sub<Output = T>
+        + std::ops::Mul<Output = T>
+        + FromNe,
 {
     let w = T::WIDTH;
     for (i, o) in input.chunks_exact(2 * w).zip(inout.chunks_exact_mut(2 * w)) {
@@ -193,7 +206,10 @@ fn loc<T: PartialOrd + Copy>(
     idx_off: usize,
 ) -> Result<()> {
     let _ = val_width;
-    for (i, o) in input.chunks_exact(stride).zip(inout.chunks_exact_mut(stride)) {
+    for (i, o) in input
+        .chunks_exact(stride)
+        .zip(inout.chunks_exact_mut(stride))
+    {
         let (a, b) = (read(i), read(o));
         let ia = i32::from_ne_bytes(i[idx_off..idx_off + 4].try_into().unwrap());
         let ib = i32::from_ne_bytes(o[idx_off..idx_off + 4].try_into().unwrap());
@@ -244,11 +260,51 @@ fn apply_predefined(p: Predefined, basic: Basic, input: &[u8], inout: &mut [u8])
         },
         C32 => complex::<f32>(p, input, inout)?,
         C64 => complex::<f64>(p, input, inout)?,
-        FloatInt => loc(p, input, inout, 8, |b| f32::from_ne_bytes(b[..4].try_into().unwrap()), 4, 4)?,
-        DoubleInt => loc(p, input, inout, 16, |b| f64::from_ne_bytes(b[..8].try_into().unwrap()), 8, 8)?,
-        LongInt => loc(p, input, inout, 16, |b| i64::from_ne_bytes(b[..8].try_into().unwrap()), 8, 8)?,
-        TwoInt => loc(p, input, inout, 8, |b| i32::from_ne_bytes(b[..4].try_into().unwrap()), 4, 4)?,
-        ShortInt => loc(p, input, inout, 8, |b| i16::from_ne_bytes(b[..2].try_into().unwrap()), 2, 4)?,
+        FloatInt => loc(
+            p,
+            input,
+            inout,
+            8,
+            |b| f32::from_ne_bytes(b[..4].try_into().unwrap()),
+            4,
+            4,
+        )?,
+        DoubleInt => loc(
+            p,
+            input,
+            inout,
+            16,
+            |b| f64::from_ne_bytes(b[..8].try_into().unwrap()),
+            8,
+            8,
+        )?,
+        LongInt => loc(
+            p,
+            input,
+            inout,
+            16,
+            |b| i64::from_ne_bytes(b[..8].try_into().unwrap()),
+            8,
+            8,
+        )?,
+        TwoInt => loc(
+            p,
+            input,
+            inout,
+            8,
+            |b| i32::from_ne_bytes(b[..4].try_into().unwrap()),
+            4,
+            4,
+        )?,
+        ShortInt => loc(
+            p,
+            input,
+            inout,
+            8,
+            |b| i16::from_ne_bytes(b[..2].try_into().unwrap()),
+            2,
+            4,
+        )?,
         LongDouble | LongDoubleInt | F16 => {
             return Err(Error::NotImplemented(format!(
                 "reductions on {basic:?} are not implemented"
@@ -264,7 +320,8 @@ mod tests {
 
     fn bytes<T: Copy>(v: &[T]) -> Vec<u8> {
         // SAFETY: reading plain-old-data values as bytes.
-        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }.to_vec()
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+            .to_vec()
     }
 
     #[test]
@@ -272,9 +329,13 @@ mod tests {
         let a = bytes(&[1.0f64, 5.0]);
         let mut b = bytes(&[2.0f64, 3.0]);
         let dt = Datatype::new(Basic::F64);
-        Op::Predefined(Predefined::Sum).apply(&a, &mut b, 2, &dt).unwrap();
+        Op::Predefined(Predefined::Sum)
+            .apply(&a, &mut b, 2, &dt)
+            .unwrap();
         assert_eq!(b, bytes(&[3.0f64, 8.0]));
-        Op::Predefined(Predefined::Max).apply(&a, &mut b, 2, &dt).unwrap();
+        Op::Predefined(Predefined::Max)
+            .apply(&a, &mut b, 2, &dt)
+            .unwrap();
         assert_eq!(b, bytes(&[3.0f64, 8.0]));
     }
 

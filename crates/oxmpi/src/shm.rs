@@ -510,7 +510,13 @@ impl Drop for Segment {
 pub fn segment_name(jobid: &str) -> String {
     let clean: String = jobid
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("/oxmpi-{clean}")
 }

@@ -85,9 +85,19 @@ impl NativeComm {
         })
     }
 
-    fn send_on(&self, ctx: u32, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<()> {
+    fn send_on(
+        &self,
+        ctx: u32,
+        parts: &[RawBuf],
+        dest: i32,
+        tag: i32,
+        mode: SendMode,
+    ) -> Result<()> {
         let world = self.members[dest as usize] as usize;
-        if let Some(req) = self.core.start_send(ctx, self.rank, world, tag, parts, mode)? {
+        if let Some(req) = self
+            .core
+            .start_send(ctx, self.rank, world, tag, parts, mode)?
+        {
             self.core.wait_until(|| req.is_done())?;
             req.take()?;
         }
@@ -155,7 +165,13 @@ impl Pt2Pt for NativeComm {
     }
 
     fn csend(&self, data: &[u8], dest: i32, tag: i32) -> Result<()> {
-        self.send_on(self.ctx_coll(), &[RawBuf::from_slice(data)], dest, tag, SendMode::Standard)
+        self.send_on(
+            self.ctx_coll(),
+            &[RawBuf::from_slice(data)],
+            dest,
+            tag,
+            SendMode::Standard,
+        )
     }
 
     fn crecv(&self, buf: &mut [u8], src: i32, tag: i32) -> Result<Status> {
@@ -174,9 +190,14 @@ impl Pt2Pt for NativeComm {
     fn csendrecv_vec(&self, data: &[u8], dest: i32, src: i32, tag: i32) -> Result<Vec<u8>> {
         let world = self.members[dest as usize] as usize;
         let parts = [RawBuf::from_slice(data)];
-        let sreq = self
-            .core
-            .start_send(self.ctx_coll(), self.rank, world, tag, &parts, SendMode::Standard)?;
+        let sreq = self.core.start_send(
+            self.ctx_coll(),
+            self.rank,
+            world,
+            tag,
+            &parts,
+            SendMode::Standard,
+        )?;
         let got = self.crecv_vec(src, tag);
         if let Some(req) = sreq {
             // Even if the receive failed, the send's buffer must not be
@@ -282,7 +303,9 @@ impl Communicator for NativeComm {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
         }
         self.check_source(source)?;
-        let state = self.core.post_recv(self.ctx_p2p(), source, tag, Target::Buf(buf));
+        let state = self
+            .core
+            .post_recv(self.ctx_p2p(), source, tag, Target::Buf(buf));
         Ok(self.request(state, Kind::Recv))
     }
 
@@ -292,7 +315,9 @@ impl Communicator for NativeComm {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
         }
         self.check_source(source)?;
-        let state = self.core.post_recv(self.ctx_p2p(), source, tag, Target::Owned);
+        let state = self
+            .core
+            .post_recv(self.ctx_p2p(), source, tag, Target::Owned);
         Ok(self.request(state, Kind::Recv))
     }
 
@@ -417,7 +442,14 @@ impl Communicator for NativeComm {
         }
         .ok_or_else(|| Error::Buffer(format!("send buffer smaller than {nbytes} bytes")))?;
         // SAFETY: valid for the call; `data` is a copy, so nothing aliases.
-        coll::allreduce(self, &data, unsafe { recv.as_mut_slice() }, count, dtype, op)
+        coll::allreduce(
+            self,
+            &data,
+            unsafe { recv.as_mut_slice() },
+            count,
+            dtype,
+            op,
+        )
     }
 
     fn bcast_bytes(&self, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
@@ -490,7 +522,10 @@ impl Communicator for NativeComm {
             })
             .collect();
         group.sort_unstable();
-        let members: Vec<i32> = group.iter().map(|&(_, r)| self.members[r as usize]).collect();
+        let members: Vec<i32> = group
+            .iter()
+            .map(|&(_, r)| self.members[r as usize])
+            .collect();
         let rank = group
             .iter()
             .position(|&(_, r)| r == self.rank)

@@ -289,7 +289,10 @@ impl Core {
                 aux1: 0,
             };
             if st.outbox[dest_world].is_empty() {
-                if let Push::Done = self.seg.push(dest_world, &info, |cell| copy_parts(parts, cell)) {
+                if let Push::Done = self
+                    .seg
+                    .push(dest_world, &info, |cell| copy_parts(parts, cell))
+                {
                     return Ok(None);
                 }
             }
@@ -389,7 +392,15 @@ impl Core {
                 return;
             }
         }
-        self.queue_out(st, dest, Outgoing { info, data, req: None });
+        self.queue_out(
+            st,
+            dest,
+            Outgoing {
+                info,
+                data,
+                req: None,
+            },
+        );
     }
 
     fn queue_out(&self, st: &mut State, dest: usize, out: Outgoing) {
@@ -437,7 +448,17 @@ impl Core {
                 src_world,
                 sreq,
                 iov,
-            } => self.start_rndv_recv(st, buf, req, u.src, u.tag, src_world as usize, sreq, total, &iov),
+            } => self.start_rndv_recv(
+                st,
+                buf,
+                req,
+                u.src,
+                u.tag,
+                src_world as usize,
+                sreq,
+                total,
+                &iov,
+            ),
         }
     }
 
@@ -461,13 +482,7 @@ impl Core {
             // answer Done, which we do only after this read.
             let res = unsafe { sys::read_remote(self.seg.pid(src_world), buf.as_mut_slice(), iov) }
                 .map(|_| ())
-                .or_else(|e| {
-                    if n == 0 {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                });
+                .or_else(|e| if n == 0 { Ok(()) } else { Err(e) });
             let res = match res {
                 Ok(()) => Ok(()),
                 Err(e) => match e.raw_os_error() {
@@ -717,7 +732,9 @@ impl Core {
     fn flush_outbox(&self, st: &mut State) {
         for dest in 0..self.nranks {
             while let Some(out) = st.outbox[dest].front() {
-                let pushed = self.seg.push(dest, &out.info, |cell| fill_out(&out.data, cell));
+                let pushed = self
+                    .seg
+                    .push(dest, &out.info, |cell| fill_out(&out.data, cell));
                 if let Push::Full = pushed {
                     break;
                 }
@@ -867,7 +884,11 @@ fn complete_recv(req: &ReqState, src: i32, tag: i32, total: usize, cap: usize) {
     let status = Status {
         source: src,
         tag,
-        error: if err.is_some() { class::ERR_TRUNCATE } else { 0 },
+        error: if err.is_some() {
+            class::ERR_TRUNCATE
+        } else {
+            0
+        },
         count,
         cancelled: false,
     };
@@ -999,7 +1020,11 @@ impl Engine for NativeEngine {
     }
 
     fn set_interrupt_check(&self, check: Box<dyn Fn() -> Result<()> + Send + Sync>) {
-        *self.core.interrupt.write().unwrap_or_else(|e| e.into_inner()) = Some(check);
+        *self
+            .core
+            .interrupt
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(check);
     }
 
     fn abort(&self, code: i32, msg: &str) -> ! {
