@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ../shared/bench/peers.sh "${OXMPI_PEERS:-/tmp/oxmpi-peers}" >/dev/null
-exec "${PYTHON:-.venv/bin/python}" benches/compare.py "$@"
+exec "${PYTHON:-.venv/bin/python}" -m oxmpi.bench "$@"

@@ -29,4 +29,11 @@ def mpiexec():
 
 
 def oxmpi_main():
+    # Subcommands written in Python; the rest (run, info, --version) are
+    # the launcher's.
+    if sys.argv[1:2] == ["bench"]:
+        from .bench import main
+
+        main(sys.argv[2:])
+        return
     _run("oxmpi")

