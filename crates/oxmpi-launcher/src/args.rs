@@ -41,6 +41,9 @@ pub struct JobSpec {
     /// Prepend `$OXMPI_COMPAT_PATH` to the ranks' `PYTHONPATH` (cleared by
     /// `--no-mpi4py-compat`).
     pub mpi4py_compat: bool,
+    /// `--deadlock-timeout`: `Some(ZERO)` disables the monitor; `None`
+    /// means not given (then `OXMPI_DEADLOCK_TIMEOUT`, then the default).
+    pub deadlock_timeout: Option<Duration>,
 }
 
 /// One program group of an MPMD job (the whole job when there is no `:`).
@@ -82,7 +85,16 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// Options that take a value and so may also be written `-opt=value`.
-const VALUED: &[&str] = &["n", "np", "timeout", "x", "wdir", "gwdir", "genvlist"];
+const VALUED: &[&str] = &[
+    "n",
+    "np",
+    "timeout",
+    "x",
+    "wdir",
+    "gwdir",
+    "genvlist",
+    "deadlock-timeout",
+];
 
 /// Per-group settings collected while scanning one `:`-separated section.
 #[derive(Default)]
@@ -244,6 +256,11 @@ fn parse_option(
         "wdir" => group.wdir = Some(PathBuf::from(value("a directory")?)),
         "gwdir" => spec.global_wdir = Some(PathBuf::from(value("a directory")?)),
         "no-mpi4py-compat" => spec.mpi4py_compat = false,
+        "deadlock-timeout" => {
+            let v = value("a number of seconds")?;
+            let t = parse_timeout(&v).map_err(|m| UsageError(format!("{token}: {m}")))?;
+            spec.deadlock_timeout = Some(t.unwrap_or(Duration::ZERO));
+        }
         _ => return Err(UsageError(format!("unknown option '{token}'"))),
     }
     Ok(None)
@@ -443,6 +460,23 @@ mod tests {
         assert!(p(": a").is_err());
         assert!(p("a : : b").is_err());
         assert!(p("a : -n 2").is_err());
+    }
+
+    #[test]
+    fn deadlock_timeouts() {
+        assert_eq!(run("a").deadlock_timeout, None);
+        assert_eq!(
+            run("--deadlock-timeout 2.5 a").deadlock_timeout,
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            run("-deadlock-timeout=0 a").deadlock_timeout,
+            Some(Duration::ZERO)
+        );
+        assert!(p("--deadlock-timeout x a")
+            .unwrap_err()
+            .0
+            .contains("not a number of seconds"));
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! [`run`], through one channel of [`Event`]s):
 //!
 //! * one waiter per rank: the rank has ended ([`Event::Exited`]);
-//! * one PMI thread per rank (`pmi.rs`): the rank called abort;
+//! * one PMI thread per rank (`pmi.rs`): the rank called abort, or
+//!   reported its state to the deadlock monitor (`deadlock.rs`), or called
+//!   `finalize`;
 //! * the signal thread (`signals.rs`): the launcher received a signal;
 //! * the output thread (`io.rs`) reports nothing; the controller only waits
 //!   for a dead rank's pipes to drain before saying that it died, so that the
 //!   rank's last words come before the launcher's verdict.
 //!
-//! The controller decides the exit status and ends the job: SIGTERM to every
+//! The controller owns the deadlock monitor and wakes up when its alarm is
+//! due. It decides the exit status and ends the job: SIGTERM to every
 //! rank still running, SIGKILL to survivors after a grace period. It never
 //! signals a pid it has reaped (see [`RankProc`]), and it returns only after
 //! every rank has been reaped, so no process is left behind. Ranks are also
@@ -32,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::args::{AppSpec, EnvSetting, JobSpec};
+use crate::deadlock::{self, Monitor, Report};
 use crate::io::{Forwarder, Target};
 use crate::pmi::PmiServer;
 use crate::signals::SignalForwarder;
@@ -44,12 +48,16 @@ pub enum Event {
     Exited { rank: usize, status: ExitStatus },
     /// Rank `rank` sent `cmd=abort exitcode=code`.
     Abort { rank: usize, code: i64 },
+    /// Rank `rank` reported its state, or called `finalize`.
+    State { rank: usize, report: Report },
     /// The launcher received this signal.
     Signal(i32),
 }
 
 /// Exit status of a job ended by `--timeout` (as with coreutils `timeout`).
 pub const STATUS_TIMEOUT: i32 = 124;
+/// Exit status of a job ended by the deadlock monitor.
+pub const STATUS_DEADLOCK: i32 = 125;
 /// Exit status when the program cannot be found (as with a shell).
 pub const STATUS_NOT_FOUND: i32 = 127;
 /// Exit status when the program exists but cannot be executed.
@@ -254,8 +262,10 @@ fn run_job(spec: &JobSpec, size: usize, nofile: Option<libc::rlimit>) -> i32 {
         }
     };
 
+    let threshold = spec.deadlock_timeout.unwrap_or(deadlock::DEFAULT_THRESHOLD);
     let mut ctl = Controller {
         procs: &procs,
+        monitor: (!threshold.is_zero()).then(|| Monitor::new(size, threshold)),
         forwarder: forwarder.as_ref(),
         remaining: procs.len(),
         status: None,
@@ -359,6 +369,8 @@ fn spawn_waiter(
 /// Decides the exit status and ends the job.
 struct Controller<'a> {
     procs: &'a [Arc<RankProc>],
+    /// `None` when disabled (`--deadlock-timeout 0`).
+    monitor: Option<Monitor>,
     forwarder: Option<&'a Forwarder>,
     /// Ranks not reaped yet.
     remaining: usize,
@@ -377,7 +389,12 @@ impl Controller<'_> {
         while self.remaining > 0 {
             let timeout_at = self.timeout_at.filter(|_| self.status.is_none());
             let kill_at = self.kill_at.filter(|_| !self.killed);
-            let wake = timeout_at.into_iter().chain(kill_at).min();
+            let alarm_at = self
+                .monitor
+                .as_ref()
+                .filter(|_| self.status.is_none())
+                .and_then(Monitor::alarm_at);
+            let wake = timeout_at.into_iter().chain(kill_at).chain(alarm_at).min();
             let event = match wake {
                 Some(t) => match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
                     Ok(e) => Some(e),
@@ -391,7 +408,14 @@ impl Controller<'_> {
             };
             match event {
                 Some(e) => self.on_event(e),
-                None => self.on_deadline(),
+                None => {
+                    // Whatever arrived while we were waking up comes first:
+                    // a rank's `running` report must beat the alarm.
+                    while let Ok(e) = rx.try_recv() {
+                        self.on_event(e);
+                    }
+                    self.on_deadline();
+                }
             }
         }
         self.status.unwrap_or(0)
@@ -401,6 +425,11 @@ impl Controller<'_> {
         match event {
             Event::Exited { rank, status } => {
                 self.remaining = self.remaining.saturating_sub(1);
+                if status.success() {
+                    if let Some(m) = &mut self.monitor {
+                        m.update(rank, Report::Finished, Instant::now());
+                    }
+                }
                 if status.success() || self.status.is_some() {
                     return;
                 }
@@ -426,6 +455,11 @@ impl Controller<'_> {
                     eprintln!("mpiexec: rank {rank} called MPI_Abort with error code {code}");
                     // An exit status of 0 would claim success.
                     self.fail(code.clamp(1, 255) as i32);
+                }
+            }
+            Event::State { rank, report } => {
+                if let Some(m) = &mut self.monitor {
+                    m.update(rank, report, Instant::now());
                 }
             }
             Event::Signal(sig) if sig == libc::SIGUSR1 || sig == libc::SIGUSR2 => {
@@ -464,6 +498,13 @@ impl Controller<'_> {
                     limit.as_secs_f64()
                 );
                 self.fail(STATUS_TIMEOUT);
+            }
+        }
+        if self.status.is_none() {
+            if let Some(report) = self.monitor.as_ref().and_then(|m| m.check(now)) {
+                // One write, so that no rank's output lands inside it.
+                eprint!("{report}");
+                self.fail(STATUS_DEADLOCK);
             }
         }
     }

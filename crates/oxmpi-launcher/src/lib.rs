@@ -10,6 +10,7 @@
 //!   spellings, MPMD groups);
 //! * `job`: spawning, watching and ending the ranks; the exit status;
 //! * `pmi`: the PMI-1 codec, state machine and per-rank server threads;
+//! * `deadlock`: the deadlock monitor fed by the ranks' state reports;
 //! * `io`: line-by-line forwarding of the ranks' stdout and stderr;
 //! * `signals`: signals to the launcher, forwarded to the ranks;
 //! * `sys`: the raw OS calls (the only other module with `unsafe`).
@@ -20,6 +21,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod deadlock;
 mod io;
 mod job;
 mod pmi;
@@ -90,13 +92,37 @@ fn mpiexec_main(prog: &str, args: &[String]) -> i32 {
             }
             0
         }
-        Ok(args::Command::Run(spec)) => job::run(&spec),
+        Ok(args::Command::Run(mut spec)) => match prepare(&mut spec) {
+            Ok(()) => job::run(&spec),
+            Err(e) => {
+                eprintln!("{prog}: {e}");
+                STATUS_USAGE
+            }
+        },
         Err(e) => {
             eprintln!("{prog}: {e}; see {prog} --help");
             STATUS_USAGE
         }
     }
 }
+
+/// Completes a parsed job from the outside world: the deadlock threshold
+/// from `OXMPI_DEADLOCK_TIMEOUT` (the command line wins).
+fn prepare(spec: &mut args::JobSpec) -> Result<(), args::UsageError> {
+    if spec.deadlock_timeout.is_none() {
+        let var = std::env::var_os(DEADLOCK_ENV).unwrap_or_default();
+        let v = var.to_string_lossy();
+        if !v.trim().is_empty() {
+            let t = args::parse_timeout(&v)
+                .map_err(|m| args::UsageError(format!("{DEADLOCK_ENV}: {m}")))?;
+            spec.deadlock_timeout = Some(t.unwrap_or(std::time::Duration::ZERO));
+        }
+    }
+    Ok(())
+}
+
+/// Environment variable with the deadlock threshold in seconds.
+const DEADLOCK_ENV: &str = "OXMPI_DEADLOCK_TIMEOUT";
 
 fn oxmpi_main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
@@ -152,6 +178,9 @@ Options:
   -l, --tag-output, -prepend-rank
                          prefix each output line with \"[rank] \"
   --timeout S            end the job after S seconds (exit status 124)
+  --deadlock-timeout S   end the job when every rank has been blocked in MPI
+                         (or finished) for S seconds (default 5; 0 disables;
+                         also OXMPI_DEADLOCK_TIMEOUT; exit status 125)
   -genv NAME VALUE       set NAME=VALUE for every rank
   -env NAME VALUE        set NAME=VALUE for the ranks of this program only
   -x NAME[=VALUE]        pass NAME to every rank (mpiexec's value, or VALUE)
@@ -184,6 +213,7 @@ Exit status:
   128+S    the first rank to fail was killed by signal S, or mpiexec itself
            received signal S (SIGINT 130, SIGTERM 143, SIGHUP 129)
   124      the --timeout expired
+  125      deadlock: every rank was blocked (or finished) for --deadlock-timeout
   127, 126 the program was not found / could not be executed
   2        bad command line
 "

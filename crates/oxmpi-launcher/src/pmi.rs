@@ -4,7 +4,9 @@
 //! The protocol is the line-based PMI-1 wire protocol of MPICH's simple PMI
 //! (`cmd=NAME key=value ...\n`, one request, one reply), so both oxmpi's own
 //! runtime and PMI-1 programs built against MPICH can talk to this launcher.
-//! The supported commands are listed in `docs/architecture.md`.
+//! The supported commands are listed in `docs/architecture.md`; on top of
+//! PMI-1 the server understands oxmpi's one-way `oxmpi_state` report, which
+//! feeds the deadlock monitor (`deadlock.rs`) and gets no reply.
 //!
 //! The file has three layers: the line codec ([`parse_request`],
 //! [`format_reply`]); [`Core`], the protocol state machine with no I/O (it
@@ -21,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::deadlock::{self, Report};
 use crate::job::Event;
 
 /// Longest kvsname, key and value we accept, as announced by `get_maxes`.
@@ -119,6 +122,9 @@ pub enum Effect {
     Send { rank: usize, line: String },
     /// The rank called `PMI_Abort` (i.e. `MPI_Abort`) with this exit code.
     Abort { code: i64 },
+    /// The rank reported its state (`oxmpi_state`), or called `finalize`
+    /// ([`Report::Finished`]); for the deadlock monitor.
+    State { report: Report },
 }
 
 /// The PMI-1 state machine of one job, free of I/O.
@@ -223,7 +229,21 @@ impl Core {
                 }
                 self.release_barrier()
             }
-            "finalize" => reply("finalize_ack", &[]),
+            "finalize" => {
+                let mut out = reply("finalize_ack", &[]);
+                out.push(Effect::State {
+                    report: Report::Finished,
+                });
+                out
+            }
+            // One-way: the rank does not read a reply, so none is sent, not
+            // even for a malformed report (which is ignored).
+            "oxmpi_state" => {
+                deadlock::parse_report(req.get("state"), req.get("call"), req.get("peer"))
+                    .map(|report| Effect::State { report })
+                    .into_iter()
+                    .collect()
+            }
             "abort" => {
                 let code = req
                     .get("exitcode")
@@ -410,6 +430,9 @@ impl PmiServer {
                 Effect::Abort { code } => {
                     let _ = self.events.send(Event::Abort { rank: from, code });
                 }
+                Effect::State { report } => {
+                    let _ = self.events.send(Event::State { rank: from, report });
+                }
             }
         }
     }
@@ -470,7 +493,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Effect::Send { rank, line } => Some((*rank, line.as_str())),
-                Effect::Abort { .. } => None,
+                Effect::Abort { .. } | Effect::State { .. } => None,
             })
             .collect()
     }
@@ -546,7 +569,18 @@ mod tests {
             one(c.handle(1, "cmd=get_universe_size\n")),
             "cmd=universe_size size=3 rc=0\n"
         );
-        assert_eq!(one(c.handle(1, "cmd=finalize\n")), "cmd=finalize_ack\n");
+        assert_eq!(
+            c.handle(1, "cmd=finalize\n"),
+            [
+                Effect::Send {
+                    rank: 1,
+                    line: "cmd=finalize_ack\n".into()
+                },
+                Effect::State {
+                    report: Report::Finished
+                }
+            ]
+        );
         assert_eq!(
             one(c.handle(1, "cmd=publish_name service=x port=y\n")),
             "cmd=publish_name_result rc=-1 msg=unknown_command\n"
@@ -652,6 +686,32 @@ mod tests {
     }
 
     #[test]
+    fn state_reports_get_no_reply() {
+        let mut c = Core::new("j".into(), vec![0, 0]);
+        assert_eq!(
+            c.handle(
+                1,
+                "cmd=oxmpi_state state=blocked call=Recv(source%3D0,%20tag%3D5) peer=0\n"
+            ),
+            [Effect::State {
+                report: Report::Blocked {
+                    call: "Recv(source=0, tag=5)".into(),
+                    peer: Some(0)
+                }
+            }]
+        );
+        assert_eq!(
+            c.handle(1, "cmd=oxmpi_state state=running\n"),
+            [Effect::State {
+                report: Report::Running
+            }]
+        );
+        // Malformed reports are dropped silently: still no reply.
+        assert!(c.handle(1, "cmd=oxmpi_state state=dozing\n").is_empty());
+        assert!(c.handle(1, "cmd=oxmpi_state\n").is_empty());
+    }
+
+    #[test]
     fn server_over_sockets() {
         use std::io::BufRead;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -678,10 +738,21 @@ mod tests {
         line.clear();
         r1.read_line(&mut line).unwrap();
         assert_eq!(line, "cmd=barrier_out\n");
+        // A state report gets no reply: the next line read answers the get.
+        (&b1)
+            .write_all(b"cmd=oxmpi_state state=blocked call=Wait peer=-1\n")
+            .unwrap();
         (&b1).write_all(b"cmd=get kvsname=job key=a\n").unwrap();
         line.clear();
         r1.read_line(&mut line).unwrap();
         assert_eq!(line, "cmd=get_result rc=0 msg=success value=1\n");
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Event::State {
+                rank: 1,
+                report: Report::Blocked { call, peer: None },
+            }) if call == "Wait" => {}
+            other => panic!("unexpected {other:?}"),
+        }
         (&b1).write_all(b"cmd=abort exitcode=5\n").unwrap();
         drop(r1);
         drop(b1);
