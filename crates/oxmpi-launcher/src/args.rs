@@ -2,9 +2,11 @@
 //!
 //! The accepted syntax follows MPICH's hydra (single-dash long options, MPMD
 //! groups separated by `:`), with the Open MPI spellings people type by habit
-//! (`--np`, `-x`, `--oversubscribe`). Every long option may be written with
-//! one or two dashes. Parsing is a pure function of the argument list so that
-//! it can be unit tested; the environment is consulted later, in `job.rs`.
+//! (`--np`, `-x`, `--host`, `--map-by`, `--bind-to`, `--oversubscribe`).
+//! Every long option may be written with one or two dashes. Parsing is a pure
+//! function of the argument list so that it can be unit tested; host files,
+//! the host name and the environment are consulted later (`hosts.rs`,
+//! `lib.rs`, `job.rs`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -44,6 +46,39 @@ pub struct JobSpec {
     /// `--deadlock-timeout`: `Some(ZERO)` disables the monitor; `None`
     /// means not given (then `OXMPI_DEADLOCK_TIMEOUT`, then the default).
     pub deadlock_timeout: Option<Duration>,
+    /// `-host`/`-hosts` lists and `-f`/`-hostfile` files, in order; checked
+    /// and turned into a slot count by `hosts::apply`.
+    pub hosts: Vec<HostArg>,
+    /// `--bind-to`.
+    pub bind: Binding,
+    /// Processing elements (cores or hardware threads) per rank for
+    /// binding: `N` of `--map-by slot:pe=N`; 1 otherwise.
+    pub cpus_per_rank: usize,
+    /// `N` of `--map-by ppr:N:node`: ranks per node, so the default number
+    /// of ranks of a group without `-n` (one node).
+    pub ranks_per_node: Option<usize>,
+}
+
+/// Where host entries come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostArg {
+    /// `-host a,b:2` / `--host` / `-hosts`: a comma-separated list.
+    List(String),
+    /// `-f FILE` / `-hostfile` / `-machinefile`: a host file.
+    File(PathBuf),
+}
+
+/// What each rank is pinned to (`--bind-to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Binding {
+    /// No pinning: the OS places the ranks (the default).
+    #[default]
+    None,
+    /// Each rank gets `cpus_per_rank` whole cores (all their hardware
+    /// threads), round robin over the cores the launcher may use.
+    Core,
+    /// Each rank gets `cpus_per_rank` hardware threads (logical CPUs).
+    HwThread,
 }
 
 /// One program group of an MPMD job (the whole job when there is no `:`).
@@ -51,6 +86,9 @@ pub struct JobSpec {
 pub struct AppSpec {
     /// Number of ranks running this program (`-n`, default 1).
     pub nprocs: usize,
+    /// Whether `-n` was given; if not, a host list's slot count or
+    /// `--map-by ppr:N:node` may set `nprocs`.
+    pub nprocs_given: bool,
     /// The program, looked up in `PATH` like a shell does.
     pub program: String,
     /// Its arguments, verbatim.
@@ -94,6 +132,13 @@ const VALUED: &[&str] = &[
     "gwdir",
     "genvlist",
     "deadlock-timeout",
+    "host",
+    "hosts",
+    "f",
+    "hostfile",
+    "machinefile",
+    "bind-to",
+    "map-by",
 ];
 
 /// Per-group settings collected while scanning one `:`-separated section.
@@ -113,6 +158,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
     let mut spec = JobSpec {
         inherit_env: true,
         mpi4py_compat: true,
+        cpus_per_rank: 1,
         ..JobSpec::default()
     };
     let mut i = 0;
@@ -159,6 +205,7 @@ pub fn parse(args: &[String]) -> Result<Command, UsageError> {
         }
         spec.apps.push(AppSpec {
             nprocs: group.nprocs.unwrap_or(1),
+            nprocs_given: group.nprocs.is_some(),
             program,
             args: prog_args,
             env: group.env,
@@ -261,9 +308,86 @@ fn parse_option(
             let t = parse_timeout(&v).map_err(|m| UsageError(format!("{token}: {m}")))?;
             spec.deadlock_timeout = Some(t.unwrap_or(Duration::ZERO));
         }
+        "host" | "hosts" => spec.hosts.push(HostArg::List(value("a list of hosts")?)),
+        "f" | "hostfile" | "machinefile" => {
+            spec.hosts
+                .push(HostArg::File(PathBuf::from(value("a host file")?)));
+        }
+        "bind-to" => {
+            spec.bind = match value("core, hwthread or none")?.as_str() {
+                "core" | "cores" => Binding::Core,
+                "hwthread" | "hwthreads" => Binding::HwThread,
+                "none" => Binding::None,
+                other => {
+                    return Err(UsageError(format!(
+                        "{token}: '{other}' is not supported; use core, hwthread or none"
+                    )))
+                }
+            };
+        }
+        "map-by" => {
+            let v = value("a mapping policy")?;
+            let (pe, ppr) = parse_map_by(&v).map_err(|m| UsageError(format!("{token}: {m}")))?;
+            spec.cpus_per_rank = pe;
+            spec.ranks_per_node = ppr;
+        }
         _ => return Err(UsageError(format!("unknown option '{token}'"))),
     }
     Ok(None)
+}
+
+/// Parses a `--map-by` value into (processing elements per rank, ranks
+/// per node). Accepted: `slot`, `core`, `node`, `hwthread`, each optionally
+/// with `:pe=N` (any case) and `:oversubscribe`/`:nooversubscribe` (no
+/// effect: oversubscription is always allowed), and `ppr:N:node`. On one
+/// machine every mapping puts all ranks here in rank order, so only `pe`
+/// (used by `--bind-to`) and `ppr` (default rank count) matter.
+fn parse_map_by(v: &str) -> Result<(usize, Option<usize>), String> {
+    let unsupported = || {
+        format!(
+            "'{v}' is not supported; use slot, core, node, hwthread (each \
+             optionally with :pe=N) or ppr:N:node"
+        )
+    };
+    let mut parts = v.split(':');
+    let policy = parts.next().unwrap_or("").to_ascii_lowercase();
+    match policy.as_str() {
+        "ppr" => {
+            let n = parts.next().ok_or_else(unsupported)?;
+            let n = match n.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => return Err(format!("'{n}' in '{v}' is not a number of ranks")),
+            };
+            match (
+                parts.next().map(str::to_ascii_lowercase).as_deref(),
+                parts.next(),
+            ) {
+                (Some("node"), None) => Ok((1, Some(n))),
+                _ => Err(unsupported()),
+            }
+        }
+        "slot" | "core" | "node" | "hwthread" | "" => {
+            let mut pe = 1;
+            for m in parts {
+                let lower = m.to_ascii_lowercase();
+                if let Some(n) = lower.strip_prefix("pe=") {
+                    pe = match n.parse::<usize>() {
+                        Ok(n) if n > 0 => n,
+                        _ => return Err(format!("'{m}' in '{v}' needs a number of at least 1")),
+                    };
+                } else if lower != "oversubscribe" && lower != "nooversubscribe" {
+                    return Err(unsupported());
+                }
+            }
+            if policy.is_empty() && pe == 1 {
+                // A bare ":pe=N" is Open MPI 5 syntax; an empty policy
+                // without it is a typo.
+                return Err(unsupported());
+            }
+            Ok((pe, None))
+        }
+        _ => Err(unsupported()),
+    }
 }
 
 fn parse_nprocs(token: &str, v: &str) -> Result<usize, UsageError> {
@@ -477,6 +601,72 @@ mod tests {
             .unwrap_err()
             .0
             .contains("not a number of seconds"));
+    }
+
+    #[test]
+    fn host_options() {
+        let spec = run("-host localhost:2 --hosts=a,b -f /h1 --hostfile /h2 -machinefile /h3 --machinefile=/h4 x");
+        assert_eq!(
+            spec.hosts,
+            [
+                HostArg::List("localhost:2".into()),
+                HostArg::List("a,b".into()),
+                HostArg::File("/h1".into()),
+                HostArg::File("/h2".into()),
+                HostArg::File("/h3".into()),
+                HostArg::File("/h4".into()),
+            ]
+        );
+        assert!(p("--host").unwrap_err().0.contains("needs a list of hosts"));
+        assert!(run("-n 3 a").apps[0].nprocs_given);
+        assert!(!run("a").apps[0].nprocs_given);
+    }
+
+    #[test]
+    fn binding_options() {
+        assert_eq!(run("a").bind, Binding::None);
+        assert_eq!(run("--bind-to core a").bind, Binding::Core);
+        assert_eq!(run("-bind-to hwthread a").bind, Binding::HwThread);
+        assert_eq!(run("-bind-to=none a").bind, Binding::None);
+        let e = p("--bind-to socket a").unwrap_err().0;
+        assert_eq!(
+            e,
+            "--bind-to: 'socket' is not supported; use core, hwthread or none"
+        );
+    }
+
+    #[test]
+    fn map_by_options() {
+        for (arg, pe, ppr) in [
+            ("slot", 1, None),
+            ("core", 1, None),
+            ("node", 1, None),
+            ("slot:pe=2", 2, None),
+            ("slot:PE=3", 3, None),
+            ("core:pe=2:oversubscribe", 2, None),
+            (":PE=4", 4, None),
+            ("ppr:3:node", 1, Some(3)),
+        ] {
+            let spec = run(&format!("--map-by {arg} a"));
+            assert_eq!(
+                (spec.cpus_per_rank, spec.ranks_per_node),
+                (pe, ppr),
+                "{arg}"
+            );
+        }
+        assert_eq!(run("a").cpus_per_rank, 1);
+        for bad in [
+            "socket",
+            "ppr:2:socket",
+            "ppr:0:node",
+            "ppr:x:node",
+            "slot:pe=0",
+            "slot:span",
+            "",
+        ] {
+            let e = p(&format!("--map-by={bad} a")).unwrap_err().0;
+            assert!(e.starts_with("--map-by="), "{bad}: {e}");
+        }
     }
 
     #[test]

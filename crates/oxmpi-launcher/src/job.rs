@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::args::{AppSpec, EnvSetting, JobSpec};
+use crate::bind;
 use crate::deadlock::{self, Monitor, Report};
 use crate::io::{Forwarder, Target};
 use crate::pmi::PmiServer;
@@ -190,6 +191,10 @@ fn run_job(spec: &JobSpec, size: usize, nofile: Option<libc::rlimit>) -> i32 {
     let mut pipes: Vec<(usize, Target, OwnedFd)> = Vec::with_capacity(2 * size);
     let mut guard = KillOnDrop(Vec::new());
     let mut failure: Option<(i32, String)> = None;
+    let units = bind::units(spec.bind).unwrap_or_else(|e| {
+        eprintln!("mpiexec: warning: ranks will not be bound to CPUs: {e}");
+        Vec::new()
+    });
     let mut rank = 0;
     'spawn: for app in &spec.apps {
         let env = base_env(spec, app, &launcher_env, compat.as_deref());
@@ -200,7 +205,9 @@ fn run_job(spec: &JobSpec, size: usize, nofile: Option<libc::rlimit>) -> i32 {
                 size,
                 jobid: &jobid,
             };
-            let child = spawn_rank(app, &env, wdir, &ids, &theirs[rank], nofile);
+            let cpus = (!units.is_empty())
+                .then(|| sys::CpuSet::new(&bind::cpus_for_rank(&units, rank, spec.cpus_per_rank)));
+            let child = spawn_rank(app, &env, wdir, &ids, &theirs[rank], nofile, cpus);
             let mut child = match child {
                 Ok(c) => c,
                 Err(e) => {
@@ -314,6 +321,7 @@ fn spawn_rank(
     ids: &RankIds<'_>,
     pmi: &OwnedFd,
     nofile: Option<libc::rlimit>,
+    cpus: Option<sys::CpuSet>,
 ) -> io::Result<Child> {
     let fd = pmi.as_raw_fd();
     let mut cmd = Command::new(&app.program);
@@ -331,7 +339,7 @@ fn spawn_rank(
     if let Some(d) = wdir {
         cmd.current_dir(d);
     }
-    sys::prepare_rank_exec(&mut cmd, fd, nofile);
+    sys::prepare_rank_exec(&mut cmd, fd, nofile, cpus);
     cmd.spawn()
 }
 
@@ -628,7 +636,7 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
 }
 
 /// An OS error without std's " (os error N)" suffix, for messages.
-fn describe(e: &io::Error) -> String {
+pub(crate) fn describe(e: &io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {
         Some(i) => s[..i].to_string(),

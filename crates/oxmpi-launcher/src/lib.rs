@@ -11,6 +11,8 @@
 //! * `job`: spawning, watching and ending the ranks; the exit status;
 //! * `pmi`: the PMI-1 codec, state machine and per-rank server threads;
 //! * `deadlock`: the deadlock monitor fed by the ranks' state reports;
+//! * `hosts`: host lists and files (this machine only);
+//! * `bind`: CPU binding (`--bind-to`, `--map-by ...:pe=N`);
 //! * `io`: line-by-line forwarding of the ranks' stdout and stderr;
 //! * `signals`: signals to the launcher, forwarded to the ranks;
 //! * `sys`: the raw OS calls (the only other module with `unsafe`).
@@ -21,7 +23,9 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod bind;
 mod deadlock;
+mod hosts;
 mod io;
 mod job;
 mod pmi;
@@ -107,7 +111,8 @@ fn mpiexec_main(prog: &str, args: &[String]) -> i32 {
 }
 
 /// Completes a parsed job from the outside world: the deadlock threshold
-/// from `OXMPI_DEADLOCK_TIMEOUT` (the command line wins).
+/// from `OXMPI_DEADLOCK_TIMEOUT` (the command line wins), the host lists
+/// and files (read and checked against this machine's name).
 fn prepare(spec: &mut args::JobSpec) -> Result<(), args::UsageError> {
     if spec.deadlock_timeout.is_none() {
         let var = std::env::var_os(DEADLOCK_ENV).unwrap_or_default();
@@ -118,7 +123,7 @@ fn prepare(spec: &mut args::JobSpec) -> Result<(), args::UsageError> {
             spec.deadlock_timeout = Some(t.unwrap_or(std::time::Duration::ZERO));
         }
     }
-    Ok(())
+    hosts::apply(spec, &sys::hostname(), |p| std::fs::read_to_string(p))
 }
 
 /// Environment variable with the deadlock threshold in seconds.
@@ -174,7 +179,8 @@ Usage: {prog} [options] program [args...] [: [options] program [args...]]...
 Start an MPI job on this machine: N processes (ranks) of the program.
 
 Options:
-  -n N, -np N, --np N    number of ranks of this program (default 1)
+  -n N, -np N, --np N    number of ranks of this program (default 1, or the
+                         number of slots of -host/-f, or N of ppr:N:node)
   -l, --tag-output, -prepend-rank
                          prefix each output line with \"[rank] \"
   --timeout S            end the job after S seconds (exit status 124)
@@ -189,7 +195,22 @@ Options:
   -genvnone              ranks start with an empty environment
   -wdir DIR              working directory of the ranks of this program
   -gwdir DIR             working directory of ranks without -wdir
+  -host LIST, -hosts LIST, --host LIST
+                         hosts as host[:slots],...; only this machine
+                         (localhost, 127.0.0.1, its host name) is accepted
+  -f FILE, -hostfile FILE, -machinefile FILE
+                         the same from a file: one host per line, as host,
+                         host:N or host slots=N; '#' starts a comment
+  --bind-to core|hwthread|none
+                         pin each rank to its own core / hardware thread,
+                         round robin over the CPUs mpiexec may use
+                         (default none: the OS places the ranks)
+  --map-by slot|core|node|hwthread[:pe=N], --map-by ppr:N:node
+                         all ranks run here in rank order; pe=N gives each
+                         rank N cores (or hardware threads) with --bind-to;
+                         ppr:N:node sets the default number of ranks to N
   --oversubscribe        accepted for Open MPI compatibility; no effect
+                         (more ranks than CPUs is always allowed)
   --no-mpi4py-compat     do not put oxmpi's mpi4py package first on PYTHONPATH
   -h, --help             show this help
   --version              show the version
@@ -200,12 +221,14 @@ the program is passed to it unchanged, up to a lone ':' which starts the next
 program (MPMD); ranks are numbered consecutively across programs:
   {prog} -n 1 python manager.py : -n 4 python worker.py
 
-Each rank gets PMI_RANK, PMI_SIZE, PMI_FD, OXMPI_JOBID, MPI_LOCALRANKID and
-MPI_LOCALNRANKS; rank 0 reads mpiexec's stdin, the others read /dev/null.
+Each rank gets PMI_RANK, PMI_SIZE, PMI_FD, OXMPI_JOBID, OXMPI_LAUNCHER,
+MPI_LOCALRANKID and MPI_LOCALNRANKS; rank 0 reads mpiexec's stdin, the
+others read /dev/null.
 
 When a rank fails (non-zero exit, signal, MPI_Abort) the others get SIGTERM,
 then SIGKILL 1 s later. SIGINT, SIGTERM and SIGHUP are passed on to the ranks
-(SIGKILL follows after 2 s); SIGUSR1 and SIGUSR2 are passed on.
+(SIGKILL follows after 2 s); SIGUSR1 and SIGUSR2 are passed on. Shared memory
+the job created is removed when it ends, however it ends.
 
 Exit status:
   0        every rank exited with status 0

@@ -146,6 +146,54 @@ pub fn restore_nofile_limit(old: libc::rlimit) {
     }
 }
 
+/// The logical CPUs the calling thread may run on, in increasing order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is the empty set (plain bit array).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET only reads `set`; `c` is below CPU_SETSIZE.
+    Ok((0..max)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// A CPU affinity mask for a rank, built in the launcher and applied in
+/// the child before exec.
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl CpuSet {
+    /// The set of `cpus`; numbers beyond `CPU_SETSIZE` are left out.
+    pub fn new(cpus: &[usize]) -> Self {
+        // SAFETY: an all-zero cpu_set_t is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        for &c in cpus.iter().filter(|&&c| c < max) {
+            // SAFETY: CPU_SET writes one bit of `set`; `c` is in range.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+        CpuSet(set)
+    }
+}
+
+/// This machine's host name (empty if it cannot be read).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid and writable for `buf.len()` bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 /// Arranges what a rank process does between fork and exec:
 ///
 /// * `PR_SET_PDEATHSIG(SIGKILL)`: if the launcher is killed outright (even
@@ -155,8 +203,16 @@ pub fn restore_nofile_limit(old: libc::rlimit) {
 /// * if the launcher already died before that call took effect, give up;
 /// * clear `FD_CLOEXEC` on the rank's PMI socket, so exactly that one
 ///   descriptor survives exec (all others the launcher opened are CLOEXEC);
-/// * give back the open-file limit the launcher had before raising it.
-pub fn prepare_rank_exec(cmd: &mut Command, pmi_fd: RawFd, nofile: Option<libc::rlimit>) {
+/// * give back the open-file limit the launcher had before raising it;
+/// * pin the process to `cpus` (`--bind-to`). A mask the kernel refuses
+///   (the CPUs went offline since the launcher looked) is not fatal: the
+///   rank then runs unpinned, as binding only affects speed.
+pub fn prepare_rank_exec(
+    cmd: &mut Command,
+    pmi_fd: RawFd,
+    nofile: Option<libc::rlimit>,
+    cpus: Option<CpuSet>,
+) {
     let launcher = std::process::id();
     let hook = move || -> io::Result<()> {
         // Only async-signal-safe calls below: we are in a forked child.
@@ -181,6 +237,13 @@ pub fn prepare_rank_exec(cmd: &mut Command, pmi_fd: RawFd, nofile: Option<libc::
             // SAFETY: `old` is a valid rlimit copied into this closure.
             unsafe {
                 libc::setrlimit(libc::RLIMIT_NOFILE, &old);
+            }
+        }
+        if let Some(set) = &cpus {
+            // SAFETY: `set.0` is a valid cpu_set_t of the size passed;
+            // sched_setaffinity(2) only reads it.
+            unsafe {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set.0);
             }
         }
         Ok(())
@@ -240,6 +303,14 @@ mod tests {
         assert_eq!(signal_name(9), "SIGKILL");
         assert_eq!(signal_name(15), "SIGTERM");
         assert_eq!(signal_name(0), "unknown signal");
+    }
+
+    #[test]
+    fn cpus_and_hostname() {
+        let cpus = allowed_cpus().unwrap();
+        assert!(!cpus.is_empty());
+        assert!(cpus.windows(2).all(|w| w[0] < w[1]));
+        assert!(!hostname().is_empty());
     }
 
     #[test]
