@@ -481,9 +481,11 @@ fn oxmpi_subcommands() {
 // ---------------------------------------------------------------------------
 // PMI: this test binary, re-run as ranks under mpiexec.
 
-fn pmi_job(role: &str, n: &str, limit: Duration) -> Output {
+/// mpiexec `args` then `-n n` ranks of this test binary playing `role`.
+fn pmi_command(role: &str, n: &str, args: &[&str]) -> Command {
     let exe = std::env::current_exe().unwrap();
-    let mut cmd = mpiexec(&["-n", n, "-genv", ROLE, role]);
+    let mut cmd = mpiexec(args);
+    cmd.args(["-n", n, "-genv", ROLE, role]);
     cmd.arg(exe).args([
         "pmi_rank",
         "--exact",
@@ -491,7 +493,12 @@ fn pmi_job(role: &str, n: &str, limit: Duration) -> Output {
         "--test-threads=1",
         "-q",
     ]);
-    run_with_input(cmd, None, limit)
+    cmd.env_remove("OXMPI_DEADLOCK_TIMEOUT");
+    cmd
+}
+
+fn pmi_job(role: &str, n: &str, limit: Duration) -> Output {
+    run_with_input(pmi_command(role, n, &[]), None, limit)
 }
 
 fn results(o: &Output) -> Vec<&str> {
@@ -541,6 +548,66 @@ fn pmi_abort_ends_the_job_and_shm_is_unlinked() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// Deadlock monitor.
+
+#[test]
+fn deadlock_is_reported_and_ends_the_job() {
+    let cmd = pmi_command("deadlock", "4", &["--deadlock-timeout", "1"]);
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.status.code(), Some(125), "{}\n{}", o.stdout, o.stderr);
+    // Not before the threshold, and within threshold + 2 s.
+    assert!(o.elapsed >= Duration::from_secs(1), "took {:?}", o.elapsed);
+    assert!(o.elapsed < Duration::from_secs(3), "took {:?}", o.elapsed);
+    let expected = "\
+mpiexec: deadlock: every rank has been waiting for 1 s with no message in flight
+  rank 0: blocked in Recv(comm=MPI_COMM_WORLD, source=1, tag=5, count=8 B) (waiting for rank 1)
+  rank 1: blocked in Send(comm=MPI_COMM_WORLD, dest=0, tag=7, count=100 %) (waiting for rank 0)
+  rank 2: finished
+  rank 3: finished
+  cycle: 0 -> 1 -> 0
+";
+    assert!(o.stderr.contains(expected), "{}", o.stderr);
+    // The ranks died of our SIGTERM, which is no news.
+    assert_eq!(o.stderr.matches("mpiexec:").count(), 1, "{}", o.stderr);
+}
+
+#[test]
+fn running_reports_prevent_a_false_alarm() {
+    let cmd = pmi_command("busy", "3", &["--deadlock-timeout", "1"]);
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", o.stdout, o.stderr);
+    assert!(!o.stderr.contains("deadlock"), "{}", o.stderr);
+    assert_eq!(
+        results(&o),
+        ["rank 0 toggled", "rank 1 woke", "rank 2 woke"],
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn deadlock_timeout_from_the_environment() {
+    let mut cmd = mpiexec(&["true"]);
+    cmd.env("OXMPI_DEADLOCK_TIMEOUT", "soon");
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        o.stderr.trim(),
+        "mpiexec: OXMPI_DEADLOCK_TIMEOUT: 'soon' is not a number of seconds"
+    );
+    // 0 disables the monitor: the ranks below would trip it within 0.1 s.
+    let mut cmd = pmi_command("deadlock-short", "2", &[]);
+    cmd.env("OXMPI_DEADLOCK_TIMEOUT", "0");
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    // The command line wins over the environment.
+    let mut cmd = pmi_command("deadlock-short", "2", &["--deadlock-timeout", "0.2"]);
+    cmd.env("OXMPI_DEADLOCK_TIMEOUT", "0");
+    let o = run_with_input(cmd, None, LIMIT);
+    assert_eq!(o.status.code(), Some(125), "{}", o.stderr);
+    assert!(o.stderr.contains("  rank 1: blocked in Wait(request=3)\n"));
+}
 /// A minimal PMI-1 client over the inherited socket.
 struct Pmi {
     reader: BufReader<UnixStream>,
@@ -560,9 +627,14 @@ impl Pmi {
         }
     }
 
-    fn call(&mut self, line: &str) -> HashMap<String, String> {
+    /// Sends a one-way request (no reply expected).
+    fn send(&mut self, line: &str) {
         self.writer.write_all(line.as_bytes()).unwrap();
         self.writer.write_all(b"\n").unwrap();
+    }
+
+    fn call(&mut self, line: &str) -> HashMap<String, String> {
+        self.send(line);
         let mut reply = String::new();
         self.reader.read_line(&mut reply).unwrap();
         reply
@@ -646,6 +718,76 @@ fn rank_abort() {
     thread::sleep(Duration::from_secs(30));
 }
 
+/// A state report, then proof that no reply came for it: the next reply
+/// read must be the one for `get_maxes`.
+fn report(pmi: &mut Pmi, line: &str) {
+    pmi.send(line);
+    assert_eq!(pmi.call("cmd=get_maxes")["cmd"], "maxes");
+}
+
+fn rank_deadlock() {
+    let rank = env_usize("PMI_RANK");
+    let mut pmi = Pmi::connect();
+    pmi.call("cmd=init pmi_version=1 pmi_subversion=1");
+    match rank {
+        0 => report(
+            &mut pmi,
+            "cmd=oxmpi_state state=blocked \
+             call=Recv(comm%3DMPI_COMM_WORLD,%20source%3D1,%20tag%3D5,%20count%3D8%20B) peer=1",
+        ),
+        1 => report(
+            &mut pmi,
+            "cmd=oxmpi_state state=blocked \
+             call=Send(comm%3DMPI_COMM_WORLD,%20dest%3D0,%20tag%3D7,%20count%3D100%20%25) peer=0",
+        ),
+        2 => assert_eq!(pmi.call("cmd=finalize")["cmd"], "finalize_ack"),
+        // Rank 3 exits with status 0 without finalizing.
+        _ => return,
+    }
+    thread::sleep(Duration::from_secs(30));
+}
+
+/// Blocked briefly, then done: trips a 0.2 s monitor, not a disabled one.
+fn rank_deadlock_short() {
+    let rank = env_usize("PMI_RANK");
+    let mut pmi = Pmi::connect();
+    pmi.call("cmd=init pmi_version=1 pmi_subversion=1");
+    report(
+        &mut pmi,
+        "cmd=oxmpi_state state=blocked call=Wait(request%3D3) peer=-1",
+    );
+    thread::sleep(Duration::from_millis(if rank == 0 { 1500 } else { 1200 }));
+    report(&mut pmi, "cmd=oxmpi_state state=running");
+}
+
+/// Rank 0 keeps waking up (as a rank that polls or computes between short
+/// waits); the others sit blocked for longer than the threshold.
+fn rank_busy() {
+    let rank = env_usize("PMI_RANK");
+    let mut pmi = Pmi::connect();
+    pmi.call("cmd=init pmi_version=1 pmi_subversion=1");
+    let start = Instant::now();
+    if rank == 0 {
+        while start.elapsed() < Duration::from_millis(2200) {
+            report(
+                &mut pmi,
+                "cmd=oxmpi_state state=blocked call=Probe(source%3DANY) peer=-1",
+            );
+            thread::sleep(Duration::from_millis(100));
+            report(&mut pmi, "cmd=oxmpi_state state=running");
+        }
+        println!("RESULT rank 0 toggled");
+    } else {
+        report(
+            &mut pmi,
+            "cmd=oxmpi_state state=blocked call=Recv(source%3D0) peer=0",
+        );
+        thread::sleep(Duration::from_millis(1800));
+        report(&mut pmi, "cmd=oxmpi_state state=running");
+        println!("RESULT rank {rank} woke");
+    }
+    assert_eq!(pmi.call("cmd=finalize")["cmd"], "finalize_ack");
+}
 /// Not a test by itself: does nothing unless started by `pmi_job`.
 #[test]
 fn pmi_rank() {
@@ -655,6 +797,9 @@ fn pmi_rank() {
     let result = std::panic::catch_unwind(|| match role.as_str() {
         "exchange" => rank_exchange(),
         "abort" => rank_abort(),
+        "deadlock" => rank_deadlock(),
+        "deadlock-short" => rank_deadlock_short(),
+        "busy" => rank_busy(),
         other => panic!("unknown role {other}"),
     });
     std::io::stdout().flush().unwrap();
