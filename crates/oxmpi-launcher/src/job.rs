@@ -18,7 +18,9 @@
 //! signals a pid it has reaped (see [`RankProc`]), and it returns only after
 //! every rank has been reaped, so no process is left behind. Ranks are also
 //! started with `PR_SET_PDEATHSIG(SIGKILL)` in case the launcher itself is
-//! killed outright.
+//! killed outright. When the job is over, the shared-memory segments the
+//! ranks published under `oxmpi.shm.*`, and any segment whose name contains
+//! the job id, are unlinked.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -302,6 +304,7 @@ fn run_job(spec: &JobSpec, size: usize, nofile: Option<libc::rlimit>) -> i32 {
         let _ = w.join();
     }
     server.unlink_shm();
+    remove_job_segments(&jobid);
     drop(signals);
     drop(guard);
     status
@@ -632,6 +635,28 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     } else {
         // try_clone uses F_DUPFD_CLOEXEC with a minimum of 3.
         fd.try_clone()
+    }
+}
+
+/// Unlinks every POSIX shared-memory object whose name contains `jobid`.
+///
+/// The runtime names its segments after the job id and publishes them
+/// under `oxmpi.shm.*`, which [`PmiServer::unlink_shm`] handles; this
+/// sweep also catches a segment created by a rank killed before it could
+/// publish the name. The job id holds the launcher's pid and 32 random
+/// bits, so no other job's segment matches.
+fn remove_job_segments(jobid: &str) {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.contains(jobid) {
+            if let Err(e) = sys::shm_unlink(&format!("/{name}")) {
+                eprintln!("mpiexec: warning: cannot remove shared memory '/{name}': {e}");
+            }
+        }
     }
 }
 

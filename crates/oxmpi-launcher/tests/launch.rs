@@ -608,6 +608,132 @@ fn deadlock_timeout_from_the_environment() {
     assert_eq!(o.status.code(), Some(125), "{}", o.stderr);
     assert!(o.stderr.contains("  rank 1: blocked in Wait(request=3)\n"));
 }
+
+// ---------------------------------------------------------------------------
+// Nothing is left behind, whatever way the job ends.
+
+/// Runs the `leftover` role in `mode` on 3 ranks and checks, once mpiexec
+/// has exited, that no rank process and no shared-memory segment remains.
+/// With `signal`, mpiexec gets it once every rank is ready.
+fn assert_no_leftovers(
+    mode: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    signal: Option<i32>,
+) -> (i32, String) {
+    let mut cmd = pmi_command("leftover", "3", args);
+    cmd.env("OXMPI_TEST_MODE", mode).envs(env.iter().copied());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let err = drain(child.stderr.take().unwrap());
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    if let Some(sig) = signal {
+        let mut ready = 0;
+        while ready < 3 {
+            match rx.recv_timeout(LIMIT) {
+                Ok(l) => {
+                    ready += usize::from(l == "ready");
+                    lines.push(l);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("ranks did not become ready: {lines:?}");
+                }
+            }
+        }
+        send_signal(&child, sig);
+    }
+    let status = wait_deadline(&mut child, LIMIT);
+    let stderr = err.join().unwrap();
+    lines.extend(rx.iter());
+    let pids: Vec<i32> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("RESULT pid "))
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let shm: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("RESULT shm "))
+        .collect();
+    assert_eq!(pids.len(), 3, "{mode}: {lines:?}\n{stderr}");
+    assert_eq!(shm.len(), 4, "{mode}: {lines:?}\n{stderr}");
+    for pid in pids {
+        // Gone for good: mpiexec reaped every rank before exiting. (A live
+        // process with this number would have to be one of ours to count.)
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let ours = String::from_utf8_lossy(&cmdline).contains("pmi_rank");
+        assert!(!ours, "{mode}: rank process {pid} outlived mpiexec");
+    }
+    for name in shm {
+        assert!(
+            !std::path::Path::new(&format!("/dev/shm{name}")).exists(),
+            "{mode}: shared memory {name} left behind"
+        );
+    }
+    (status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn no_leftovers_after_a_nonzero_exit() {
+    let (code, err) = assert_no_leftovers("exit", &[], &[], None);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn no_leftovers_after_a_rank_is_killed() {
+    let (code, err) = assert_no_leftovers("sigkill", &[], &[], None);
+    assert_eq!(code, 137, "{err}");
+    assert!(err.contains("rank 1 killed by signal 9 (SIGKILL)"), "{err}");
+}
+
+#[test]
+fn no_leftovers_after_a_segfault() {
+    let (code, err) = assert_no_leftovers("segv", &[], &[], None);
+    assert_eq!(code, 139, "{err}");
+}
+
+#[test]
+fn no_leftovers_after_an_abort() {
+    let (code, err) = assert_no_leftovers("abort", &[], &[], None);
+    assert_eq!(code, 7, "{err}");
+}
+
+#[test]
+fn no_leftovers_after_a_timeout() {
+    let (code, err) = assert_no_leftovers("sleep", &["--timeout", "1"], &[], None);
+    assert_eq!(code, 124, "{err}");
+}
+
+#[test]
+fn no_leftovers_after_a_deadlock() {
+    let (code, err) =
+        assert_no_leftovers("deadlock", &[], &[("OXMPI_DEADLOCK_TIMEOUT", "0.5")], None);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("  cycle: 0 -> 1 -> 2 -> 0\n"), "{err}");
+}
+
+#[test]
+fn no_leftovers_after_sigint() {
+    let (code, err) = assert_no_leftovers("sleep", &[], &[], Some(libc::SIGINT));
+    assert_eq!(code, 130, "{err}");
+}
+
+#[test]
+fn no_leftovers_after_sigterm() {
+    let (code, err) = assert_no_leftovers("sleep", &[], &[], Some(libc::SIGTERM));
+    assert_eq!(code, 143, "{err}");
+}
+
 /// A minimal PMI-1 client over the inherited socket.
 struct Pmi {
     reader: BufReader<UnixStream>,
@@ -788,6 +914,75 @@ fn rank_busy() {
     }
     assert_eq!(pmi.call("cmd=finalize")["cmd"], "finalize_ack");
 }
+
+/// Creates shared memory (published, and one segment not published), tells
+/// the test its pid and segment names, waits for every rank, then fails
+/// in the way `OXMPI_TEST_MODE` asks.
+fn rank_leftover() {
+    let rank = env_usize("PMI_RANK");
+    let size = env_usize("PMI_SIZE");
+    let mode = std::env::var("OXMPI_TEST_MODE").unwrap();
+    let mut pmi = Pmi::connect();
+    pmi.call("cmd=init pmi_version=1 pmi_subversion=1");
+    let kvs = pmi.call("cmd=get_my_kvsname")["kvsname"].clone();
+    println!("RESULT pid {}", std::process::id());
+    let mut names = vec![format!("/{kvs}-r{rank}")];
+    if rank == 0 {
+        // Created by a rank that dies before publishing it.
+        names.push(format!("/oxmpi-{kvs}-unpublished"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let c = std::ffi::CString::new(name.clone()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated name; the returned fd is
+        // closed right away.
+        let fd = unsafe {
+            libc::shm_open(
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600,
+            )
+        };
+        assert!(fd >= 0, "shm_open {name} failed");
+        // SAFETY: `fd` is the descriptor shm_open just returned.
+        unsafe { libc::close(fd) };
+        if i == 0 {
+            let r = pmi.call(&format!(
+                "cmd=put kvsname={kvs} key=oxmpi.shm.r{rank} value={name}"
+            ));
+            assert_eq!(r["rc"], "0");
+        }
+        println!("RESULT shm {name}");
+    }
+    assert_eq!(pmi.call("cmd=barrier_in")["cmd"], "barrier_out");
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    if rank == 1 {
+        match mode.as_str() {
+            "exit" => std::process::exit(3),
+            // SAFETY: raise(3) and signal(3) with valid signal numbers; the
+            // default SIGSEGV action is restored first because the Rust
+            // runtime's handler would otherwise return from a raised signal.
+            "sigkill" => unsafe {
+                libc::raise(libc::SIGKILL);
+            },
+            // SAFETY: as above.
+            "segv" => unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            },
+            "abort" => pmi.send("cmd=abort exitcode=7"),
+            _ => {}
+        }
+    }
+    if mode == "deadlock" {
+        let peer = (rank + 1) % size;
+        pmi.send(&format!(
+            "cmd=oxmpi_state state=blocked call=Recv(source%3D{peer}) peer={peer}"
+        ));
+    }
+    thread::sleep(Duration::from_secs(30));
+}
+
 /// Not a test by itself: does nothing unless started by `pmi_job`.
 #[test]
 fn pmi_rank() {
@@ -800,6 +995,7 @@ fn pmi_rank() {
         "deadlock" => rank_deadlock(),
         "deadlock-short" => rank_deadlock_short(),
         "busy" => rank_busy(),
+        "leftover" => rank_leftover(),
         other => panic!("unknown role {other}"),
     });
     std::io::stdout().flush().unwrap();
