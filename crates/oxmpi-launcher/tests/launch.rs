@@ -364,6 +364,178 @@ fn bad_command_lines() {
     assert!(o.stdout.contains(env!("CARGO_PKG_VERSION")));
 }
 
+#[test]
+fn help_lists_every_option() {
+    let o = run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    for opt in [
+        "-n N",
+        "-np N",
+        "--np N",
+        "-l,",
+        "--tag-output",
+        "-prepend-rank",
+        "--timeout S",
+        "--deadlock-timeout S",
+        "-genv NAME VALUE",
+        "-env NAME VALUE",
+        "-x NAME",
+        "-genvlist",
+        "-genvall",
+        "-genvnone",
+        "-wdir DIR",
+        "-gwdir DIR",
+        "-host LIST",
+        "-hosts LIST",
+        "--host LIST",
+        "-f FILE",
+        "-hostfile FILE",
+        "-machinefile FILE",
+        "--bind-to core|hwthread|none",
+        "--map-by",
+        "[:pe=N]",
+        "ppr:N:node",
+        "--oversubscribe",
+        "--no-mpi4py-compat",
+        "-h, --help",
+        "--version",
+        "OXMPI_DEADLOCK_TIMEOUT",
+        "  124 ",
+        "  125 ",
+    ] {
+        assert!(o.stdout.contains(opt), "--help lacks {opt:?}");
+    }
+}
+
+#[test]
+fn local_hosts_and_hostfiles() {
+    let o = run(&[
+        "--host",
+        "localhost:2,127.0.0.1",
+        "sh",
+        "-c",
+        "echo $PMI_RANK/$PMI_SIZE",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    assert_eq!(o.lines(), ["0/3", "1/3", "2/3"]);
+
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let path = std::env::temp_dir().join(format!("oxmpi-launch-hosts-{}", std::process::id()));
+    std::fs::write(
+        &path,
+        format!("# this machine\n{} slots=2\nlocalhost:1\n", host.trim()),
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let o = run(&["-f", file, "sh", "-c", "echo $PMI_SIZE"]);
+    let o2 = run(&[
+        "-machinefile",
+        file,
+        "-n",
+        "1",
+        "sh",
+        "-c",
+        "echo $PMI_SIZE",
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    assert_eq!(o.lines(), ["3", "3", "3"]);
+    assert_eq!(o2.lines(), ["1"], "{}", o2.stderr);
+
+    let o = run(&[
+        "--map-by",
+        "ppr:2:node",
+        "--oversubscribe",
+        "sh",
+        "-c",
+        "echo $PMI_SIZE",
+    ]);
+    assert_eq!(o.lines(), ["2", "2"], "{}", o.stderr);
+}
+
+#[test]
+fn remote_hosts_are_refused() {
+    let o = run(&["-hosts", "localhost,node-elsewhere.example:4", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        o.stderr
+            .starts_with("mpiexec: host 'node-elsewhere.example' is not this machine"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("system-MPI backend"), "{}", o.stderr);
+    let o = run(&["-f", "/nonexistent/oxmpi-hosts", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stderr.contains("cannot read host file"), "{}", o.stderr);
+    let o = run(&["--bind-to", "socket", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        o.stderr.contains("'socket' is not supported"),
+        "{}",
+        o.stderr
+    );
+}
+
+/// Parses a kernel CPU list such as `0-3,6`.
+fn cpu_list(s: &str) -> Vec<usize> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => v.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => v.push(part.parse().unwrap()),
+        }
+    }
+    v
+}
+
+/// Each rank's allowed CPUs under `args`, by rank.
+fn rank_cpus(args: &[&str], n: usize) -> Vec<Vec<usize>> {
+    let mut full = vec!["-l", "-n"];
+    let n_s = n.to_string();
+    full.push(&n_s);
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["sh", "-c", "grep Cpus_allowed_list: /proc/self/status"]);
+    let o = run(&full);
+    assert_eq!(o.status.code(), Some(0), "{}", o.stderr);
+    let mut by_rank = vec![Vec::new(); n];
+    for line in o.stdout.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap();
+        let rank: usize = tag.trim_matches(|c| c == '[' || c == ']').parse().unwrap();
+        by_rank[rank] = cpu_list(rest.trim_start_matches("Cpus_allowed_list:"));
+    }
+    by_rank
+}
+
+#[test]
+fn bind_to_pins_each_rank() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let mine = cpu_list(
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap(),
+    );
+    let n = mine.len().min(4) + 1; // at least one rank wraps around
+    let got = rank_cpus(&["--bind-to", "hwthread"], n);
+    for (r, cpus) in got.iter().enumerate() {
+        assert_eq!(cpus, &[mine[r % mine.len()]], "rank {r}: {got:?}");
+    }
+    let got = rank_cpus(&["--bind-to", "core"], 2);
+    for cpus in &got {
+        assert!(
+            !cpus.is_empty() && cpus.iter().all(|c| mine.contains(c)),
+            "{got:?}"
+        );
+    }
+    assert!(got[0].contains(&mine[0]), "{got:?}");
+    if mine.len() >= 2 {
+        let got = rank_cpus(&["--map-by", "slot:pe=2", "--bind-to", "hwthread"], 1);
+        assert_eq!(got[0], mine[..2], "{got:?}");
+    }
+    let got = rank_cpus(&["--bind-to", "none", "--map-by", "core"], 2);
+    assert_eq!(got, [mine.clone(), mine.clone()]);
+}
+
 /// Starts mpiexec and waits until every rank printed "ready"; also returns
 /// the other lines printed until then.
 fn start_ready(args: &[&str], ranks: usize) -> (Child, mpsc::Receiver<String>, Vec<String>) {
