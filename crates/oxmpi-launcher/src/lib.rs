@@ -227,8 +227,8 @@ others read /dev/null.
 
 When a rank fails (non-zero exit, signal, MPI_Abort) the others get SIGTERM,
 then SIGKILL 1 s later. SIGINT, SIGTERM and SIGHUP are passed on to the ranks
-(SIGKILL follows after 2 s); SIGUSR1 and SIGUSR2 are passed on. Shared memory
-the job created is removed when it ends, however it ends.
+(SIGKILL follows after 2 s); SIGUSR1 and SIGUSR2 are passed on. The job's
+shared memory is removed when it ends, unless mpiexec itself is SIGKILLed.
 
 Exit status:
   0        every rank exited with status 0
