@@ -3,14 +3,14 @@
 
 use pyo3::prelude::*;
 
-use oxmpi::backend::{RawBuf, SendMode, ANY_SOURCE, ANY_TAG};
+use oxmpi::backend::{RawBuf, RequestRef, SendMode, ANY_SOURCE, ANY_TAG};
 
 use crate::buffer;
 use crate::comm::{recv_buf_parse, send_parts, wait_req, PyComm};
 use crate::engine::blocking;
 use crate::errors::IntoPy;
 use crate::pickle;
-use crate::request::{recv_object, Payload, PyRequest};
+use crate::request::{recv_object, unpickle_owned, Payload, PyRequest};
 use crate::status::PyStatus;
 
 #[pymethods]
@@ -62,10 +62,15 @@ impl PyComm {
         let _ = recvbuf;
         let c = self.c()?;
         let p = pickle::dumps(py, sendobj)?;
-        let sreq = c.isend(&p.parts, dest, sendtag, SendMode::Standard).py()?;
-        let got = recv_object(py, c, source, recvtag);
+        c.check_send_args(dest, sendtag).py()?;
+        let rreq = c.irecv_owned(source, recvtag).py()?;
+        let sreq = start_or_withdraw(py, &rreq, || {
+            c.isend(&p.parts, dest, sendtag, SendMode::Standard)
+        })?;
+        let st = wait_req(py, rreq.clone());
         wait_req(py, sreq)?;
-        let (obj, st) = got?;
+        let st = st?;
+        let obj = unpickle_owned(py, rreq.take_data(), &st)?;
         PyStatus::fill(status, st);
         Ok(obj)
     }
@@ -181,8 +186,11 @@ impl PyComm {
             Some(b) => recv_buf_parse(b)?,
             None => buffer::parse(&py.None().into_bound(py), true)?,
         };
+        c.check_send_args(dest, sendtag).py()?;
         let rreq = c.irecv(r.raw, source, recvtag).py()?;
-        let sreq = c.isend(&[s.raw], dest, sendtag, SendMode::Standard).py()?;
+        let sreq = start_or_withdraw(py, &rreq, || {
+            c.isend(&[s.raw], dest, sendtag, SendMode::Standard)
+        })?;
         let st = wait_req(py, rreq);
         wait_req(py, sreq)?;
         PyStatus::fill(status, st?);
@@ -205,15 +213,16 @@ impl PyComm {
         let m = recv_buf_parse(buf)?;
         // SAFETY: the view pins the buffer for this call.
         let copy = unsafe { m.raw.as_slice() }.to_vec();
-        let sreq = c
-            .isend(
+        c.check_send_args(dest, sendtag).py()?;
+        let rreq = c.irecv(m.raw, source, recvtag).py()?;
+        let sreq = start_or_withdraw(py, &rreq, || {
+            c.isend(
                 &[RawBuf::from_slice(&copy)],
                 dest,
                 sendtag,
                 SendMode::Standard,
             )
-            .py()?;
-        let rreq = c.irecv(m.raw, source, recvtag).py()?;
+        })?;
         let st = wait_req(py, rreq);
         wait_req(py, sreq)?;
         PyStatus::fill(status, st?);
@@ -282,6 +291,27 @@ impl PyComm {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+}
+
+/// Starts the send half of a send-receive whose receive is already posted.
+/// If the send cannot start (bad destination or tag), the receive is
+/// withdrawn and settled before the error is returned, so that nothing is
+/// left writing into the caller's buffer after the call.
+fn start_or_withdraw(
+    py: Python<'_>,
+    rreq: &RequestRef,
+    start: impl FnOnce() -> oxmpi::Result<RequestRef>,
+) -> PyResult<RequestRef> {
+    match start() {
+        Ok(sreq) => Ok(sreq),
+        Err(e) => {
+            let _ = rreq.cancel();
+            // Cancelled, or already matched and finishing: either way it
+            // completes without waiting on anyone.
+            let _ = wait_req(py, rreq.clone());
+            Err(crate::errors::to_pyerr(e))
         }
     }
 }

@@ -108,6 +108,24 @@ impl PyRequest {
     }
 }
 
+impl Drop for PyRequest {
+    /// A request dropped while its operation is pending must not free the
+    /// memory the runtime is still reading or writing: a pending receive is
+    /// cancelled, and whatever is still in flight keeps its buffers forever
+    /// (a leak, never a write into freed memory).
+    fn drop(&mut self) {
+        if let Some(r) = self.req.take() {
+            if !r.is_complete() {
+                let _ = r.cancel();
+            }
+            if !r.is_complete() {
+                let payload = std::mem::replace(&mut self.payload, Payload::None);
+                std::mem::forget(payload);
+            }
+        }
+    }
+}
+
 /// A received message owned by Rust, lent to Python through the buffer
 /// protocol so that unpickled arrays can view it without a copy.
 #[pyclass(module = "oxmpi.MPI", name = "_ReceivedMessage", frozen)]

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::datatype::Datatype;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::op::Op;
 
 /// MPI_PROC_NULL: a peer that sends and receives nothing.
@@ -152,6 +152,36 @@ pub trait Communicator: Send + Sync {
     /// A short name for reports ("COMM_WORLD", "COMM_SELF", ...).
     fn name(&self) -> String;
     fn set_name(&self, name: &str);
+
+    /// Checks a send's destination and tag without doing anything, so that
+    /// a call made of several steps (Sendrecv) can refuse bad arguments
+    /// before its first step has an effect.
+    fn check_send_args(&self, dest: i32, tag: i32) -> Result<()> {
+        if !(0..=TAG_UB).contains(&tag) {
+            return Err(Error::Tag(tag));
+        }
+        if dest != PROC_NULL && !(0..self.size()).contains(&dest) {
+            return Err(Error::Rank {
+                rank: dest,
+                size: self.size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a receive's source and tag without doing anything.
+    fn check_recv_args(&self, source: i32, tag: i32) -> Result<()> {
+        if tag != ANY_TAG && !(0..=TAG_UB).contains(&tag) {
+            return Err(Error::Tag(tag));
+        }
+        if source != PROC_NULL && source != ANY_SOURCE && !(0..self.size()).contains(&source) {
+            return Err(Error::Rank {
+                rank: source,
+                size: self.size(),
+            });
+        }
+        Ok(())
+    }
 
     /// Starts a send of the concatenation of `parts`.
     fn isend(&self, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<RequestRef>;
