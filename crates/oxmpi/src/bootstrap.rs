@@ -27,8 +27,7 @@ pub struct Pmi {
     pub rank: usize,
     pub size: usize,
     pub kvsname: String,
-    /// Who started us (reported by `oxmpi info` and error messages).
-    #[allow(dead_code)]
+    /// Who started us: only oxmpi's launcher understands oxmpi_state.
     pub launcher: Launcher,
 }
 
@@ -215,6 +214,27 @@ impl Pmi {
         }
     }
 
+    /// Reports to oxmpi's launcher that this rank is blocked in `call`
+    /// waiting on job rank `peer` (-1: any or a collective), or running
+    /// again (None). Fire and forget: the launcher sends no reply. Foreign
+    /// PMI servers do not know the command, so nothing is sent to them.
+    pub fn report_state(&self, blocked: Option<(&str, i32)>) {
+        if self.launcher != Launcher::Oxmpi {
+            return;
+        }
+        let _ = match blocked {
+            Some((call, peer)) => self.send_only(
+                "oxmpi_state",
+                &[
+                    ("state", "blocked"),
+                    ("call", &percent_encode(call)),
+                    ("peer", &peer.to_string()),
+                ],
+            ),
+            None => self.send_only("oxmpi_state", &[("state", "running")]),
+        };
+    }
+
     /// Asks the launcher to end the whole job with `code`.
     pub fn abort(&self, code: i32, msg: &str) {
         let msg: String = msg
@@ -229,6 +249,20 @@ impl Pmi {
             .collect();
         let _ = self.send_only("abort", &[("exitcode", &code.to_string()), ("msg", &msg)]);
     }
+}
+
+/// Percent-encodes everything but printable ASCII other than space, '='
+/// and '%', so that a value is one PMI token.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && b != b'=' && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn rc_ok(r: &HashMap<String, String>, what: &str) -> Result<()> {
@@ -267,6 +301,12 @@ mod tests {
         let m = parse_line("cmd=get_result rc=0 msg=success value=/oxmpi-1\n");
         assert_eq!(m["cmd"], "get_result");
         assert_eq!(m["value"], "/oxmpi-1");
+    }
+
+    #[test]
+    fn percent_encodes_calls() {
+        assert_eq!(percent_encode("Recv(tag=5, 8 B)"), "Recv(tag%3D5,%208%20B)");
+        assert_eq!(percent_encode("100%"), "100%25");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::op::{Op, Predefined};
 
 use super::request::{CompletedRequest, Kind, NativeRequest};
-use super::{abort_job, Core, Target, Unexpected};
+use super::{abort_job, Blocked, Core, Target, Unexpected};
 
 /// A communicator: an id (giving its two context ids) and its members.
 pub struct NativeComm {
@@ -78,10 +78,16 @@ impl NativeComm {
     }
 
     fn request(&self, state: Arc<super::request::ReqState>, kind: Kind) -> RequestRef {
+        let peer = match kind {
+            Kind::Send { dest, .. } => dest,
+            Kind::Recv { source, .. } => source,
+        };
         Arc::new(NativeRequest {
             core: self.core.clone(),
             state,
             kind,
+            comm_id: self.id,
+            peer_world: self.peer_world(peer),
         })
     }
 
@@ -98,7 +104,10 @@ impl NativeComm {
             .core
             .start_send(ctx, self.rank, world, tag, parts, mode)?
         {
-            self.core.wait_until(|| req.is_done())?;
+            let bytes: usize = parts.iter().map(|p| p.len).sum();
+            self.core.wait_described(|| req.is_done(), &|| {
+                self.blocked(ctx, "Send", "dest", dest, tag, Some(bytes))
+            })?;
             req.take()?;
         }
         Ok(())
@@ -106,19 +115,61 @@ impl NativeComm {
 
     fn recv_on(&self, ctx: u32, buf: RawBuf, src: i32, tag: i32) -> Result<Status> {
         let req = self.core.post_recv(ctx, src, tag, Target::Buf(buf));
-        self.core.wait_until(|| req.is_done())?;
+        if !req.is_done() {
+            self.core.wait_described(|| req.is_done(), &|| {
+                self.blocked(ctx, "Recv", "source", src, tag, Some(buf.len))
+            })?;
+        }
         req.take()
     }
 
     fn mprobe_on(&self, ctx: u32, src: i32, tag: i32) -> Result<Unexpected> {
         let mut found = None;
-        self.core.wait_until(|| {
-            if found.is_none() {
-                found = self.core.take_matching(ctx, src, tag);
-            }
-            found.is_some()
-        })?;
+        self.core.wait_described(
+            || {
+                if found.is_none() {
+                    found = self.core.take_matching(ctx, src, tag);
+                }
+                found.is_some()
+            },
+            &|| self.blocked(ctx, "Recv", "source", src, tag, None),
+        )?;
         Ok(found.expect("wait_until returned with a message"))
+    }
+
+    /// Describes a blocked call for the launcher's deadlock report.
+    fn blocked(
+        &self,
+        ctx: u32,
+        op: &str,
+        role: &str,
+        peer: i32,
+        tag: i32,
+        bytes: Option<usize>,
+    ) -> Blocked {
+        let name = comm_label(self.id, &self.name());
+        let who = if peer == ANY_SOURCE {
+            "ANY_SOURCE".to_string()
+        } else {
+            peer.to_string()
+        };
+        if ctx == self.ctx_coll() {
+            // A step of a collective: every member takes part, so no single
+            // peer is to blame.
+            return Blocked {
+                call: format!("a collective on {name} ({op} step, {role}={who})"),
+                peer: -1,
+            };
+        }
+        describe_call(&name, op, role, peer, self.peer_world(peer), tag, bytes)
+    }
+
+    fn peer_world(&self, peer: i32) -> i32 {
+        if peer >= 0 {
+            self.members[peer as usize]
+        } else {
+            -1
+        }
     }
 
     /// A new communicator id agreed on by every member: the largest id any
@@ -283,7 +334,14 @@ impl Communicator for NativeComm {
             .core
             .start_send(self.ctx_p2p(), self.rank, world, tag, parts, mode)?
         {
-            Some(state) => Ok(self.request(state, Kind::Send)),
+            Some(state) => Ok(self.request(
+                state,
+                Kind::Send {
+                    dest,
+                    tag,
+                    bytes: parts.iter().map(|p| p.len).sum(),
+                },
+            )),
             None => Ok(Arc::new(CompletedRequest(Status::default()))),
         }
     }
@@ -306,7 +364,14 @@ impl Communicator for NativeComm {
         let state = self
             .core
             .post_recv(self.ctx_p2p(), source, tag, Target::Buf(buf));
-        Ok(self.request(state, Kind::Recv))
+        Ok(self.request(
+            state,
+            Kind::Recv {
+                source,
+                tag,
+                bytes: Some(buf.len),
+            },
+        ))
     }
 
     fn irecv_owned(&self, source: i32, tag: i32) -> Result<RequestRef> {
@@ -318,7 +383,14 @@ impl Communicator for NativeComm {
         let state = self
             .core
             .post_recv(self.ctx_p2p(), source, tag, Target::Owned);
-        Ok(self.request(state, Kind::Recv))
+        Ok(self.request(
+            state,
+            Kind::Recv {
+                source,
+                tag,
+                bytes: None,
+            },
+        ))
     }
 
     fn recv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<Status> {
@@ -545,5 +617,43 @@ impl Communicator for NativeComm {
 
     fn abort(&self, code: i32) -> ! {
         abort_job(&self.core, code, "MPI_Abort")
+    }
+}
+
+/// How a deadlock report names a communicator.
+pub(crate) fn comm_label(id: u32, name: &str) -> String {
+    match (id, name) {
+        (_, n) if !n.is_empty() => n.to_string(),
+        (0, _) => "MPI_COMM_WORLD".into(),
+        (1, _) => "MPI_COMM_SELF".into(),
+        (id, _) => format!("communicator #{id}"),
+    }
+}
+
+/// "Recv(comm=MPI_COMM_WORLD, source=1, tag=5, 8 bytes)", waiting on
+/// `peer_world`.
+pub(crate) fn describe_call(
+    comm: &str,
+    op: &str,
+    role: &str,
+    peer: i32,
+    peer_world: i32,
+    tag: i32,
+    bytes: Option<usize>,
+) -> Blocked {
+    let who = if peer == ANY_SOURCE {
+        "ANY_SOURCE".to_string()
+    } else {
+        peer.to_string()
+    };
+    let tag = if tag == ANY_TAG {
+        "ANY_TAG".to_string()
+    } else {
+        tag.to_string()
+    };
+    let size = bytes.map(|b| format!(", {b} bytes")).unwrap_or_default();
+    Blocked {
+        call: format!("{op}(comm={comm}, {role}={who}, tag={tag}{size})"),
+        peer: peer_world,
     }
 }

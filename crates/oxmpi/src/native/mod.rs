@@ -7,7 +7,7 @@
 //! drains the process's inbox, matches, copies, and answers rendezvous
 //! requests, then sleeps on its doorbell (see `shm.rs`).
 
-mod comm;
+pub(crate) mod comm;
 mod request;
 
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +27,19 @@ use request::ReqState;
 /// How long a sleeping waiter naps before looking around (interrupt check,
 /// launcher gone) when nothing rings its doorbell.
 const IDLE_NAP: Duration = Duration::from_millis(50);
+/// How long a rank sleeps in a blocking call, with nothing arriving, before
+/// it tells the launcher it is blocked (the launcher's deadlock monitor
+/// waits several seconds more before it calls anything a deadlock).
+const REPORT_BLOCKED_AFTER: Duration = Duration::from_secs(1);
+
+/// What a blocked call waits for, for the launcher's deadlock report.
+pub(crate) struct Blocked {
+    /// e.g. "Recv(comm=MPI_COMM_WORLD, source=1, tag=5, 8 bytes)".
+    pub call: String,
+    /// The job rank it waits on; -1 for any rank or a collective.
+    pub peer: i32,
+}
+
 /// How long a waiter naps while it has output waiting for room in a peer's
 /// inbox (peers do not ring producers when they free cells).
 const BUSY_NAP: Duration = Duration::from_micros(200);
@@ -789,17 +802,45 @@ impl Core {
     /// Blocks, driving progress, until `done()` holds. `done` is never
     /// called again once it has returned true, so it may consume what it
     /// waited for (as a matched probe does).
-    pub fn wait_until(&self, mut done: impl FnMut() -> bool) -> Result<()> {
+    pub fn wait_until(&self, done: impl FnMut() -> bool) -> Result<()> {
+        self.wait_described(done, &|| Blocked {
+            call: "a blocking call".into(),
+            peer: -1,
+        })
+    }
+
+    /// `wait_until` for a call that can say what it waits for: after
+    /// [`REPORT_BLOCKED_AFTER`] asleep with nothing arriving, the rank tells
+    /// the launcher (`describe` is called only then), which reports a
+    /// deadlock when every rank is so blocked.
+    pub(crate) fn wait_described(
+        &self,
+        mut done: impl FnMut() -> bool,
+        describe: &dyn Fn() -> Blocked,
+    ) -> Result<()> {
         let mut spins = 0u32;
         let mut last_check = Instant::now();
-        loop {
-            let busy = {
+        let mut idle_since: Option<Instant> = None;
+        let mut reported = false;
+        let result = loop {
+            let (busy, activity) = {
                 let mut st = self.lock();
+                let head = self.head.load(Ordering::Relaxed);
+                let queued = st.outbox_len;
                 self.progress_locked(&mut st);
-                st.outbox_len > 0 || !st.streams_out.is_empty()
+                (
+                    st.outbox_len > 0 || !st.streams_out.is_empty(),
+                    head != self.head.load(Ordering::Relaxed) || queued != st.outbox_len,
+                )
             };
+            if activity {
+                idle_since = None;
+                if std::mem::take(&mut reported) {
+                    self.report_state(None);
+                }
+            }
             if done() {
-                return Ok(());
+                break Ok(());
             }
             if spins < self.spin_limit {
                 spins += 1;
@@ -820,16 +861,34 @@ impl Core {
                 // `done` may have consumed what it waited for (a matched
                 // probe takes the message): return now, never ask again.
                 self.seg.cancel_sleep(self.me);
-                return Ok(());
+                break Ok(());
             } else {
                 self.seg
                     .sleep(self.me, seen, if busy { BUSY_NAP } else { IDLE_NAP });
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if !reported && since.elapsed() >= REPORT_BLOCKED_AFTER {
+                    self.report_state(Some(&describe()));
+                    reported = true;
+                }
             }
             spins = 0;
             if last_check.elapsed() >= IDLE_NAP {
                 last_check = Instant::now();
-                self.check_interrupt()?;
+                if let Err(e) = self.check_interrupt() {
+                    break Err(e);
+                }
             }
+        };
+        if reported {
+            self.report_state(None);
+        }
+        result
+    }
+
+    /// Tells oxmpi's launcher that this rank is blocked (or running again).
+    fn report_state(&self, blocked: Option<&Blocked>) {
+        if let Some(p) = &self.pmi {
+            p.report_state(blocked.map(|b| (b.call.as_str(), b.peer)));
         }
     }
 

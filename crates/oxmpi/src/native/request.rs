@@ -63,10 +63,18 @@ impl ReqState {
     }
 }
 
-/// What a native request is waiting for.
+/// What a native request is waiting for (also what a deadlock report says).
 pub(crate) enum Kind {
-    Send,
-    Recv,
+    Send {
+        dest: i32,
+        tag: i32,
+        bytes: usize,
+    },
+    Recv {
+        source: i32,
+        tag: i32,
+        bytes: Option<usize>,
+    },
 }
 
 /// A request handle of the native engine.
@@ -74,6 +82,9 @@ pub(crate) struct NativeRequest {
     pub(crate) core: Arc<Core>,
     pub(crate) state: Arc<ReqState>,
     pub(crate) kind: Kind,
+    /// Communicator id, and the job rank of the peer (-1 if any).
+    pub(crate) comm_id: u32,
+    pub(crate) peer_world: i32,
 }
 
 impl Request for NativeRequest {
@@ -89,7 +100,17 @@ impl Request for NativeRequest {
 
     fn wait(&self) -> Result<Status> {
         let st = &self.state;
-        self.core.wait_until(|| st.is_done())?;
+        self.core.wait_described(|| st.is_done(), &|| {
+            let comm = super::comm::comm_label(self.comm_id, "");
+            let (op, role, peer, tag, bytes) = match self.kind {
+                Kind::Send { dest, tag, bytes } => ("Wait(Isend", "dest", dest, tag, Some(bytes)),
+                Kind::Recv { source, tag, bytes } => ("Wait(Irecv", "source", source, tag, bytes),
+            };
+            let mut b =
+                super::comm::describe_call(&comm, op, role, peer, self.peer_world, tag, bytes);
+            b.call.push(')');
+            b
+        })?;
         st.take()
     }
 
@@ -105,7 +126,7 @@ impl Request for NativeRequest {
     }
 
     fn cancel(&self) -> Result<()> {
-        if let Kind::Recv = self.kind {
+        if let Kind::Recv { .. } = self.kind {
             self.core.cancel_recv(&self.state);
         }
         // Sends that left this process cannot be recalled; MPI allows a

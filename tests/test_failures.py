@@ -1,0 +1,234 @@
+"""Failure modes end the job fast, say what happened, and leave nothing behind.
+
+Each case runs a small MPI program under oxmpi's launcher and asserts the
+launcher's exit status, how long the job took after the fault, what the
+report says, and that no rank process and no shared-memory segment survive.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mpirun import launcher
+
+SHM = Path("/dev/shm")
+
+
+def shm_segments():
+    return {p.name for p in SHM.iterdir() if p.name.startswith("oxmpi-")} if SHM.exists() else set()
+
+
+def ranks_alive(token):
+    out = subprocess.run(["pgrep", "-f", token], capture_output=True, text=True).stdout.split()
+    return [pid for pid in out if int(pid) != os.getpid()]
+
+
+def launch(tmp_path, body, n, *, args=(), env=None, timeout=60, runner=(), stdin=None, start=True):
+    """Starts `body` on n ranks; returns (Popen, token)."""
+    token = f"oxmpi-test-{uuid.uuid4().hex[:12]}"
+    script = tmp_path / f"{token}.py"
+    script.write_text("import sys, time\nfrom oxmpi import MPI\ncomm = MPI.COMM_WORLD\n" + textwrap.dedent(body))
+    cmd = [launcher(), "-n", str(n), *args, sys.executable, *runner, str(script), token]
+    e = dict(os.environ, **(env or {}))
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e,
+                            start_new_session=True), token
+
+
+def finish(p, token, timeout=60):
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"job did not end within {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
+    return p.returncode, out, err
+
+
+def assert_clean(token, before):
+    deadline = time.monotonic() + 2
+    while ranks_alive(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not ranks_alive(token), "rank processes survived the job"
+    assert shm_segments() - before == set(), "a shared-memory segment survived the job"
+
+
+def run_case(tmp_path, body, n, **kw):
+    before = shm_segments()
+    t0 = time.monotonic()
+    p, token = launch(tmp_path, body, n, **kw)
+    rc, out, err = finish(p, token)
+    elapsed = time.monotonic() - t0
+    assert_clean(token, before)
+    return rc, out, err, elapsed
+
+
+# Ranks other than the faulty one wait in a receive that never completes, so
+# only the launcher's failure handling can end the job quickly.
+WAIT_FOREVER = "comm.recv(source=0, tag=999)\n"
+
+
+def test_nonzero_exit_ends_job(tmp_path):
+    body = f"""
+    if comm.rank == 1:
+        time.sleep(0.5); sys.exit(3)
+    {WAIT_FOREVER}"""
+    rc, out, err, dt = run_case(tmp_path, body, 3)
+    assert rc == 3, err
+    assert "rank 1 exited with code 3" in err
+    assert dt < 0.5 + 2 + 2  # start-up + fault + 2 s
+
+
+@pytest.mark.parametrize("sig,name,status", [(signal.SIGKILL, "SIGKILL", 137), (signal.SIGSEGV, "SIGSEGV", 139)])
+def test_rank_killed_by_signal(tmp_path, sig, name, status):
+    body = f"""
+    import os, signal
+    if comm.rank == 2:
+        time.sleep(0.5); os.kill(os.getpid(), {int(sig)})
+    {WAIT_FOREVER}"""
+    rc, out, err, dt = run_case(tmp_path, body, 3)
+    assert rc == status, err
+    assert f"rank 2 killed by signal {int(sig)} ({name})" in err
+    assert dt < 4.5
+
+
+def test_exception_under_python_m_oxmpi(tmp_path):
+    body = f"""
+    if comm.rank == 1:
+        time.sleep(0.3)
+        raise ValueError("bad input on rank one")
+    {WAIT_FOREVER}"""
+    rc, out, err, dt = run_case(tmp_path, body, 3, runner=("-m", "oxmpi"))
+    assert rc != 0
+    assert "ValueError: bad input on rank one" in err
+    assert "Traceback" in err
+    assert "rank 1" in err
+    assert dt < 4.5
+
+
+def test_abort_code(tmp_path):
+    body = f"""
+    if comm.rank == 0:
+        time.sleep(0.3); comm.Abort(7)
+    comm.recv(source=1, tag=999)
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 3)
+    assert rc == 7, err
+    assert "rank 0 called MPI_Abort with error code 7" in err
+    assert dt < 4.5
+
+
+def test_ctrl_c_ends_job(tmp_path):
+    before = shm_segments()
+    p, token = launch(tmp_path, "print('ready', flush=True)\n" + WAIT_FOREVER, 4)
+    line = p.stdout.readline()
+    assert "ready" in line
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    rc, out, err = finish(p, token)
+    assert time.monotonic() - t0 < 3
+    assert rc != 0
+    assert_clean(token, before)
+
+
+def test_peer_death_during_recv(tmp_path):
+    body = """
+    import os, signal
+    if comm.rank == 0:
+        time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)
+    comm.recv(source=0, tag=1)
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 2)
+    assert rc == 137, err
+    assert "rank 0 killed by signal 9" in err
+    assert dt < 4.5
+
+
+def test_two_rank_recv_recv_deadlock(tmp_path):
+    import numpy as np  # noqa: F401  (the program uses it)
+
+    body = """
+    import numpy as np
+    buf = np.zeros(4)
+    comm.Recv(buf, source=1 - comm.rank, tag=5)
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 2, args=("--deadlock-timeout", "3"))
+    assert rc == 125, err
+    assert "deadlock" in err
+    assert "rank 0: blocked in" in err and "source=1, tag=5" in err
+    assert "rank 1: blocked in" in err and "source=0, tag=5" in err
+    assert "cycle: 0 -> 1 -> 0" in err
+    assert dt < 3 + 1 + 2 + 1  # threshold + report delay + 2 s (+ start-up)
+
+
+def test_five_rank_ring_deadlock(tmp_path):
+    body = """
+    right, left = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    comm.recv(source=left, tag=9)
+    comm.send("never", dest=right, tag=9)
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 5, args=("--deadlock-timeout", "3"))
+    assert rc == 125, err
+    for r in range(5):
+        assert f"rank {r}: blocked in" in err
+    assert "cycle: 0 -> 4 -> 3 -> 2 -> 1 -> 0" in err or "cycle: 0 -> 1 -> 2 -> 3 -> 4 -> 0" in err, err
+    assert dt < 3 + 1 + 2 + 1.5
+
+
+def test_long_computation_is_no_deadlock(tmp_path):
+    # 30 s of computation on one rank while the others wait for it: with a
+    # 3 s threshold, any false alarm would fire many times over.
+    body = """
+    if comm.rank == 0:
+        t = time.time()
+        x = 0
+        while time.time() - t < 30:
+            x += 1
+        comm.bcast(x, root=0)
+    else:
+        comm.bcast(None, root=0)
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 3, args=("--deadlock-timeout", "3"))
+    assert rc == 0, err
+    assert "deadlock" not in err
+
+
+def test_polling_ranks_are_no_deadlock(tmp_path):
+    body = """
+    req = comm.irecv(source=(comm.rank + 1) % comm.size, tag=3)
+    t = time.time()
+    while time.time() - t < 6:
+        req.test(); time.sleep(0.005)
+    req.Cancel()
+    comm.Barrier()
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 3, args=("--deadlock-timeout", "2"))
+    assert rc == 0, err
+    assert "deadlock" not in err
+
+
+def test_output_lines_never_mix(tmp_path):
+    body = """
+    line = f"rank{comm.rank}:" + "x" * 200
+    for i in range(2000):
+        print(line, i, flush=(i % 7 == 0))
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 5)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 5 * 2000
+    seen = {r: [] for r in range(5)}
+    for ln in lines:
+        head, i = ln.rsplit(" ", 1)
+        r = int(head[4:head.index(":")])
+        assert head == f"rank{r}:" + "x" * 200, ln[:80]
+        seen[r].append(int(i))
+    for r in range(5):
+        assert seen[r] == list(range(2000)), f"rank {r}'s lines out of order"
