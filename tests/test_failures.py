@@ -232,3 +232,21 @@ def test_output_lines_never_mix(tmp_path):
         seen[r].append(int(i))
     for r in range(5):
         assert seen[r] == list(range(2000)), f"rank {r}'s lines out of order"
+
+
+@pytest.mark.parametrize("env,who", [
+    ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "1"}, "Open MPI"),
+    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "2"}, "srun"),
+    ({"PMIX_RANK": "1", "PMIX_SIZE": "4"}, "PMIx"),
+])
+def test_foreign_launcher_is_refused(env, who):
+    """Started by another MPI's launcher, a rank must not run as one of N
+    silent copies of rank 0 (the classic mpi4py mismatch)."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "SLURM_", "OXMPI_"))}
+    e.update(env)
+    e["OXMPI_BACKEND"] = "native"
+    p = subprocess.run([sys.executable, "-c", "from oxmpi import MPI; print('ran as', MPI.COMM_WORLD.size)"],
+                       env=e, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert "ran as" not in p.stdout
+    assert who in p.stderr and "copies of rank 0" in p.stderr
