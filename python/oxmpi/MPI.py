@@ -9,6 +9,7 @@ import builtins as _builtins
 
 from . import _oxmpi
 from ._oxmpi import Comm, Datatype, Intracomm, Op, Request, Status
+from ._oxmpi import Grequest, Message, Prequest, buffer
 
 # -- error classes (MPI-4.1 §9.4; numbered as MPICH numbers them) ---------
 SUCCESS = 0
@@ -112,7 +113,7 @@ ROOT = _oxmpi.ROOT
 UNDEFINED = _oxmpi.UNDEFINED
 TAG_UB = _oxmpi.TAG_UB
 IN_PLACE = _oxmpi.IN_PLACE
-BOTTOM = 0
+BOTTOM = _oxmpi.BOTTOM
 
 THREAD_SINGLE = 0
 THREAD_FUNNELED = 1
@@ -132,7 +133,6 @@ globals().update({"2INT": _oxmpi.datatypes["TWOINT"]})
 globals().update(_oxmpi.ops)
 
 COMM_NULL = Comm()
-REQUEST_NULL = Request()
 
 # -- initialisation -----------------------------------------------------------
 COMM_WORLD, COMM_SELF = _oxmpi.init()
@@ -259,6 +259,28 @@ class Pickle:
 
 
 pickle = Pickle()
+
+# -- point-to-point: requests, messages, memory, buffered mode --------------
+REQUEST_NULL = _oxmpi.REQUEST_NULL
+MESSAGE_NULL = _oxmpi.MESSAGE_NULL
+MESSAGE_NO_PROC = _oxmpi.MESSAGE_NO_PROC
+BUFFER_AUTOMATIC = _oxmpi.BUFFER_AUTOMATIC
+BSEND_OVERHEAD = _oxmpi.BSEND_OVERHEAD
+F_SOURCE, F_TAG, F_ERROR = 0, 1, 2
+F_STATUS_SIZE = _oxmpi.F_STATUS_SIZE
+UNSIGNED_INT = UNSIGNED
+memory = buffer  # mpi4py's older name
+from ._oxmpi import (  # noqa: E402
+    Alloc_mem,
+    Attach_buffer,
+    Detach_buffer,
+    Flush_buffer,
+    Free_mem,
+    Get_address,
+    Iflush_buffer,
+    _comm_lock,
+    _comm_lock_table,
+)
 
 
 def _finalize_at_exit():

@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView};
@@ -52,29 +53,56 @@ impl Pickled {
     }
 }
 
+/// Buffers smaller than this travel inside the pickle: below it, a
+/// separate message part costs more than the copy it saves.
+const OOB_THRESHOLD: usize = 64 * 1024;
+/// At most this many buffers travel out of band (each is one part of the
+/// message); further ones go inside the pickle.
+const OOB_MAX: usize = 64;
+
+/// The `buffer_callback` of `pickle.dumps`: keeps large buffers out of
+/// band (returns False), pinning their memory until the send completes.
+#[pyclass(module = "oxmpi.MPI", name = "_OutOfBand")]
+struct OutOfBand {
+    bufs: Vec<BufView>,
+}
+
+#[pymethods]
+impl OutOfBand {
+    fn __call__(&mut self, buf: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if self.bufs.len() >= OOB_MAX {
+            return Ok(true);
+        }
+        let view = match BufView::get(buf, false, false) {
+            Ok(v) => v,
+            // Not contiguous: let pickle copy it in band.
+            Err(_) => return Ok(true),
+        };
+        if view.len() < OOB_THRESHOLD {
+            return Ok(true);
+        }
+        self.bufs.push(view);
+        Ok(false)
+    }
+}
+
 /// Pickles `obj`.
 pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
     let f = funcs(py)?;
     let protocol = PROTOCOL.load(Ordering::Relaxed);
-    let (data, oob) = if protocol >= 5 {
-        let list = PyList::empty(py);
+    let (data, bufs) = if protocol >= 5 {
+        let oob = Bound::new(py, OutOfBand { bufs: Vec::new() })?;
         let kw = PyDict::new(py);
-        kw.set_item("buffer_callback", list.getattr("append")?)?;
+        kw.set_item("buffer_callback", &oob)?;
         let data = f.dumps.bind(py).call((obj, protocol), Some(&kw))?;
-        (data, Some(list))
+        let bufs = std::mem::take(&mut oob.borrow_mut().bufs);
+        (data, bufs)
     } else {
-        (f.dumps.bind(py).call1((obj, protocol))?, None)
+        (f.dumps.bind(py).call1((obj, protocol))?, Vec::new())
     };
     let data: Bound<'_, PyBytes> = data.cast_into()?;
     let bytes = data.as_bytes();
     let main = RawBuf::from_slice(bytes);
-    let bufs: Vec<BufView> = match oob {
-        Some(l) if !l.is_empty() => l
-            .iter()
-            .map(|b| BufView::get(&b, false))
-            .collect::<PyResult<_>>()?,
-        _ => Vec::new(),
-    };
     if bufs.is_empty() {
         return Ok(Pickled {
             parts: vec![main],
@@ -167,4 +195,51 @@ pub fn loads_slice<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyA
     // is in use.
     let raw = unsafe { ba.as_bytes() };
     loads(py, ba.as_any(), raw)
+}
+
+/// Unpickles a received message, which becomes the owner of the memory
+/// its out-of-band buffers (NumPy arrays) view: no copy.
+pub fn loads_owned(py: Python<'_>, data: Vec<u8>) -> PyResult<Bound<'_, PyAny>> {
+    let holder = Bound::new(py, ReceivedMessage { data })?;
+    loads(py, holder.as_any(), &holder.get().data)
+}
+
+/// A received message owned by Rust, lent to Python through the buffer
+/// protocol so that unpickled arrays can view it without a copy.
+#[pyclass(module = "oxmpi.MPI", name = "_ReceivedMessage", frozen)]
+pub struct ReceivedMessage {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl ReceivedMessage {
+    /// # Safety
+    /// Called by Python with a valid `view` to fill.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let data = &slf.get().data;
+        // SAFETY: `view` is valid per the buffer protocol; the data never
+        // moves while the object lives, and the view keeps a reference to
+        // the object. Writable, as mpi4py's received arrays are: writes go
+        // through the raw pointer, never through a Rust reference.
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut _,
+                data.len() as ffi::Py_ssize_t,
+                0,
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }
