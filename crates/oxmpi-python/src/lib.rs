@@ -71,11 +71,6 @@ fn universe_size(py: Python<'_>) -> PyResult<i32> {
     Ok(engine::engine(py)?.universe_size())
 }
 
-#[pyfunction]
-fn set_pickle_protocol(protocol: i32) {
-    pickle::PROTOCOL.store(protocol, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Runs the launcher (`mpiexec`, `mpirun`, `oxmpi`) with `args`; returns
 /// its exit status. The GIL is released for the whole job.
 #[pyfunction]
@@ -116,7 +111,6 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(processor_name, m)?)?;
     m.add_function(wrap_pyfunction!(library_version, m)?)?;
     m.add_function(wrap_pyfunction!(universe_size, m)?)?;
-    m.add_function(wrap_pyfunction!(set_pickle_protocol, m)?)?;
     m.add_function(wrap_pyfunction!(launch, m)?)?;
     add_p2p(m)?;
     Ok(())
@@ -156,5 +150,6 @@ fn add_p2p(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bsend::iflush_buffer, m)?)?;
     m.add_function(wrap_pyfunction!(p2p::comm_lock_table, m)?)?;
     m.add_function(wrap_pyfunction!(p2p::comm_lock, m)?)?;
+    m.add_function(wrap_pyfunction!(pickle::set_pickle, m)?)?;
     Ok(())
 }
