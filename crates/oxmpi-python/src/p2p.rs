@@ -626,12 +626,13 @@ impl PyComm {
 /// object collectives of one communicator take one, so that threads of a
 /// process calling them concurrently run them one after the other instead
 /// of mixing their messages.
-static LOCK_TABLES: std::sync::Mutex<
-    Vec<(
-        std::sync::Weak<dyn oxmpi::backend::Communicator>,
-        Py<pyo3::types::PyDict>,
-    )>,
-> = std::sync::Mutex::new(Vec::new());
+/// A communicator (weakly: the table dies with it) and its lock table.
+type LockTable = (
+    std::sync::Weak<dyn oxmpi::backend::Communicator>,
+    Py<pyo3::types::PyDict>,
+);
+
+static LOCK_TABLES: std::sync::Mutex<Vec<LockTable>> = std::sync::Mutex::new(Vec::new());
 
 fn lock_table<'py>(py: Python<'py>, comm: &CommRef) -> Bound<'py, pyo3::types::PyDict> {
     let mut tables = LOCK_TABLES.lock().unwrap_or_else(|e| e.into_inner());

@@ -255,10 +255,8 @@ impl PyRequest {
             obj: None,
         };
         match &active.payload {
-            Payload::ObjRecv => {
-                if !st.cancelled {
-                    done.obj = Some(unpickle_owned(py, active.req.take_data(), &st)?.unbind());
-                }
+            Payload::ObjRecv if !st.cancelled => {
+                done.obj = Some(unpickle_owned(py, active.req.take_data(), &st)?.unbind());
             }
             Payload::Greq(g) => {
                 done.status = g.query(py)?;
