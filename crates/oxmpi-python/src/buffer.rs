@@ -268,6 +268,15 @@ pub fn parse_p2p(obj: &Bound<'_, PyAny>, writable: bool, peer: i32) -> PyResult<
 /// Parses a buffer specification (mpi4py's `message_simple`, one block).
 /// `writable` for receive buffers.
 pub fn parse(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Msg> {
+    parse_blocks(obj, writable, 1)
+}
+
+/// Parses the buffer of a collective that moves `blocks` equal blocks
+/// (one per rank: Scatter, Alltoall, ...), as mpi4py's `message_simple`:
+/// `count` is then the number of elements per block, inferred as the
+/// buffer's entries divided by `blocks` (ValueError if they do not divide),
+/// and `raw` spans all the blocks.
+pub fn parse_blocks(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Msg> {
     let py = obj.py();
     // SAFETY: `obj` is a live object.
     let is_buffer = unsafe { ffi::PyObject_CheckBuffer(obj.as_ptr()) } != 0;
@@ -415,11 +424,18 @@ pub fn parse(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Msg> {
                      is not a multiple of datatype extent {extent}"
                 )));
             }
-            length / extent
+            let entries = length / extent;
+            if blocks > 1 && entries % blocks != 0 {
+                return Err(PyValueError::new_err(format!(
+                    "message: cannot infer count, number of entries {entries} \
+                     is not a multiple of required number of blocks {blocks}"
+                )));
+            }
+            entries / blocks.max(1)
         }
         None => 0,
     };
-    finish(view, pytype, count, offset)
+    finish(view, pytype, count, blocks.max(1), offset)
 }
 
 /// The extent of one element, the stride of counts and displacements (None
@@ -429,11 +445,17 @@ fn extent_of(t: &PyDatatype) -> Option<isize> {
     t.dt.as_ref().map(|d| d.size() as isize)
 }
 
-/// The bytes a message of `count` elements of `pytype`, `offset` bytes into
-/// `view`, moves. With a predefined (contiguous) datatype that is one
+/// The bytes a message of `blocks` blocks of `count` elements of `pytype`,
+/// `offset` bytes into `view`, moves. With a predefined (contiguous) datatype that is one
 /// range of the buffer, which must hold it. Derived datatypes (extent
 /// other than size, holes, absolute addresses with BOTTOM) are added here.
-fn finish(view: Option<BufView>, pytype: PyDatatype, count: usize, offset: usize) -> PyResult<Msg> {
+fn finish(
+    view: Option<BufView>,
+    pytype: PyDatatype,
+    count: usize,
+    blocks: usize,
+    offset: usize,
+) -> PyResult<Msg> {
     let dtype = match (&pytype.dt, count) {
         (Some(d), _) => d.clone(),
         // An empty message may name no datatype (mpi4py passes it on).
@@ -449,11 +471,14 @@ fn finish(view: Option<BufView>, pytype: PyDatatype, count: usize, offset: usize
         }
     };
     let size = dtype.size();
-    let nbytes = count.checked_mul(size).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "message: {count} entries of {size} bytes overflow the address space"
-        ))
-    })?;
+    let nbytes = count
+        .checked_mul(blocks)
+        .and_then(|n| n.checked_mul(size))
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "message: {blocks} x {count} entries of {size} bytes overflow the address space"
+            ))
+        })?;
     let raw = match &view {
         None if nbytes == 0 => RawBuf::EMPTY,
         None => {
@@ -465,8 +490,9 @@ fn finish(view: Option<BufView>, pytype: PyDatatype, count: usize, offset: usize
         Some(v) => {
             if offset + nbytes > v.len() {
                 return Err(PyValueError::new_err(format!(
-                    "message: {count} entries of {size} bytes at byte offset \
+                    "message: {} entries of {size} bytes at byte offset \
                      {offset} do not fit a {}-byte buffer",
+                    count * blocks,
                     v.len()
                 )));
             }
