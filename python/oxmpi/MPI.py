@@ -9,6 +9,7 @@ import builtins as _builtins
 
 from . import _oxmpi
 from ._oxmpi import Comm, Datatype, Intracomm, Op, Request, Status
+from ._oxmpi import Grequest, Message, Prequest, buffer
 
 # -- error classes (MPI-4.1 §9.4; numbered as MPICH numbers them) ---------
 SUCCESS = 0
@@ -112,7 +113,7 @@ ROOT = _oxmpi.ROOT
 UNDEFINED = _oxmpi.UNDEFINED
 TAG_UB = _oxmpi.TAG_UB
 IN_PLACE = _oxmpi.IN_PLACE
-BOTTOM = 0
+BOTTOM = _oxmpi.BOTTOM
 
 THREAD_SINGLE = 0
 THREAD_FUNNELED = 1
@@ -132,7 +133,6 @@ globals().update({"2INT": _oxmpi.datatypes["TWOINT"]})
 globals().update(_oxmpi.ops)
 
 COMM_NULL = Comm()
-REQUEST_NULL = Request()
 
 # -- initialisation -----------------------------------------------------------
 COMM_WORLD, COMM_SELF = _oxmpi.init()
@@ -236,29 +236,124 @@ def Compute_dims(nnodes, dims):
 
 
 class Pickle:
-    """Pickle settings for the lowercase (object) methods."""
+    """Serialisation of the objects that the lowercase methods send
+    (mpi4py's ``MPI.Pickle``). ``MPI.pickle`` is the one in use; give it
+    other functions with ``MPI.pickle.__init__(dill.dumps, dill.loads)``.
+    """
 
-    def __init__(self):
+    def __init__(self, dumps=None, loads=None, protocol=None, threshold=None):
         import pickle as _pickle
 
-        self.dumps = _pickle.dumps
-        self.loads = _pickle.loads
-        self._protocol = 5
+        if dumps is None:
+            dumps = _pickle.dumps
+        if loads is None:
+            loads = _pickle.loads
+        if protocol is None and dumps is _pickle.dumps:
+            protocol = _PICKLE_PROTOCOL
+        if threshold is None:
+            threshold = _PICKLE_THRESHOLD
+        self._dumps = dumps
+        self._loads = loads
+        self._protocol = protocol
+        self._threshold = int(threshold)
+        self._publish()
+
+    def _publish(self):
+        # Only the module's instance decides how messages are serialised.
+        if self is globals().get("pickle"):
+            _oxmpi.set_pickle(self._dumps, self._loads, self._protocol, self._threshold)
+
+    def dumps(self, obj):
+        """Serialises ``obj`` to a pickle data stream."""
+        if self._protocol is not None:
+            return self._dumps(obj, self._protocol)
+        return self._dumps(obj)
+
+    def loads(self, data):
+        """Deserialises an object from a pickle data stream."""
+        return self._loads(data)
+
+    def dumps_oob(self, obj):
+        """Serialises ``obj`` with protocol 5 or more: (data, buffers), the
+        buffers of at least ``THRESHOLD`` bytes out of band."""
+        protocol = self._protocol if self._protocol is not None else _PICKLE_PROTOCOL
+        protocol = max(protocol, 5)
+        buffers = []
+
+        def buffer_callback(ob):
+            buf = buffer.frombuffer(ob, readonly=True)
+            if buf.nbytes >= self._threshold:
+                buffers.append(buf)
+                return False
+            return True
+
+        data = self._dumps(obj, protocol, buffer_callback=buffer_callback)
+        return data, buffers
+
+    def loads_oob(self, data, buffers):
+        """Deserialises an object from a data stream and its buffers."""
+        return self._loads(data, buffers=buffers)
 
     @property
     def PROTOCOL(self):
         return self._protocol
 
     @PROTOCOL.setter
-    def PROTOCOL(self, value):
+    def PROTOCOL(self, protocol):
         import pickle as _pickle
 
-        value = _pickle.HIGHEST_PROTOCOL if value is None or value < 0 else int(value)
-        self._protocol = value
-        _oxmpi.set_pickle_protocol(value)
+        if protocol is None and self._dumps is _pickle.dumps:
+            protocol = _PICKLE_PROTOCOL
+        self._protocol = protocol
+        self._publish()
+
+    @property
+    def THRESHOLD(self):
+        return self._threshold
+
+    @THRESHOLD.setter
+    def THRESHOLD(self, threshold):
+        self._threshold = _PICKLE_THRESHOLD if threshold is None else int(threshold)
+        self._publish()
 
 
+def _pickle_defaults():
+    import os
+    import pickle as _pickle
+
+    protocol = os.environ.get("MPI4PY_PICKLE_PROTOCOL")
+    threshold = os.environ.get("MPI4PY_PICKLE_THRESHOLD")
+    return (
+        _pickle.HIGHEST_PROTOCOL if protocol is None else int(protocol),
+        256 * 1024 if threshold is None else int(threshold),
+    )
+
+
+_PICKLE_PROTOCOL, _PICKLE_THRESHOLD = _pickle_defaults()
 pickle = Pickle()
+pickle._publish()
+
+# -- point-to-point: requests, messages, memory, buffered mode --------------
+REQUEST_NULL = _oxmpi.REQUEST_NULL
+MESSAGE_NULL = _oxmpi.MESSAGE_NULL
+MESSAGE_NO_PROC = _oxmpi.MESSAGE_NO_PROC
+BUFFER_AUTOMATIC = _oxmpi.BUFFER_AUTOMATIC
+BSEND_OVERHEAD = _oxmpi.BSEND_OVERHEAD
+F_SOURCE, F_TAG, F_ERROR = 0, 1, 2
+F_STATUS_SIZE = _oxmpi.F_STATUS_SIZE
+UNSIGNED_INT = UNSIGNED
+memory = buffer  # mpi4py's older name
+from ._oxmpi import (  # noqa: E402
+    Alloc_mem,
+    Attach_buffer,
+    Detach_buffer,
+    Flush_buffer,
+    Free_mem,
+    Get_address,
+    Iflush_buffer,
+    _comm_lock,
+    _comm_lock_table,
+)
 
 
 def _finalize_at_exit():

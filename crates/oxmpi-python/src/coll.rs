@@ -29,6 +29,7 @@ impl PyComm {
         obj: Option<&Bound<'py, PyAny>>,
         root: i32,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let _serial = crate::p2p::CommLock::acquire(py, self.c()?, "bcast")?;
         let c = self.c()?.clone();
         let data = if c.rank() == root {
             let none = py.None().into_bound(py);
@@ -89,6 +90,7 @@ impl PyComm {
         sendobj: Option<&Bound<'py, PyAny>>,
         root: i32,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let _serial = crate::p2p::CommLock::acquire(py, self.c()?, "bcast")?;
         let c = self.c()?.clone();
         let data = if c.rank() == root {
             let seq = sendobj

@@ -63,6 +63,8 @@ const PREDEFINED: &[(&str, Basic, &str)] = &[
     ("INTEGER2", Basic::I16, "h"),
     ("INTEGER4", Basic::I32, "i"),
     ("INTEGER8", Basic::I64, "q"),
+    ("C_LONG_DOUBLE_COMPLEX", Basic::LongDoubleComplex, "Zg"),
+    ("CXX_LONG_DOUBLE_COMPLEX", Basic::LongDoubleComplex, "Zg"),
 ];
 
 /// An MPI datatype.
@@ -180,7 +182,7 @@ fn null_datatype() -> PyDatatype {
     }
 }
 
-fn predefined(name: &str) -> Option<PyDatatype> {
+pub(crate) fn predefined(name: &str) -> Option<PyDatatype> {
     PREDEFINED
         .iter()
         .find(|(n, _, _)| *n == name)
@@ -189,80 +191,6 @@ fn predefined(name: &str) -> Option<PyDatatype> {
             name: n.into(),
             code,
         })
-}
-
-/// The datatype a buffer's struct-module format string describes.
-pub fn from_format(format: &str) -> PyResult<PyDatatype> {
-    let f = format.trim_start_matches(['@', '=', '<']);
-    if f.starts_with(['>', '!']) {
-        return Err(PyValueError::new_err(format!(
-            "message: buffer format '{format}' is not in native byte order"
-        )));
-    }
-    let name = match f {
-        "c" => "CHAR",
-        "b" => "SIGNED_CHAR",
-        "B" => "UNSIGNED_CHAR",
-        "h" => "SHORT",
-        "H" => "UNSIGNED_SHORT",
-        "i" => "INT",
-        "I" => "UNSIGNED",
-        "l" => "LONG",
-        "L" => "UNSIGNED_LONG",
-        "q" => "LONG_LONG",
-        "Q" => "UNSIGNED_LONG_LONG",
-        "n" => "LONG",
-        "N" => "UNSIGNED_LONG",
-        "p" => "AINT",
-        "e" => "SHORT_FLOAT",
-        "f" => "FLOAT",
-        "d" => "DOUBLE",
-        "g" => "LONG_DOUBLE",
-        "?" => "C_BOOL",
-        "Zf" | "F" => "C_FLOAT_COMPLEX",
-        "Zd" | "D" => "C_DOUBLE_COMPLEX",
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "message: cannot infer an MPI datatype from buffer format '{format}'; \
-                 pass [buffer, datatype] explicitly"
-            )))
-        }
-    };
-    Ok(predefined(name).expect("table entry"))
-}
-
-/// A datatype given as a `Datatype` or a typecode string ('i', 'd', ...).
-pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<PyDatatype> {
-    if let Ok(d) = obj.cast::<PyDatatype>() {
-        let d = d.get().clone();
-        d.get()?;
-        return Ok(d);
-    }
-    if let Ok(s) = obj.extract::<String>() {
-        let numpyish = match s.as_str() {
-            "i1" | "int8" => Some("INT8_T"),
-            "i2" | "int16" => Some("INT16_T"),
-            "i4" | "int32" => Some("INT32_T"),
-            "i8" | "int64" => Some("INT64_T"),
-            "u1" | "uint8" => Some("UINT8_T"),
-            "u2" | "uint16" => Some("UINT16_T"),
-            "u4" | "uint32" => Some("UINT32_T"),
-            "u8" | "uint64" => Some("UINT64_T"),
-            "f4" | "float32" => Some("FLOAT"),
-            "f8" | "float64" => Some("DOUBLE"),
-            "c8" | "complex64" => Some("C_FLOAT_COMPLEX"),
-            "c16" | "complex128" => Some("C_DOUBLE_COMPLEX"),
-            _ => None,
-        };
-        if let Some(n) = numpyish {
-            return Ok(predefined(n).expect("table entry"));
-        }
-        return from_format(&s);
-    }
-    Err(pyo3::exceptions::PyTypeError::new_err(format!(
-        "message: expected a Datatype or a typecode string, got {}",
-        obj.get_type().name()?
-    )))
 }
 
 /// Registers the predefined datatypes as a dict name -> Datatype.

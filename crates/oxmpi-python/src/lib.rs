@@ -3,12 +3,16 @@
 
 #![allow(non_snake_case)] // method names follow mpi4py (Get_rank, Send, ...)
 
+mod bsend;
 mod buffer;
 mod coll;
 mod comm;
 mod datatype;
 mod engine;
 mod errors;
+mod interop;
+mod memory;
+mod message;
 mod op;
 mod p2p;
 mod pickle;
@@ -67,11 +71,6 @@ fn universe_size(py: Python<'_>) -> PyResult<i32> {
     Ok(engine::engine(py)?.universe_size())
 }
 
-#[pyfunction]
-fn set_pickle_protocol(protocol: i32) {
-    pickle::PROTOCOL.store(protocol, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Runs the launcher (`mpiexec`, `mpirun`, `oxmpi`) with `args`; returns
 /// its exit status. The GIL is released for the whole job.
 #[pyfunction]
@@ -89,7 +88,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<op::PyOp>()?;
     m.add_class::<status::PyStatus>()?;
     m.add_class::<request::PyRequest>()?;
-    m.add_class::<request::ReceivedMessage>()?;
+    m.add_class::<pickle::ReceivedMessage>()?;
     m.add("IN_PLACE", Py::new(py, comm::InPlace)?)?;
     m.add("datatypes", datatype::predefined_dict(py)?)?;
     m.add("ops", op::predefined_dict(py)?)?;
@@ -112,7 +111,45 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(processor_name, m)?)?;
     m.add_function(wrap_pyfunction!(library_version, m)?)?;
     m.add_function(wrap_pyfunction!(universe_size, m)?)?;
-    m.add_function(wrap_pyfunction!(set_pickle_protocol, m)?)?;
     m.add_function(wrap_pyfunction!(launch, m)?)?;
+    add_p2p(m)?;
+    Ok(())
+}
+
+/// Point-to-point: requests, messages, buffers and buffered mode.
+fn add_p2p(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<request::PyPrequest>()?;
+    m.add_class::<request::PyGrequest>()?;
+    m.add_class::<message::PyMessage>()?;
+    m.add_class::<memory::PyMemBuffer>()?;
+    m.add_class::<memory::Bottom>()?;
+    m.add_class::<bsend::BufferAutomatic>()?;
+    m.add(
+        "REQUEST_NULL",
+        Py::new(py, request::PyRequest::null_constant())?,
+    )?;
+    m.add(
+        "MESSAGE_NULL",
+        Py::new(py, message::PyMessage::null_constant())?,
+    )?;
+    m.add(
+        "MESSAGE_NO_PROC",
+        Py::new(py, message::PyMessage::no_proc_constant())?,
+    )?;
+    m.add("BOTTOM", Py::new(py, memory::Bottom)?)?;
+    m.add("BUFFER_AUTOMATIC", Py::new(py, bsend::BufferAutomatic)?)?;
+    m.add("BSEND_OVERHEAD", bsend::BSEND_OVERHEAD)?;
+    m.add("F_STATUS_SIZE", status::STATUS_INTS)?;
+    m.add_function(wrap_pyfunction!(memory::alloc_mem, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::free_mem, m)?)?;
+    m.add_function(wrap_pyfunction!(memory::get_address, m)?)?;
+    m.add_function(wrap_pyfunction!(bsend::attach_buffer, m)?)?;
+    m.add_function(wrap_pyfunction!(bsend::detach_buffer, m)?)?;
+    m.add_function(wrap_pyfunction!(bsend::flush_buffer, m)?)?;
+    m.add_function(wrap_pyfunction!(bsend::iflush_buffer, m)?)?;
+    m.add_function(wrap_pyfunction!(p2p::comm_lock_table, m)?)?;
+    m.add_function(wrap_pyfunction!(p2p::comm_lock, m)?)?;
+    m.add_function(wrap_pyfunction!(pickle::set_pickle, m)?)?;
     Ok(())
 }

@@ -1,16 +1,22 @@
-//! Pickled objects on the wire. Protocol 5 with out-of-band buffers: large
-//! contiguous buffers (NumPy arrays) travel as separate message parts,
-//! straight from the array's memory, and arrive as views into the received
-//! bytearray, so their data is never copied into or out of the pickle.
+//! Pickled objects on the wire, serialised as `MPI.pickle` says (mpi4py's
+//! `Pickle`: its `dumps`/`loads`, protocol and out-of-band threshold; dill
+//! or cloudpickle can be plugged in there).
 //!
-//! Wire format: a plain pickle, or, when there are out-of-band buffers,
-//! `b"OXPK" | u32 nbufs | u64 pickle_len | u64 len[nbufs] | pickle | bufs...`.
+//! With the standard `pickle` at protocol 5, large contiguous buffers
+//! (NumPy arrays) travel out of band as separate message parts, straight
+//! from the array's memory, and arrive as views into the received message,
+//! so their data is never copied into or out of the pickle.
+//!
+//! Wire format: what `dumps` returned, or, when there are out-of-band
+//! buffers, `b"OXPK" | u32 nbufs | u64 pickle_len | u64 len[nbufs] |
+//! pickle | bufs...` (a pickle never starts with "OXPK").
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView};
+use pyo3::types::{PyByteArray, PyDict, PyList, PyMemoryView};
 
 use oxmpi::backend::RawBuf;
 
@@ -18,29 +24,83 @@ use crate::buffer::BufView;
 
 const MAGIC: &[u8; 4] = b"OXPK";
 
-/// The pickle protocol (mpi4py.rc.pickle_protocol / MPI.pickle.PROTOCOL).
-pub static PROTOCOL: AtomicI32 = AtomicI32::new(5);
-
-struct Funcs {
+/// The standard library's `pickle.dumps` and `pickle.loads`.
+struct StdPickle {
     dumps: Py<PyAny>,
     loads: Py<PyAny>,
+    highest: i32,
 }
 
-static FUNCS: PyOnceLock<Funcs> = PyOnceLock::new();
+static STD: PyOnceLock<StdPickle> = PyOnceLock::new();
 
-fn funcs(py: Python<'_>) -> PyResult<&Funcs> {
-    FUNCS.get_or_try_init(py, || {
+fn std_pickle(py: Python<'_>) -> PyResult<&StdPickle> {
+    STD.get_or_try_init(py, || {
         let m = py.import("pickle")?;
-        Ok(Funcs {
+        Ok(StdPickle {
             dumps: m.getattr("dumps")?.unbind(),
             loads: m.getattr("loads")?.unbind(),
+            highest: m.getattr("HIGHEST_PROTOCOL")?.extract()?,
         })
     })
 }
 
+/// The serialiser of object messages: `MPI.pickle`'s settings.
+struct Config {
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+    /// None: call `dumps(obj)` without a protocol.
+    protocol: Option<i32>,
+    /// Buffers at least this large travel out of band.
+    threshold: usize,
+}
+
+static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
+
+fn config(py: Python<'_>) -> PyResult<Arc<Config>> {
+    if let Some(c) = CONFIG.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return Ok(c.clone());
+    }
+    let std = std_pickle(py)?;
+    Ok(Arc::new(Config {
+        dumps: std.dumps.clone_ref(py),
+        loads: std.loads.clone_ref(py),
+        protocol: Some(std.highest),
+        threshold: DEFAULT_THRESHOLD,
+    }))
+}
+
+/// mpi4py's default out-of-band threshold (`MPI.pickle.THRESHOLD`).
+pub const DEFAULT_THRESHOLD: usize = 256 * 1024;
+
+/// Sets the serialiser of object messages (called by `MPI.pickle`).
+#[pyfunction]
+pub fn set_pickle(dumps: Py<PyAny>, loads: Py<PyAny>, protocol: Option<i32>, threshold: isize) {
+    *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Config {
+        dumps,
+        loads,
+        protocol,
+        threshold: threshold.max(0) as usize,
+    }));
+}
+
+impl Config {
+    /// The standard pickle at protocol 5 or more: buffers may go out of
+    /// band.
+    fn out_of_band(&self, py: Python<'_>) -> PyResult<bool> {
+        let std = std_pickle(py)?;
+        let protocol = match self.protocol {
+            Some(p) if p < 0 => std.highest,
+            Some(p) => p,
+            None => std.highest,
+        };
+        Ok(self.dumps.is(&std.dumps) && protocol >= 5)
+    }
+}
+
 /// An object serialised and ready to send as parts.
 pub struct Pickled {
-    _data: Py<PyBytes>,
+    /// What `dumps` returned (pinned).
+    _data: BufView,
     _header: Vec<u8>,
     _bufs: Vec<BufView>,
     pub parts: Vec<RawBuf>,
@@ -52,41 +112,76 @@ impl Pickled {
     }
 }
 
+/// At most this many buffers travel out of band (each is one part of the
+/// message); further ones go inside the pickle.
+const OOB_MAX: usize = 64;
+
+/// The `buffer_callback` of `pickle.dumps`: keeps large buffers out of
+/// band (returns False), pinning their memory until the send completes.
+#[pyclass(module = "oxmpi.MPI", name = "_OutOfBand")]
+struct OutOfBand {
+    bufs: Vec<BufView>,
+    threshold: usize,
+}
+
+#[pymethods]
+impl OutOfBand {
+    fn __call__(&mut self, buf: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if self.bufs.len() >= OOB_MAX {
+            return Ok(true);
+        }
+        let view = match BufView::get(buf, false, false) {
+            Ok(v) => v,
+            // Not contiguous: let pickle copy it in band.
+            Err(_) => return Ok(true),
+        };
+        if view.len() < self.threshold.max(1) {
+            return Ok(true);
+        }
+        self.bufs.push(view);
+        Ok(false)
+    }
+}
+
 /// Pickles `obj`.
 pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
-    let f = funcs(py)?;
-    let protocol = PROTOCOL.load(Ordering::Relaxed);
-    let (data, oob) = if protocol >= 5 {
-        let list = PyList::empty(py);
+    let cfg = config(py)?;
+    let dumps = cfg.dumps.bind(py);
+    let (data, bufs) = if cfg.out_of_band(py)? {
+        let oob = Bound::new(
+            py,
+            OutOfBand {
+                bufs: Vec::new(),
+                threshold: cfg.threshold,
+            },
+        )?;
         let kw = PyDict::new(py);
-        kw.set_item("buffer_callback", list.getattr("append")?)?;
-        let data = f.dumps.bind(py).call((obj, protocol), Some(&kw))?;
-        (data, Some(list))
+        kw.set_item("buffer_callback", &oob)?;
+        let data = dumps.call((obj, cfg.protocol), Some(&kw))?;
+        let bufs = std::mem::take(&mut oob.borrow_mut().bufs);
+        (data, bufs)
     } else {
-        (f.dumps.bind(py).call1((obj, protocol))?, None)
+        let data = match cfg.protocol {
+            Some(p) => dumps.call1((obj, p))?,
+            None => dumps.call1((obj,))?,
+        };
+        (data, Vec::new())
     };
-    let data: Bound<'_, PyBytes> = data.cast_into()?;
-    let bytes = data.as_bytes();
-    let main = RawBuf::from_slice(bytes);
-    let bufs: Vec<BufView> = match oob {
-        Some(l) if !l.is_empty() => l
-            .iter()
-            .map(|b| BufView::get(&b, false))
-            .collect::<PyResult<_>>()?,
-        _ => Vec::new(),
-    };
+    let data = BufView::get(&data, false, false)?;
+    let main = data.raw();
     if bufs.is_empty() {
         return Ok(Pickled {
             parts: vec![main],
-            _data: data.unbind(),
+            _data: data,
             _header: Vec::new(),
             _bufs: bufs,
         });
     }
+    let bytes_len = data.len();
     let mut header = Vec::with_capacity(16 + 8 * bufs.len());
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&(bufs.len() as u32).to_le_bytes());
-    header.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(bytes_len as u64).to_le_bytes());
     for b in &bufs {
         header.extend_from_slice(&(b.len() as u64).to_le_bytes());
     }
@@ -96,7 +191,7 @@ pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
     parts.extend(bufs.iter().map(BufView::raw));
     Ok(Pickled {
         parts,
-        _data: data.unbind(),
+        _data: data,
         _header: header,
         _bufs: bufs,
     })
@@ -119,8 +214,9 @@ pub fn loads<'py>(
     ba: &Bound<'py, PyAny>,
     raw: &[u8],
 ) -> PyResult<Bound<'py, PyAny>> {
-    let f = funcs(py)?;
     if raw.len() >= 16 && &raw[..4] == MAGIC {
+        // Only the standard pickle makes out-of-band messages.
+        let std_loads = std_pickle(py)?.loads.bind(py);
         let word =
             |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().expect("8 bytes")) as usize;
         let nbufs = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes")) as usize;
@@ -130,6 +226,9 @@ pub fn loads<'py>(
             return Err(bad());
         }
         let main_len = word(8);
+        if hdr + main_len > raw.len() {
+            return Err(bad());
+        }
         let mv = PyMemoryView::from(ba)?;
         let mut off = hdr + main_len;
         let buffers = PyList::empty(py);
@@ -154,9 +253,9 @@ pub fn loads<'py>(
         ))?;
         let kw = PyDict::new(py);
         kw.set_item("buffers", buffers)?;
-        return f.loads.bind(py).call((main,), Some(&kw));
+        return std_loads.call((main,), Some(&kw));
     }
-    f.loads.bind(py).call1((ba,))
+    config(py)?.loads.bind(py).call1((ba,))
 }
 
 /// Unpickles from a byte slice (copies it into a bytearray first so that
@@ -167,4 +266,51 @@ pub fn loads_slice<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyA
     // is in use.
     let raw = unsafe { ba.as_bytes() };
     loads(py, ba.as_any(), raw)
+}
+
+/// Unpickles a received message, which becomes the owner of the memory
+/// its out-of-band buffers (NumPy arrays) view: no copy.
+pub fn loads_owned(py: Python<'_>, data: Vec<u8>) -> PyResult<Bound<'_, PyAny>> {
+    let holder = Bound::new(py, ReceivedMessage { data })?;
+    loads(py, holder.as_any(), &holder.get().data)
+}
+
+/// A received message owned by Rust, lent to Python through the buffer
+/// protocol so that unpickled arrays can view it without a copy.
+#[pyclass(module = "oxmpi.MPI", name = "_ReceivedMessage", frozen)]
+pub struct ReceivedMessage {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl ReceivedMessage {
+    /// # Safety
+    /// Called by Python with a valid `view` to fill.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let data = &slf.get().data;
+        // SAFETY: `view` is valid per the buffer protocol; the data never
+        // moves while the object lives, and the view keeps a reference to
+        // the object. Writable, as mpi4py's received arrays are: writes go
+        // through the raw pointer, never through a Rust reference.
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut _,
+                data.len() as ffi::Py_ssize_t,
+                0,
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }

@@ -133,6 +133,10 @@ pub trait Request: Send + Sync {
     fn take_data(&self) -> Option<Vec<u8>> {
         None
     }
+    /// MPI_Request_get_status: the status once complete, making progress
+    /// once if not. Unlike `test`, it leaves the request as it is: a later
+    /// `wait` still reports the operation's error.
+    fn get_status(&self) -> Option<Status>;
 }
 
 /// A shared handle to a request.
@@ -143,6 +147,11 @@ pub type RequestRef = Arc<dyn Request>;
 pub trait Message: Send + Sync {
     /// Receives it into `buf`.
     fn recv(self: Box<Self>, buf: RawBuf) -> Result<Status>;
+    /// MPI_Imrecv: starts receiving it into `buf`.
+    fn irecv(self: Box<Self>, buf: RawBuf) -> Result<RequestRef>;
+    /// Starts receiving it into a buffer of its size that the runtime
+    /// allocates; `Request::take_data` hands it out on completion.
+    fn irecv_owned(self: Box<Self>) -> Result<RequestRef>;
 }
 
 /// A communicator.

@@ -232,7 +232,9 @@ impl Pt2Pt for NativeComm {
     fn crecv_vec(&self, src: i32, tag: i32) -> Result<Vec<u8>> {
         let u = self.mprobe_on(self.ctx_coll(), src, tag)?;
         let mut v = vec![0u8; u.payload.len()];
-        let req = self.core.recv_taken(u, RawBuf::from_mut(&mut v));
+        let req = self
+            .core
+            .recv_taken(u, Target::Buf(RawBuf::from_mut(&mut v)));
         self.core.wait_until(|| req.is_done())?;
         req.take()?;
         Ok(v)
@@ -264,17 +266,62 @@ impl Pt2Pt for NativeComm {
 struct NativeMessage {
     core: Arc<Core>,
     msg: Option<Unexpected>,
+    /// For deadlock reports: the communicator and the sender's job rank.
+    comm_id: u32,
+    source_world: i32,
+}
+
+impl NativeMessage {
+    /// Starts receiving the message; None for MESSAGE_NO_PROC (the message
+    /// of a probe on PROC_NULL), which receives nothing.
+    fn start(&mut self, target: Target) -> Option<Arc<super::request::ReqState>> {
+        let u = self.msg.take()?;
+        Some(self.core.recv_taken(u, target))
+    }
+
+    fn request(&self, state: Option<Arc<super::request::ReqState>>) -> RequestRef {
+        match state {
+            Some(state) => Arc::new(NativeRequest {
+                core: self.core.clone(),
+                state,
+                kind: Kind::Recv {
+                    source: ANY_SOURCE,
+                    tag: ANY_TAG,
+                    bytes: None,
+                },
+                comm_id: self.comm_id,
+                peer_world: self.source_world,
+            }),
+            None => Arc::new(CompletedRequest(Status::proc_null())),
+        }
+    }
 }
 
 impl Message for NativeMessage {
     fn recv(mut self: Box<Self>, buf: RawBuf) -> Result<Status> {
-        let Some(u) = self.msg.take() else {
-            // MESSAGE_NO_PROC: the message of a probe on PROC_NULL.
+        let Some(req) = self.start(Target::Buf(buf)) else {
             return Ok(Status::proc_null());
         };
-        let req = self.core.recv_taken(u, buf);
         self.core.wait_until(|| req.is_done())?;
         req.take()
+    }
+
+    fn irecv(mut self: Box<Self>, buf: RawBuf) -> Result<RequestRef> {
+        let state = self.start(Target::Buf(buf));
+        Ok(self.request(state))
+    }
+
+    fn irecv_owned(mut self: Box<Self>) -> Result<RequestRef> {
+        let state = self.start(Target::Owned);
+        Ok(self.request(state))
+    }
+}
+
+impl Drop for NativeMessage {
+    /// A matched message nobody received is discarded, so that a
+    /// rendezvous sender waiting for its receiver is released.
+    fn drop(&mut self) {
+        let _ = self.start(Target::Buf(RawBuf::EMPTY));
     }
 }
 
@@ -286,10 +333,13 @@ impl NativeComm {
             count: u.payload.len(),
             ..Status::default()
         };
+        let source_world = self.peer_world(u.src);
         (
             Box::new(NativeMessage {
                 core: self.core.clone(),
                 msg: Some(u),
+                comm_id: self.id,
+                source_world,
             }),
             status,
         )
@@ -300,6 +350,8 @@ impl NativeComm {
             Box::new(NativeMessage {
                 core: self.core.clone(),
                 msg: None,
+                comm_id: self.id,
+                source_world: -1,
             }),
             Status::proc_null(),
         )

@@ -599,8 +599,9 @@ impl Core {
     }
 
     /// Receives a message taken by `take_matching` (MPI_Mrecv).
-    pub(crate) fn recv_taken(&self, u: Unexpected, buf: RawBuf) -> Arc<ReqState> {
+    pub(crate) fn recv_taken(&self, u: Unexpected, target: Target) -> Arc<ReqState> {
         let req = ReqState::new();
+        let buf = target.resolve(u.payload.len(), &req);
         let mut st = self.lock();
         self.consume(&mut st, u, buf, &req);
         req
@@ -646,7 +647,11 @@ impl Core {
         }
         if std::mem::take(&mut st.completed) {
             // Another thread of this process may be asleep waiting for what
-            // we just completed.
+            // we just completed. The SeqCst fence orders the completions'
+            // stores before the load of the sleeper count; it pairs with the
+            // fence in `Segment::prepare_sleep`, after which a sleeper looks
+            // at its request again (Dekker: one of the two sees the other).
+            std::sync::atomic::fence(Ordering::SeqCst);
             self.seg.ring_if_sleeping(self.me);
         }
     }

@@ -52,6 +52,11 @@ impl ReqState {
         self.done.load(Ordering::Acquire)
     }
 
+    /// The status, leaving a pending error in place.
+    pub(crate) fn status(&self) -> Status {
+        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
     /// The outcome; an error is handed out once, later calls see only the
     /// status (whose `error` field still carries the class).
     pub(crate) fn take(&self) -> Result<Status> {
@@ -125,6 +130,13 @@ impl Request for NativeRequest {
         self.state.take_data()
     }
 
+    fn get_status(&self) -> Option<Status> {
+        if !self.state.is_done() {
+            self.core.progress();
+        }
+        self.state.is_done().then(|| self.state.status())
+    }
+
     fn cancel(&self) -> Result<()> {
         if let Kind::Recv { .. } = self.kind {
             self.core.cancel_recv(&self.state);
@@ -150,5 +162,8 @@ impl Request for CompletedRequest {
     }
     fn cancel(&self) -> Result<()> {
         Ok(())
+    }
+    fn get_status(&self) -> Option<Status> {
+        Some(self.0)
     }
 }

@@ -38,6 +38,8 @@ class Rc:
 
 
 rc = Rc()
+# `import mpi4py.rc` works in mpi4py: the settings object is also a module.
+__import__("sys").modules[__name__ + ".rc"] = rc
 for _key in ("initialize", "threads", "thread_level", "finalize", "fast_reduce",
              "recv_mprobe", "irecv_bufsz", "errors"):
     _val = _os.environ.get(f"MPI4PY_RC_{_key.upper()}")
