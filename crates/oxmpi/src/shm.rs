@@ -8,6 +8,7 @@
 //! offset 0            SegmentHeader       magic, version, geometry, layout size
 //! ctl_offset          InboxCtl[nranks]    one cache-line-aligned block per rank
 //! cells_offset        Cell[nranks][slots] each rank's inbox ring
+//! coll_offset         CollSlot[chans][nranks]  collective channels (below)
 //! ```
 //!
 //! Everything in the segment is `#[repr(C)]`, holds plain integers and
@@ -39,6 +40,40 @@
 //! after publishing a cell, issues a SeqCst fence and rings (increments
 //! `doorbell`, `futex_wake`) only if `sleepers != 0`. The two fences make it
 //! impossible for both sides to miss each other (Dekker's argument).
+//!
+//! # Collective channels
+//!
+//! Shared-memory collectives (`coll::shm`) run on a *channel*: a row of
+//! `CollSlot`s, one per job rank. A communicator holds at most one channel
+//! while it lives, agreed on by its members when it is created; two
+//! communicators that share a member never hold the same channel at once,
+//! so a slot is used by one communicator at a time. Communicators with
+//! disjoint members may hold the same channel (they use different slots).
+//!
+//! A slot belongs to its rank (the *owner*); it has two halves, each a
+//! control block and `COLL_HALF` bytes of data, so that an owner can fill
+//! one half while its readers still read the other (pipelining). A half
+//! carries one *posting* at a time, named by a token that is unique for
+//! the owner over the life of the job: the owner's communicator id and a
+//! step number that its members advance in lockstep (`CollToken`).
+//!
+//! * To post, the owner waits until `done == expected` (every reader of
+//!   the previous posting in this half has finished with it), writes the
+//!   data, sets `expected` to the number of readers of the new posting and
+//!   `done` to 0, then stores the token into `posted` (Release).
+//! * A reader waits until `posted` equals the token it expects (Acquire),
+//!   reads (and, for reductions, may read the `result` area once `result`
+//!   equals the token), and when it has finished with the half adds one to
+//!   `done` (AcqRel). The reader that completes the count wakes the owner.
+//! * Invariant: a posting is overwritten only after all its `expected`
+//!   readers have released it, so a reader that waits for token `t` finds
+//!   either an older posting or `t`, never a later one. Communicators
+//!   reuse channels safely because the check is per posting, not per
+//!   communicator, and tokens are never reused by an owner.
+//!
+//! Waiters sleep on their own inbox doorbell; whoever publishes what a
+//! peer may be waiting for calls `notify(peer)` (SeqCst fence, then ring if
+//! the peer is asleep: the same Dekker pairing as the inbox).
 
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
@@ -52,7 +87,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"oxmpiSHM");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Bytes of a cell's header; the payload follows it.
 pub const CELL_HEADER: usize = 64;
 /// Default cell size (header + payload). Messages whose payload fits travel
@@ -147,6 +182,36 @@ struct InboxCtl {
 }
 const _: () = assert!(std::mem::size_of::<InboxCtl>() == 128);
 
+/// Bytes of data in each half of a collective slot: a pipeline stage of the
+/// shared-memory collectives.
+pub const COLL_HALF: usize = 64 * 1024;
+/// Most collective channels a segment has.
+const COLL_MAX_CHANS: usize = 16;
+/// Budget for the collective region; fewer channels on big nodes.
+const COLL_BUDGET: usize = 32 << 20;
+
+/// Control of one half of a collective slot: what is posted there and who
+/// has finished reading it (see the module doc). `done` has its own cache
+/// line, since readers write it while others poll `posted`.
+#[repr(C, align(64))]
+struct CollHalfCtl {
+    posted: AtomicU64,
+    result: AtomicU64,
+    expected: AtomicU32,
+    _pad0: [u32; 11],
+    done: AtomicU32,
+    _pad1: [u32; 15],
+}
+const _: () = assert!(std::mem::size_of::<CollHalfCtl>() == 128);
+
+/// A rank's slot in a collective channel: two halves' control blocks, then
+/// their data.
+#[repr(C)]
+struct CollSlotHead {
+    halves: [CollHalfCtl; 2],
+}
+const COLL_SLOT: usize = std::mem::size_of::<CollSlotHead>() + 2 * COLL_HALF;
+
 /// Geometry of a segment, computed identically by every rank.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -155,6 +220,9 @@ pub struct Layout {
     pub cell_size: usize,
     ctl_offset: usize,
     cells_offset: usize,
+    /// Number of collective channels.
+    pub coll_chans: usize,
+    coll_offset: usize,
     pub size: usize,
 }
 
@@ -163,13 +231,17 @@ impl Layout {
         assert!(slots.is_power_of_two() && cell_size % 64 == 0 && cell_size > CELL_HEADER);
         let ctl_offset = 128;
         let cells_offset = ctl_offset + nranks * std::mem::size_of::<InboxCtl>();
-        let size = cells_offset + nranks * slots * cell_size;
+        let coll_offset = cells_offset + nranks * slots * cell_size;
+        let coll_chans = (COLL_BUDGET / (nranks.max(1) * COLL_SLOT)).clamp(1, COLL_MAX_CHANS);
+        let size = coll_offset + coll_chans * nranks * COLL_SLOT;
         Layout {
             nranks,
             slots,
             cell_size,
             ctl_offset,
             cells_offset,
+            coll_chans,
+            coll_offset,
             size,
         }
     }
@@ -493,6 +565,115 @@ impl Segment {
         if self.ctl(rank).sleepers.load(Ordering::Relaxed) != 0 {
             self.ring(rank);
         }
+    }
+}
+
+/// The name of a posting in a collective slot: the owner's communicator id
+/// and the step of that communicator's collective protocol. Never 0, so a
+/// fresh (zeroed) slot matches no token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CollToken(u64);
+
+impl CollToken {
+    pub fn new(comm_id: u32, step: u64) -> CollToken {
+        CollToken(((comm_id as u64 + 1) << 40) | (step & ((1 << 40) - 1)))
+    }
+}
+
+/// Collective channels (see the module doc for the protocol).
+impl Segment {
+    fn coll_slot(&self, chan: usize, rank: usize) -> *mut u8 {
+        assert!(chan < self.layout.coll_chans && rank < self.layout.nranks);
+        let idx = chan * self.layout.nranks + rank;
+        // SAFETY: in bounds of the mapping by the layout (checked above).
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(self.layout.coll_offset + idx * COLL_SLOT)
+        }
+    }
+
+    fn coll_ctl(&self, chan: usize, rank: usize, half: usize) -> &CollHalfCtl {
+        // SAFETY: the slot head holds only atomics and padding (valid for
+        // any bit pattern, including the initial zeroes); `half & 1`
+        // indexes one of its two blocks.
+        unsafe { &(*self.coll_slot(chan, rank).cast::<CollSlotHead>()).halves[half & 1] }
+    }
+
+    /// The data of a half: `COLL_HALF` bytes. Who may write or read them,
+    /// and when, is the posting protocol's business (module doc).
+    pub fn coll_data(&self, chan: usize, rank: usize, half: usize) -> *mut u8 {
+        // SAFETY: the data of half 0 then half 1 follow the head inside
+        // the slot.
+        unsafe {
+            self.coll_slot(chan, rank)
+                .add(std::mem::size_of::<CollSlotHead>() + (half & 1) * COLL_HALF)
+        }
+    }
+
+    /// May the owner overwrite this half? (Every reader of the previous
+    /// posting has released it.)
+    pub fn coll_free(&self, chan: usize, rank: usize, half: usize) -> bool {
+        let c = self.coll_ctl(chan, rank, half);
+        // Acquire pairs with the readers' AcqRel in `coll_release`: their
+        // reads of the half happen before our next writes.
+        c.done.load(Ordering::Acquire) >= c.expected.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the owner's new posting in a half, to be read by
+    /// `readers` peers. The owner has waited for `coll_free` and written
+    /// the data.
+    pub fn coll_post(&self, chan: usize, rank: usize, half: usize, t: CollToken, readers: u32) {
+        let c = self.coll_ctl(chan, rank, half);
+        c.expected.store(readers, Ordering::Relaxed);
+        c.done.store(0, Ordering::Relaxed);
+        // Release publishes the data and the counters reset above; pairs
+        // with the Acquire in `coll_posted`.
+        c.posted.store(t.0, Ordering::Release);
+    }
+
+    /// Has the owner posted `t` in this half?
+    pub fn coll_posted(&self, chan: usize, rank: usize, half: usize, t: CollToken) -> bool {
+        self.coll_ctl(chan, rank, half)
+            .posted
+            .load(Ordering::Acquire)
+            == t.0
+    }
+
+    /// Publishes the owner's result area for posting `t` (partitioned
+    /// reductions).
+    pub fn coll_post_result(&self, chan: usize, rank: usize, half: usize, t: CollToken) {
+        // Release publishes the result bytes; pairs with `coll_result`.
+        self.coll_ctl(chan, rank, half)
+            .result
+            .store(t.0, Ordering::Release);
+    }
+
+    /// Is the owner's result area for posting `t` ready?
+    pub fn coll_result(&self, chan: usize, rank: usize, half: usize, t: CollToken) -> bool {
+        self.coll_ctl(chan, rank, half)
+            .result
+            .load(Ordering::Acquire)
+            == t.0
+    }
+
+    /// A reader has finished with the owner's current posting in this
+    /// half. Returns true for the last expected reader, which must wake the
+    /// owner.
+    pub fn coll_release(&self, chan: usize, rank: usize, half: usize) -> bool {
+        let c = self.coll_ctl(chan, rank, half);
+        // AcqRel: our reads of the half happen before the owner's next
+        // writes (pairs with the Acquire in `coll_free`).
+        let done = c.done.fetch_add(1, Ordering::AcqRel) + 1;
+        done == c.expected.load(Ordering::Relaxed)
+    }
+
+    /// Wakes `rank`'s sleeping threads after publishing something they may
+    /// wait for in shared memory (not through a cell).
+    pub fn notify(&self, rank: usize) {
+        // SeqCst fence: pairs with the one in `prepare_sleep` (module doc).
+        fence(Ordering::SeqCst);
+        self.ring_if_sleeping(rank);
     }
 }
 

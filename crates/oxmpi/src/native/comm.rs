@@ -3,14 +3,15 @@
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{
-    CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status, ANY_SOURCE, ANY_TAG,
-    PROC_NULL, TAG_UB, UNDEFINED,
+    Collective, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status, ANY_SOURCE,
+    ANY_TAG, PROC_NULL, TAG_UB, UNDEFINED,
 };
-use crate::coll::{self, Pt2Pt};
-use crate::datatype::{Basic, Datatype};
+use crate::coll;
+use crate::datatype::Datatype;
 use crate::error::{Error, Result};
-use crate::op::{Op, Predefined};
+use crate::op::Op;
 
+use super::coll::{ChannelClaim, CollEngine};
 use super::request::{CompletedRequest, Kind, NativeRequest};
 use super::{abort_job, Core, Target, Unexpected};
 
@@ -22,28 +23,34 @@ pub struct NativeComm {
     /// Job rank of each member, by communicator rank.
     members: Arc<[i32]>,
     name: Mutex<String>,
+    /// Collective sequencing, worker and shared-memory channel.
+    pub(super) coll: CollEngine,
 }
 
 impl NativeComm {
     pub(crate) fn new(core: Arc<Core>, id: u32, rank: i32, members: Vec<i32>, name: &str) -> Self {
         core.note_comm_id(id);
+        let members: Arc<[i32]> = members.into();
         NativeComm {
+            coll: CollEngine::new(core.clone(), id, rank, members.clone()),
             core,
             id,
             rank,
-            members: members.into(),
+            members,
             name: Mutex::new(name.to_owned()),
         }
+    }
+
+    /// Gives a new communicator the shared-memory channel its members
+    /// agreed on (see `agree_on_new_comm`).
+    pub(crate) fn with_coll_channel(mut self, channel: Option<ChannelClaim>) -> Self {
+        self.coll.set_channel(channel);
+        self
     }
 
     #[inline]
     fn ctx_p2p(&self) -> u32 {
         self.id * 2
-    }
-
-    #[inline]
-    fn ctx_coll(&self) -> u32 {
-        self.id * 2 + 1
     }
 
     fn nmembers(&self) -> i32 {
@@ -120,25 +127,6 @@ impl NativeComm {
         })?;
         Ok(found.expect("wait_until returned with a message"))
     }
-
-    /// A new communicator id agreed on by every member: the largest id any
-    /// member has not used yet. A process shares a context id with no other
-    /// communicator it belongs to, which is all that matching needs.
-    fn agree_on_id(&self) -> Result<u32> {
-        let mine = self.core.local_next_comm_id().to_ne_bytes();
-        let mut out = [0u8; 4];
-        coll::allreduce(
-            self,
-            &mine,
-            &mut out,
-            1,
-            &Datatype::new(Basic::U32),
-            &Op::Predefined(Predefined::Max),
-        )?;
-        let id = u32::from_ne_bytes(out);
-        self.core.note_comm_id(id);
-        Ok(id)
-    }
 }
 
 fn check_send_tag(tag: i32) -> Result<()> {
@@ -153,60 +141,6 @@ fn check_recv_tag(tag: i32) -> Result<()> {
         return Ok(());
     }
     check_send_tag(tag)
-}
-
-impl Pt2Pt for NativeComm {
-    fn rank(&self) -> i32 {
-        self.rank
-    }
-
-    fn size(&self) -> i32 {
-        self.nmembers()
-    }
-
-    fn csend(&self, data: &[u8], dest: i32, tag: i32) -> Result<()> {
-        self.send_on(
-            self.ctx_coll(),
-            &[RawBuf::from_slice(data)],
-            dest,
-            tag,
-            SendMode::Standard,
-        )
-    }
-
-    fn crecv(&self, buf: &mut [u8], src: i32, tag: i32) -> Result<Status> {
-        self.recv_on(self.ctx_coll(), RawBuf::from_mut(buf), src, tag)
-    }
-
-    fn crecv_vec(&self, src: i32, tag: i32) -> Result<Vec<u8>> {
-        let u = self.mprobe_on(self.ctx_coll(), src, tag)?;
-        let mut v = vec![0u8; u.payload.len()];
-        let req = self.core.recv_taken(u, RawBuf::from_mut(&mut v));
-        self.core.wait_until(|| req.is_done())?;
-        req.take()?;
-        Ok(v)
-    }
-
-    fn csendrecv_vec(&self, data: &[u8], dest: i32, src: i32, tag: i32) -> Result<Vec<u8>> {
-        let world = self.members[dest as usize] as usize;
-        let parts = [RawBuf::from_slice(data)];
-        let sreq = self.core.start_send(
-            self.ctx_coll(),
-            self.rank,
-            world,
-            tag,
-            &parts,
-            SendMode::Standard,
-        )?;
-        let got = self.crecv_vec(src, tag);
-        if let Some(req) = sreq {
-            // Even if the receive failed, the send's buffer must not be
-            // released while a peer may still read it.
-            self.core.wait_until(|| req.is_done())?;
-            req.take()?;
-        }
-        got
-    }
 }
 
 /// A message taken by a matched probe.
@@ -376,13 +310,11 @@ impl Communicator for NativeComm {
     }
 
     fn barrier(&self) -> Result<()> {
-        coll::barrier(self)
+        self.run_collective(Collective::Barrier)
     }
 
     fn bcast(&self, buf: RawBuf, root: i32) -> Result<()> {
-        self.check_root(root)?;
-        // SAFETY: the caller keeps `buf` valid and unaliased for the call.
-        coll::bcast(self, unsafe { buf.as_mut_slice() }, root)
+        self.run_collective(Collective::Bcast { buf, root })
     }
 
     fn reduce(
@@ -394,30 +326,14 @@ impl Communicator for NativeComm {
         op: &Op,
         root: i32,
     ) -> Result<()> {
-        self.check_root(root)?;
-        let nbytes = count * dtype.size();
-        let is_root = self.rank == root;
-        // The contribution is copied out first, so that IN_PLACE (send
-        // and receive buffer the same) aliases nothing.
-        let data: Vec<u8> = match send {
-            // SAFETY: the caller keeps the buffers valid for the call.
-            Some(s) => unsafe { s.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-            None => unsafe { recv.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-        }
-        .ok_or_else(|| Error::Buffer(format!("send buffer smaller than {nbytes} bytes")))?;
-        let out = if is_root {
-            if recv.len < nbytes {
-                return Err(Error::Buffer(format!(
-                    "receive buffer holds {} bytes, need {nbytes}",
-                    recv.len
-                )));
-            }
-            // SAFETY: valid for the call; no other live reference.
-            Some(unsafe { recv.as_mut_slice() })
-        } else {
-            None
-        };
-        coll::reduce(self, &data, out, count, dtype, op, root)
+        self.run_collective(Collective::Reduce {
+            send,
+            recv,
+            count,
+            dtype: dtype.clone(),
+            op: op.clone(),
+            root,
+        })
     }
 
     fn allreduce(
@@ -428,51 +344,36 @@ impl Communicator for NativeComm {
         dtype: &Datatype,
         op: &Op,
     ) -> Result<()> {
-        let nbytes = count * dtype.size();
-        if recv.len < nbytes {
-            return Err(Error::Buffer(format!(
-                "receive buffer holds {} bytes, need {nbytes}",
-                recv.len
-            )));
-        }
-        let data: Vec<u8> = match send {
-            // SAFETY: the caller keeps the buffers valid for the call.
-            Some(s) => unsafe { s.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-            None => unsafe { recv.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-        }
-        .ok_or_else(|| Error::Buffer(format!("send buffer smaller than {nbytes} bytes")))?;
-        // SAFETY: valid for the call; `data` is a copy, so nothing aliases.
-        coll::allreduce(
-            self,
-            &data,
-            unsafe { recv.as_mut_slice() },
+        self.run_collective(Collective::Allreduce {
+            send,
+            recv,
             count,
-            dtype,
-            op,
-        )
+            dtype: dtype.clone(),
+            op: op.clone(),
+        })
     }
 
     fn bcast_bytes(&self, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
         self.check_root(root)?;
-        coll::bcast_bytes(self, data, root)
+        self.coll.run(|c| coll::bcast_bytes(c, data, root))
     }
 
     fn gather_bytes(&self, data: &[u8], root: i32) -> Result<Option<Vec<Vec<u8>>>> {
         self.check_root(root)?;
-        coll::gather_bytes(self, data, root)
+        self.coll.run(|c| coll::gather_bytes(c, data, root))
     }
 
     fn allgather_bytes(&self, data: &[u8]) -> Result<Vec<Vec<u8>>> {
-        coll::allgather_bytes(self, data)
+        self.coll.run(|c| coll::allgather_bytes(c, data))
     }
 
     fn scatter_bytes(&self, data: Option<Vec<Vec<u8>>>, root: i32) -> Result<Vec<u8>> {
         self.check_root(root)?;
-        coll::scatter_bytes(self, data, root)
+        self.coll.run(|c| coll::scatter_bytes(c, data, root))
     }
 
     fn alltoall_bytes(&self, data: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
-        coll::alltoall_bytes(self, data)
+        self.coll.run(|c| coll::alltoall_bytes(c, data))
     }
 
     fn reduce_bytes(
@@ -484,18 +385,22 @@ impl Communicator for NativeComm {
         if let Some(r) = root {
             self.check_root(r)?;
         }
-        coll::reduce_bytes(self, data, root, combine)
+        self.coll
+            .run(|c| coll::reduce_bytes(c, data, root, combine))
     }
 
     fn dup(&self) -> Result<CommRef> {
-        let id = self.agree_on_id()?;
-        Ok(Arc::new(NativeComm::new(
-            self.core.clone(),
-            id,
-            self.rank,
-            self.members.to_vec(),
-            &self.name(),
-        )))
+        let (new, _) = self.agree_on_new_comm(&[])?;
+        Ok(Arc::new(
+            NativeComm::new(
+                self.core.clone(),
+                new.id,
+                self.rank,
+                self.members.to_vec(),
+                &self.name(),
+            )
+            .with_coll_channel(new.channel),
+        ))
     }
 
     fn split(&self, color: i32, key: i32) -> Result<Option<CommRef>> {
@@ -507,8 +412,7 @@ impl Communicator for NativeComm {
         let mut mine = [0u8; 8];
         mine[..4].copy_from_slice(&color.to_ne_bytes());
         mine[4..].copy_from_slice(&key.to_ne_bytes());
-        let all = coll::allgather_bytes(self, &mine)?;
-        let id = self.agree_on_id()?;
+        let (new, all) = self.agree_on_new_comm(&mine)?;
         if color == UNDEFINED {
             return Ok(None);
         }
@@ -530,13 +434,10 @@ impl Communicator for NativeComm {
             .iter()
             .position(|&(_, r)| r == self.rank)
             .expect("this rank is in its own colour") as i32;
-        Ok(Some(Arc::new(NativeComm::new(
-            self.core.clone(),
-            id,
-            rank,
-            members,
-            "",
-        ))))
+        Ok(Some(Arc::new(
+            NativeComm::new(self.core.clone(), new.id, rank, members, "")
+                .with_coll_channel(new.channel),
+        )))
     }
 
     fn world_ranks(&self) -> Vec<i32> {
@@ -545,5 +446,23 @@ impl Communicator for NativeComm {
 
     fn abort(&self, code: i32) -> ! {
         abort_job(&self.core, code, "MPI_Abort")
+    }
+
+    fn collective(&self, op: Collective) -> Result<()> {
+        self.run_collective(op)
+    }
+
+    fn icollective(&self, op: Collective) -> Result<RequestRef> {
+        self.start_collective(op)
+    }
+
+    fn scan_bytes(
+        &self,
+        data: Vec<u8>,
+        exclusive: bool,
+        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>> {
+        self.coll
+            .run(|c| coll::scan_bytes(c, data, exclusive, combine))
     }
 }
