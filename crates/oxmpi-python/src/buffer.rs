@@ -43,7 +43,12 @@ impl BufView {
         // `view` is valid writable memory for a Py_buffer.
         let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) };
         if rc != 0 {
-            return Err(PyErr::fetch(obj.py()));
+            let err = PyErr::fetch(obj.py());
+            // DLPack or CUDA-array-interface exporters, as mpi4py accepts.
+            return match crate::foreign::get_buffer(obj, &mut view, writable) {
+                Some(res) => res.map(|()| BufView { view }),
+                None => Err(err),
+            };
         }
         Ok(BufView { view })
     }

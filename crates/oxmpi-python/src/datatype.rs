@@ -63,6 +63,9 @@ const PREDEFINED: &[(&str, Basic, &str)] = &[
     ("INTEGER2", Basic::I16, "h"),
     ("INTEGER4", Basic::I32, "i"),
     ("INTEGER8", Basic::I64, "q"),
+    ("UNSIGNED_INT", Basic::U32, "I"),
+    ("C_LONG_DOUBLE_COMPLEX", Basic::CLongDouble, "Zg"),
+    ("CXX_LONG_DOUBLE_COMPLEX", Basic::CLongDouble, "Zg"),
 ];
 
 /// An MPI datatype.
@@ -221,6 +224,7 @@ pub fn from_format(format: &str) -> PyResult<PyDatatype> {
         "?" => "C_BOOL",
         "Zf" | "F" => "C_FLOAT_COMPLEX",
         "Zd" | "D" => "C_DOUBLE_COMPLEX",
+        "Zg" | "G" => "C_LONG_DOUBLE_COMPLEX",
         _ => {
             return Err(PyValueError::new_err(format!(
                 "message: cannot infer an MPI datatype from buffer format '{format}'; \

@@ -9,6 +9,7 @@ mod comm;
 mod datatype;
 mod engine;
 mod errors;
+mod foreign;
 mod op;
 mod p2p;
 mod pickle;
@@ -87,6 +88,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<comm::PyIntracomm>()?;
     m.add_class::<datatype::PyDatatype>()?;
     m.add_class::<op::PyOp>()?;
+    m.add_class::<op::OpBuffer>()?;
     m.add_class::<status::PyStatus>()?;
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::ReceivedMessage>()?;

@@ -22,6 +22,8 @@ pub enum Payload {
     Pickled(Pickled),
     /// An object receive: the message is unpickled on completion.
     ObjRecv,
+    /// The buffers of a nonblocking collective, pinned until completion.
+    Buffers(Vec<crate::buffer::BufView>),
 }
 
 /// A nonblocking operation.
