@@ -71,7 +71,15 @@ pub(crate) trait Pt2Pt {
 pub(crate) trait Comm: Pt2Pt {
     /// The shared-memory channel, if the communicator holds one.
     fn node(&self) -> Option<shm::Node<'_>>;
+    /// Do large point-to-point messages move with a single copy? The same
+    /// answer on every member (a job-wide setting), since members must
+    /// pick the same algorithm.
+    fn single_copy(&self) -> bool;
 }
+
+/// Broadcasts from this size on use the point-to-point tree when messages
+/// move with a single copy (one copy per receiver beats the channel's two).
+const BCAST_SINGLE_COPY_MIN: usize = 512 * 1024;
 
 // Step tags of the point-to-point algorithms (at most 63).
 const TAG_BARRIER: i32 = 1;
@@ -170,8 +178,10 @@ pub(crate) unsafe fn execute(c: &impl Comm, op: &Collective) -> Result<()> {
             Collective::Bcast { buf, root } => {
                 let buf = bytes_mut(*buf);
                 match node {
-                    Some(n) => n.bcast(buf, *root as usize),
-                    None => bcast(c, buf, *root),
+                    Some(n) if buf.len() < BCAST_SINGLE_COPY_MIN || !c.single_copy() => {
+                        n.bcast(buf, *root as usize)
+                    }
+                    _ => bcast(c, buf, *root),
                 }
             }
             Collective::Gather { send, recv, root } => {
@@ -683,8 +693,10 @@ pub(crate) fn bcast_bytes(c: &impl Comm, data: Option<Vec<u8>>, root: i32) -> Re
     let mut len = (data.as_ref().map_or(0, Vec::len) as u64).to_ne_bytes();
     let node = if c.size() > 1 { c.node() } else { None };
     let run = |buf: &mut [u8]| match &node {
-        Some(n) => n.bcast(buf, root as usize),
-        None => bcast(c, buf, root),
+        Some(n) if buf.len() < BCAST_SINGLE_COPY_MIN || !c.single_copy() => {
+            n.bcast(buf, root as usize)
+        }
+        _ => bcast(c, buf, root),
     };
     run(&mut len)?;
     let mut v = match data {

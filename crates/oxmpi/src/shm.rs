@@ -62,9 +62,13 @@
 //!   data, sets `expected` to the number of readers of the new posting and
 //!   `done` to 0, then stores the token into `posted` (Release).
 //! * A reader waits until `posted` equals the token it expects (Acquire),
-//!   reads (and, for reductions, may read the `result` area once `result`
-//!   equals the token), and when it has finished with the half adds one to
-//!   `done` (AcqRel). The reader that completes the count wakes the owner.
+//!   reads, and when it has finished with the half adds one to `done`
+//!   (AcqRel). The reader that completes the count wakes the owner.
+//! * Partitioned reductions: each member owns a share of the elements and
+//!   is the only reader of that share in every half, so after combining it
+//!   may overwrite its own share of its own half with the result, then set
+//!   `result` to the token (Release); members that need the result read the
+//!   share once `result` equals the token (Acquire), before releasing.
 //! * Invariant: a posting is overwritten only after all its `expected`
 //!   readers have released it, so a reader that waits for token `t` finds
 //!   either an older posting or `t`, never a later one. Communicators
@@ -183,12 +187,15 @@ struct InboxCtl {
 const _: () = assert!(std::mem::size_of::<InboxCtl>() == 128);
 
 /// Bytes of data in each half of a collective slot: a pipeline stage of the
-/// shared-memory collectives.
-pub const COLL_HALF: usize = 64 * 1024;
+/// shared-memory collectives. Large, because every stage costs a round of
+/// wake-ups, which on an oversubscribed node cost far more than copying
+/// the stage (pages of unused channels are never touched, so the size
+/// costs address space, not memory).
+pub const COLL_HALF: usize = 256 * 1024;
 /// Most collective channels a segment has.
 const COLL_MAX_CHANS: usize = 16;
 /// Budget for the collective region; fewer channels on big nodes.
-const COLL_BUDGET: usize = 32 << 20;
+const COLL_BUDGET: usize = 64 << 20;
 
 /// Control of one half of a collective slot: what is posted there and who
 /// has finished reading it (see the module doc). `done` has its own cache

@@ -17,9 +17,10 @@
 //!   [`REPLICATE_MAX`] bytes) are then combined by whoever needs the result
 //!   (every rank for allreduce, the root for reduce: non-roots post and
 //!   go). Large ones are partitioned: each rank combines its share of the
-//!   elements of a chunk, posts that share in its result area, and those
-//!   that need the result copy the shares out. Reduce-scatter combines each
-//!   rank's own block straight into its receive buffer.
+//!   elements of a chunk, writes the result over its own share of its own
+//!   half (no one else reads that range), publishes it, and those that need
+//!   the result copy the shares out. Reduce-scatter combines each rank's
+//!   own block straight into its receive buffer.
 //! * Scans post every input; rank r folds the inputs of ranks 0..=r.
 //!
 //! All combining goes through `tree_reduce` / `fold_reduce`, so results are
@@ -39,11 +40,9 @@ use crate::op::Op;
 use crate::shm::{CollToken, Segment, COLL_HALF};
 
 /// Reductions of at most this many bytes are combined by every rank that
-/// needs the result (one synchronisation); larger ones are partitioned.
-pub(crate) const REPLICATE_MAX: usize = 16 * 1024;
-
-/// Offset of the result area in a half (partitioned reductions).
-const RESULT_AREA: usize = COLL_HALF / 2;
+/// needs the result (one round of synchronisation, n-fold arithmetic);
+/// larger ones are partitioned (two rounds per chunk, arithmetic shared).
+pub(crate) const REPLICATE_MAX: usize = 64 * 1024;
 
 /// How a rank blocks until a condition holds: the engine's `wait_until`,
 /// which drives progress and sleeps on the rank's doorbell.
@@ -156,22 +155,20 @@ impl Node<'_> {
         }
     }
 
-    /// This rank's result area bytes `[off, off + len)` in half `h`.
+    /// Bytes `[off, off + len)` of this rank's half `h`, to write its
+    /// share of a partitioned reduction's result.
     ///
     /// # Safety
-    /// This rank has posted the current round in `h` and not yet its
-    /// result: the result area is read by nobody until then, and each rank
-    /// writes only its own share of it.
-    unsafe fn own_result(&self, h: usize, off: usize, len: usize) -> &mut [u8] {
-        assert!(RESULT_AREA + off + len <= COLL_HALF);
+    /// This rank has posted the current round in `h`, and `[off, off + len)`
+    /// is its own share, which only this rank reads (and has finished
+    /// reading) until it publishes the result.
+    unsafe fn own_share(&self, h: usize, off: usize, len: usize) -> &mut [u8] {
+        assert!(off + len <= COLL_HALF);
         let me = self.world(self.rank);
         // SAFETY: inside the half (checked above); exclusive by the
         // caller's contract.
         unsafe {
-            std::slice::from_raw_parts_mut(
-                self.seg.coll_data(self.chan, me, h).add(RESULT_AREA + off),
-                len,
-            )
+            std::slice::from_raw_parts_mut(self.seg.coll_data(self.chan, me, h).add(off), len)
         }
     }
 
@@ -301,8 +298,8 @@ impl Node<'_> {
     }
 
     /// Chunk by chunk: everyone posts its input, combines its share of the
-    /// elements into its result area, and those that need the result (all,
-    /// or the root) copy every share out.
+    /// elements and writes it over its own share of its half, and those
+    /// that need the result (all, or the root) copy every share out.
     fn reduce_partitioned(
         &self,
         input: &[u8],
@@ -314,8 +311,9 @@ impl Node<'_> {
     ) -> Result<()> {
         let (n, w) = (self.n(), dtype.size());
         let consumer = root.is_none_or(|r| r == self.rank);
-        let per_chunk = (RESULT_AREA / w).max(1);
+        let per_chunk = (COLL_HALF / w).max(1);
         let mut err = FirstError::default();
+        let mut share_buf = Vec::new();
         let mut e0 = 0;
         while e0 < count {
             let e1 = (e0 + per_chunk).min(count);
@@ -324,15 +322,21 @@ impl Node<'_> {
             self.post(h, t, n - 1, |d| d[..chunk.len()].copy_from_slice(chunk))?;
             self.wait_posted(self.others(), h, t)?;
             let (p0, p1) = share(e1 - e0, n, self.rank);
-            if p1 > p0 {
-                // SAFETY: every rank's posting of this round (ours
-                // included), not released; our result area is ours until
-                // we post the result.
-                let inputs: Vec<&[u8]> = (0..n)
-                    .map(|r| unsafe { self.peer(r, h, p0 * w, (p1 - p0) * w) })
-                    .collect();
-                let res = unsafe { self.own_result(h, p0 * w, (p1 - p0) * w) };
-                err.note(tree_reduce(&inputs, res, p1 - p0, dtype, op));
+            let (off, len) = (p0 * w, (p1 - p0) * w);
+            if len > 0 {
+                share_buf.resize(len, 0);
+                {
+                    // SAFETY: every rank's posting of this round (ours
+                    // included), not released; our share of each half is
+                    // read by us alone.
+                    let inputs: Vec<&[u8]> = (0..n)
+                        .map(|r| unsafe { self.peer(r, h, off, len) })
+                        .collect();
+                    err.note(tree_reduce(&inputs, &mut share_buf, p1 - p0, dtype, op));
+                }
+                // SAFETY: our own share of our posted half; the slices
+                // above are gone.
+                unsafe { self.own_share(h, off, len) }.copy_from_slice(&share_buf);
             }
             let me = self.world(self.rank);
             self.seg.coll_post_result(self.chan, me, h, t);
@@ -347,7 +351,7 @@ impl Node<'_> {
                     let (q0, q1) = share(e1 - e0, n, r);
                     // SAFETY: rank r's result of this round is published
                     // and its half not released by us.
-                    let part = unsafe { self.peer(r, h, RESULT_AREA + q0 * w, (q1 - q0) * w) };
+                    let part = unsafe { self.peer(r, h, q0 * w, (q1 - q0) * w) };
                     out[(e0 + q0) * w..(e0 + q1) * w].copy_from_slice(part);
                 }
             }

@@ -55,14 +55,28 @@ use super::{Core, Target};
 // ------------------------------------------------------------ channels
 
 /// The collective channels of the segment this process uses.
-#[derive(Default)]
 pub(crate) struct ChannelPool {
     /// Bit c: channel c is held by one of our communicators, or reserved
     /// by a communicator creation in progress.
     taken: AtomicU64,
+    /// Whether the job is configured for single-copy rendezvous
+    /// (`OXMPI_CMA`, on by default). The configuration, not whether it
+    /// worked so far: every rank must make the same algorithm choices.
+    single_copy: bool,
 }
 
 impl ChannelPool {
+    /// `OXMPI_COLL_SHM=0` keeps every channel taken, so all communicators
+    /// run the point-to-point algorithms (same results; for testing and
+    /// diagnosis). Every rank of a job sees the same environment.
+    pub(crate) fn new() -> ChannelPool {
+        let off = super::env_flag("OXMPI_COLL_SHM") == Some(false);
+        ChannelPool {
+            taken: AtomicU64::new(if off { u64::MAX } else { 0 }),
+            single_copy: super::env_flag("OXMPI_CMA").unwrap_or(true),
+        }
+    }
+
     /// Reserves every free channel for a creation in progress (concurrent
     /// creations thus never pick the same one); returns them.
     fn reserve_free(&self, nchans: usize) -> u64 {
@@ -282,6 +296,10 @@ impl coll::Comm for Chan<'_> {
             step: &self.ep.step,
             waiter: &*self.ep.core,
         })
+    }
+
+    fn single_copy(&self) -> bool {
+        self.ep.core.coll_channels.single_copy
     }
 }
 

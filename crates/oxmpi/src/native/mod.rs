@@ -239,7 +239,7 @@ impl Core {
             next_comm_id: AtomicU32::new(2),
             interrupt: RwLock::new(None),
             finalized: AtomicBool::new(false),
-            coll_channels: coll::ChannelPool::default(),
+            coll_channels: coll::ChannelPool::new(),
         }))
     }
 
