@@ -175,15 +175,7 @@ pub(crate) unsafe fn execute(c: &impl Comm, op: &Collective) -> Result<()> {
                 Some(n) => n.barrier(),
                 None => barrier(c),
             },
-            Collective::Bcast { buf, root } => {
-                let buf = bytes_mut(*buf);
-                match node {
-                    Some(n) if buf.len() < BCAST_SINGLE_COPY_MIN || !c.single_copy() => {
-                        n.bcast(buf, *root as usize)
-                    }
-                    _ => bcast(c, buf, *root),
-                }
-            }
+            Collective::Bcast { buf, root } => bcast_any(c, node.as_ref(), bytes_mut(*buf), *root),
             Collective::Gather { send, recv, root } => {
                 gather(c, send.map(|s| bytes(s)), recv, *root)
             }
@@ -287,6 +279,19 @@ pub(crate) unsafe fn execute(c: &impl Comm, op: &Collective) -> Result<()> {
     }
 }
 
+/// Broadcast on the channel when there is one (which may hand large
+/// messages over to the point-to-point tree), else point-to-point.
+fn bcast_any(c: &impl Comm, node: Option<&shm::Node<'_>>, buf: &mut [u8], root: i32) -> Result<()> {
+    let Some(n) = node else {
+        return bcast(c, buf, root);
+    };
+    let handoff = c.single_copy().then_some(BCAST_SINGLE_COPY_MIN);
+    match n.bcast(buf, root as usize, handoff)? {
+        shm::Bcast::Done => Ok(()),
+        shm::Bcast::PointToPoint => bcast(c, buf, root),
+    }
+}
+
 // ------------------------------------------------- point-to-point algorithms
 
 /// Dissemination barrier: ceil(log2 n) rounds.
@@ -308,17 +313,19 @@ pub(crate) fn bcast(c: &impl Pt2Pt, buf: &mut [u8], root: i32) -> Result<()> {
         return Ok(());
     }
     let rel = (r - root + n) % n;
+    let mut err = FirstError::default();
     let mut mask = 1;
     while mask < n {
         if rel & mask != 0 {
-            recv(c, buf, (r - mask + n) % n, TAG_BCAST)?;
+            // A truncated message is still forwarded: the subtree must
+            // finish too.
+            err.note(recv(c, buf, (r - mask + n) % n, TAG_BCAST));
             break;
         }
         mask <<= 1;
     }
     mask >>= 1;
     let mut sends = Vec::new();
-    let mut err = FirstError::default();
     while mask > 0 {
         if rel + mask < n {
             // SAFETY: `buf` is not touched until `finish` below.
@@ -414,6 +421,7 @@ fn allgather(c: &impl Pt2Pt, send: Option<&[u8]>, recv: &Blocks) -> Result<()> {
         dst[..k].copy_from_slice(&s[..k]);
     }
     let (right, left) = ((r + 1) % n, (r - 1 + n) % n);
+    let mut err = FirstError::default();
     for k in 0..n - 1 {
         let out = ((r - k) % n + n) % n;
         let inc = ((r - k - 1) % n + n) % n;
@@ -425,9 +433,11 @@ fn allgather(c: &impl Pt2Pt, send: Option<&[u8]>, recv: &Blocks) -> Result<()> {
                 c.start_send(recv.block(out as usize), right, TAG_ALLGATHER)?,
             ]
         };
-        c.finish(reqs)?;
+        // Keep the ring going whatever arrived: the others need the
+        // remaining steps.
+        err.note(c.finish(reqs));
     }
-    Ok(())
+    err.result()
 }
 
 /// MPI_Alltoall(v/w): pairwise exchange, in step k with ranks r+k and r-k.
@@ -457,6 +467,7 @@ fn alltoall(c: &impl Pt2Pt, send: Option<&Blocks>, recv: &Blocks) -> Result<()> 
             dst[..k].copy_from_slice(&src[..k]);
         }
     }
+    let mut err = FirstError::default();
     for k in 1..n {
         let dst = (r + k) % n;
         let src = (r - k + n) % n;
@@ -469,9 +480,9 @@ fn alltoall(c: &impl Pt2Pt, send: Option<&Blocks>, recv: &Blocks) -> Result<()> 
                 c.start_send(outgoing(dst as usize), dst, TAG_ALLTOALL)?,
             ]
         };
-        c.finish(reqs)?;
+        err.note(c.finish(reqs));
     }
-    Ok(())
+    err.result()
 }
 
 /// Reduces to rank 0 along the canonical binomial tree (module doc):
@@ -492,7 +503,7 @@ pub(crate) fn reduce_to_zero(
         if r & mask == 0 {
             let src = r | mask;
             if src < n {
-                recv(c, &mut tmp, src, TAG_REDUCE)?;
+                err.note(recv(c, &mut tmp, src, TAG_REDUCE));
                 // tmp = acc op tmp  (acc covers the lower ranks)
                 err.note(op.apply(&acc, &mut tmp, count, dtype));
                 std::mem::swap(&mut acc, &mut tmp);
@@ -541,7 +552,7 @@ fn reduce(
     }
     if r == root {
         let out = out.expect("the root has a receive buffer");
-        recv(c, out, 0, TAG_TO_ROOT)?;
+        err.note(recv(c, out, 0, TAG_TO_ROOT));
     }
     err.result()
 }
@@ -618,7 +629,7 @@ fn scan(
     let mut acc = data.to_vec();
     if r > 0 {
         let mut prefix = vec![0u8; data.len()];
-        recv(c, &mut prefix, r - 1, TAG_SCAN)?;
+        err.note(recv(c, &mut prefix, r - 1, TAG_SCAN));
         if exclusive {
             out.copy_from_slice(&prefix);
         }
@@ -692,12 +703,7 @@ pub(crate) fn fold_reduce(
 pub(crate) fn bcast_bytes(c: &impl Comm, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
     let mut len = (data.as_ref().map_or(0, Vec::len) as u64).to_ne_bytes();
     let node = if c.size() > 1 { c.node() } else { None };
-    let run = |buf: &mut [u8]| match &node {
-        Some(n) if buf.len() < BCAST_SINGLE_COPY_MIN || !c.single_copy() => {
-            n.bcast(buf, root as usize)
-        }
-        _ => bcast(c, buf, root),
-    };
+    let run = |buf: &mut [u8]| bcast_any(c, node.as_ref(), buf, root);
     run(&mut len)?;
     let mut v = match data {
         Some(v) if c.rank() == root => v,

@@ -204,8 +204,11 @@ const COLL_BUDGET: usize = 64 << 20;
 struct CollHalfCtl {
     posted: AtomicU64,
     result: AtomicU64,
+    /// A word the owner publishes with its posting (a broadcast's total
+    /// length, so that receivers follow the root's rounds).
+    meta: AtomicU64,
     expected: AtomicU32,
-    _pad0: [u32; 11],
+    _pad0: [u32; 9],
     done: AtomicU32,
     _pad1: [u32; 15],
 }
@@ -630,8 +633,17 @@ impl Segment {
     /// Publishes the owner's new posting in a half, to be read by
     /// `readers` peers. The owner has waited for `coll_free` and written
     /// the data.
-    pub fn coll_post(&self, chan: usize, rank: usize, half: usize, t: CollToken, readers: u32) {
+    pub fn coll_post(
+        &self,
+        chan: usize,
+        rank: usize,
+        half: usize,
+        t: CollToken,
+        readers: u32,
+        meta: u64,
+    ) {
         let c = self.coll_ctl(chan, rank, half);
+        c.meta.store(meta, Ordering::Relaxed);
         c.expected.store(readers, Ordering::Relaxed);
         c.done.store(0, Ordering::Relaxed);
         // Release publishes the data and the counters reset above; pairs
@@ -645,6 +657,12 @@ impl Segment {
             .posted
             .load(Ordering::Acquire)
             == t.0
+    }
+
+    /// The word published with the owner's posting (read after seeing the
+    /// posting with `coll_posted`, whose Acquire makes it visible).
+    pub fn coll_meta(&self, chan: usize, rank: usize, half: usize) -> u64 {
+        self.coll_ctl(chan, rank, half).meta.load(Ordering::Relaxed)
     }
 
     /// Publishes the owner's result area for posting `t` (partitioned

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{fold_reduce, tree_reduce, FirstError};
 use crate::datatype::Datatype;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::shm::{CollToken, Segment, COLL_HALF};
 
@@ -43,6 +43,17 @@ use crate::shm::{CollToken, Segment, COLL_HALF};
 /// needs the result (one round of synchronisation, n-fold arithmetic);
 /// larger ones are partitioned (two rounds per chunk, arithmetic shared).
 pub(crate) const REPLICATE_MAX: usize = 64 * 1024;
+
+/// Flag in a broadcast's length word: the message follows point-to-point.
+const HANDOFF: u64 = 1 << 63;
+
+/// How a broadcast on the channel ended.
+pub(crate) enum Bcast {
+    Done,
+    /// The root handed the message over to the point-to-point algorithm;
+    /// every member runs it next.
+    PointToPoint,
+}
 
 /// How a rank blocks until a condition holds: the engine's `wait_until`,
 /// which drives progress and sleeps on the rank's doorbell.
@@ -103,6 +114,18 @@ impl Node<'_> {
         readers: usize,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<()> {
+        self.post_meta(h, t, readers, 0, fill)
+    }
+
+    /// `post`, publishing `meta` with the data.
+    fn post_meta(
+        &self,
+        h: usize,
+        t: CollToken,
+        readers: usize,
+        meta: u64,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
         let me = self.world(self.rank);
         self.wait_for(|| self.seg.coll_free(self.chan, me, h))?;
         // SAFETY: the half is free (every reader of its previous posting
@@ -112,7 +135,8 @@ impl Node<'_> {
             std::slice::from_raw_parts_mut(self.seg.coll_data(self.chan, me, h), COLL_HALF)
         };
         fill(data);
-        self.seg.coll_post(self.chan, me, h, t, readers as u32);
+        self.seg
+            .coll_post(self.chan, me, h, t, readers as u32, meta);
         self.notify_others();
         Ok(())
     }
@@ -198,20 +222,71 @@ impl Node<'_> {
         Ok(())
     }
 
-    pub(crate) fn bcast(&self, buf: &mut [u8], root: usize) -> Result<()> {
+    /// The root posts the message half by half, with its total length, in
+    /// at least one round; receivers follow the root's length, so a receive
+    /// buffer of another size neither hangs nor overruns: a shorter one is
+    /// a truncation error (as for point-to-point), a longer one keeps its
+    /// tail.
+    ///
+    /// With `handoff_from`, a root whose message is at least that long only
+    /// announces (in one round) that the broadcast goes point-to-point;
+    /// every receiver learns it from the root, so all agree even when their
+    /// buffers' lengths differ from the root's.
+    pub(crate) fn bcast(
+        &self,
+        buf: &mut [u8],
+        root: usize,
+        handoff_from: Option<usize>,
+    ) -> Result<Bcast> {
         let n = self.n();
-        for chunk in buf.chunks_mut(COLL_HALF) {
-            let (t, h) = self.next_round();
-            if self.rank == root {
-                self.post(h, t, n - 1, |d| d[..chunk.len()].copy_from_slice(chunk))?;
-            } else {
-                self.wait_for(|| self.posted(root, h, t))?;
-                // SAFETY: the root's posting of this round, not released.
-                chunk.copy_from_slice(unsafe { self.peer(root, h, 0, chunk.len()) });
-                self.release(root, h);
+        let mut off = 0;
+        if self.rank == root {
+            if handoff_from.is_some_and(|min| buf.len() >= min) {
+                let (t, h) = self.next_round();
+                self.post_meta(h, t, n - 1, HANDOFF | buf.len() as u64, |_| {})?;
+                return Ok(Bcast::PointToPoint);
+            }
+            loop {
+                let len = (buf.len() - off).min(COLL_HALF);
+                let (t, h) = self.next_round();
+                let part = &buf[off..off + len];
+                self.post_meta(h, t, n - 1, buf.len() as u64, |d| {
+                    d[..len].copy_from_slice(part)
+                })?;
+                off += len;
+                if off >= buf.len() {
+                    return Ok(Bcast::Done);
+                }
             }
         }
-        Ok(())
+        let mut total = None;
+        loop {
+            let (t, h) = self.next_round();
+            self.wait_for(|| self.posted(root, h, t))?;
+            if total.is_none() && self.seg.coll_meta(self.chan, self.world(root), h) & HANDOFF != 0
+            {
+                self.release(root, h);
+                return Ok(Bcast::PointToPoint);
+            }
+            let total = *total
+                .get_or_insert_with(|| self.seg.coll_meta(self.chan, self.world(root), h) as usize);
+            let len = (total - off).min(COLL_HALF);
+            let fit = len.min(buf.len().saturating_sub(off));
+            // SAFETY: the root's posting of this round, not released.
+            buf[off..off + fit].copy_from_slice(unsafe { self.peer(root, h, 0, fit) });
+            self.release(root, h);
+            off += len;
+            if off >= total {
+                break;
+            }
+        }
+        if off > buf.len() {
+            return Err(Error::Truncate {
+                received: off,
+                capacity: buf.len(),
+            });
+        }
+        Ok(Bcast::Done)
     }
 
     /// MPI_Allreduce: `out` may not alias `input`.
