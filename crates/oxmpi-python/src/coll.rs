@@ -856,14 +856,14 @@ pub fn reduce_local(
     let rop = op.to_runtime(&r.pytype)?;
     rop.check(&r.dtype).py()?;
     let (input, inout) = (s.msg()?, r.msg()?);
-    // SAFETY: both views are pinned by `s` and `r` for this call. The input
-    // is copied when the two buffers overlap, so the mutable view is the
-    // only one of its memory.
+    // The input is copied when the two buffers overlap, so that the mutable
+    // view below is the only one of its memory.
+    let (a, b) = (input.ptr as usize, inout.ptr as usize);
+    let overlap = input.len > 0 && inout.len > 0 && a < b + inout.len && b < a + input.len;
     let copy;
+    // SAFETY: both views are pinned by `s` and `r` for this call.
     let input: &[u8] = unsafe {
-        let a = input.ptr as usize;
-        let b = inout.ptr as usize;
-        if input.len > 0 && inout.len > 0 && a < b + inout.len && b < a + input.len {
+        if overlap {
             copy = input.as_slice().to_vec();
             &copy
         } else {

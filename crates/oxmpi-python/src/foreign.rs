@@ -253,15 +253,18 @@ fn dlpack(obj: &Bound<'_, PyAny>, view: &mut ffi::Py_buffer, writable: bool) -> 
     if ndim > 0 && tensor.shape.is_null() {
         return Err(PyBufferError::new_err("dlpack: shape is NULL"));
     }
-    // SAFETY: `shape` (and `strides` when not NULL) hold `ndim` entries
-    // (DLPack contract).
     let shape: &[i64] = if ndim == 0 {
         &[]
     } else {
+        // SAFETY: `shape` holds `ndim` entries (DLPack contract; not NULL,
+        // checked above).
         unsafe { std::slice::from_raw_parts(tensor.shape, ndim as usize) }
     };
-    let strides = (!tensor.strides.is_null() && ndim > 0)
-        .then(|| unsafe { std::slice::from_raw_parts(tensor.strides, ndim as usize) });
+    let strides = (!tensor.strides.is_null() && ndim > 0).then(|| {
+        // SAFETY: a non-NULL `strides` holds `ndim` entries (DLPack
+        // contract).
+        unsafe { std::slice::from_raw_parts(tensor.strides, ndim as usize) }
+    });
     if shape.iter().any(|&s| s < 0) || strides.is_some_and(|s| s.iter().any(|&x| x < 0)) {
         return Err(PyBufferError::new_err("dlpack: negative shape or strides"));
     }

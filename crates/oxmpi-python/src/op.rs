@@ -629,7 +629,7 @@ impl PyOp {
     fn __ne__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = other.py();
         let eq = self.__eq__(other)?;
-        if eq.is(&py.NotImplemented()) {
+        if eq.is(py.NotImplemented()) {
             return Ok(eq);
         }
         let b: bool = eq.extract(py)?;

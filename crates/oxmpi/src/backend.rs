@@ -203,7 +203,7 @@ pub trait Communicator: Send + Sync {
         &self,
         data: Vec<u8>,
         root: Option<i32>,
-        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+        combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>>;
 
     /// MPI_Comm_dup.
@@ -227,12 +227,16 @@ pub trait Communicator: Send + Sync {
         &self,
         data: Vec<u8>,
         exclusive: bool,
-        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+        combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>>;
 }
 
 /// A shared handle to a communicator.
 pub type CommRef = Arc<dyn Communicator>;
+
+/// How object reductions combine two pickled operands: `combine(left,
+/// right)`, where `left` holds the lower ranks' part.
+pub type Combine<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>> + 'a;
 
 /// A runtime: what `MPI_Init` gives.
 pub trait Engine: Send + Sync {

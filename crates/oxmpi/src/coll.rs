@@ -36,7 +36,7 @@
 
 pub(crate) mod shm;
 
-use crate::backend::{Blocks, Collective, RawBuf};
+use crate::backend::{Blocks, Collective, Combine, RawBuf};
 use crate::datatype::Datatype;
 use crate::error::{Error, Result};
 use crate::op::Op;
@@ -167,8 +167,8 @@ unsafe fn bytes_mut<'a>(b: RawBuf) -> &'a mut [u8] {
 /// operation's counts by the caller.
 pub(crate) unsafe fn execute(c: &impl Comm, op: &Collective) -> Result<()> {
     let node = if c.size() > 1 { c.node() } else { None };
-    // SAFETY (for every block below): the caller's contract; in-place
-    // variants pass no second view of the same memory.
+    // SAFETY: every buffer below is valid as the caller's contract says;
+    // in-place variants pass no second view of the same memory.
     unsafe {
         match op {
             Collective::Barrier => match node {
@@ -805,7 +805,7 @@ pub(crate) fn reduce_bytes(
     c: &impl Comm,
     data: Vec<u8>,
     root: Option<i32>,
-    combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+    combine: &mut Combine<'_>,
 ) -> Result<Option<Vec<u8>>> {
     let (r, n) = (c.rank(), c.size());
     let mut acc = data;
@@ -853,7 +853,7 @@ pub(crate) fn scan_bytes(
     c: &impl Pt2Pt,
     data: Vec<u8>,
     exclusive: bool,
-    combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+    combine: &mut Combine<'_>,
 ) -> Result<Option<Vec<u8>>> {
     let (r, n) = (c.rank(), c.size());
     let mut err = FirstError::default();

@@ -172,7 +172,9 @@ fn zip<T: Copy>(input: &[u8], inout: &mut [u8], f: impl Fn(T, T) -> T) {
     let w = std::mem::size_of::<T>();
     let n = input.len().min(inout.len()) / w;
     let align = std::mem::align_of::<T>();
-    if input.as_ptr() as usize % align == 0 && inout.as_ptr() as usize % align == 0 {
+    if (input.as_ptr() as usize).is_multiple_of(align)
+        && (inout.as_ptr() as usize).is_multiple_of(align)
+    {
         // SAFETY: both slices hold at least `n` values of `T`, a plain
         // numeric type valid for any bit pattern, and are aligned for it
         // (checked above); `inout` is the only mutable view of its memory

@@ -238,7 +238,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(nranks: usize, slots: usize, cell_size: usize) -> Layout {
-        assert!(slots.is_power_of_two() && cell_size % 64 == 0 && cell_size > CELL_HEADER);
+        assert!(slots.is_power_of_two() && cell_size.is_multiple_of(64) && cell_size > CELL_HEADER);
         let ctl_offset = 128;
         let cells_offset = ctl_offset + nranks * std::mem::size_of::<InboxCtl>();
         let coll_offset = cells_offset + nranks * slots * cell_size;

@@ -179,21 +179,25 @@ impl Node<'_> {
         }
     }
 
-    /// Bytes `[off, off + len)` of this rank's half `h`, to write its
-    /// share of a partitioned reduction's result.
+    /// Writes `data` at `off` in this rank's half `h`: its share of a
+    /// partitioned reduction's result.
     ///
     /// # Safety
-    /// This rank has posted the current round in `h`, and `[off, off + len)`
-    /// is its own share, which only this rank reads (and has finished
-    /// reading) until it publishes the result.
-    unsafe fn own_share(&self, h: usize, off: usize, len: usize) -> &mut [u8] {
-        assert!(off + len <= COLL_HALF);
+    /// This rank has posted the current round in `h`, and `[off, off +
+    /// data.len())` is its own share, which only this rank reads (and has
+    /// finished reading) until it publishes the result.
+    unsafe fn write_own_share(&self, h: usize, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= COLL_HALF);
         let me = self.world(self.rank);
-        // SAFETY: inside the half (checked above); exclusive by the
-        // caller's contract.
+        // SAFETY: inside the half (checked above); nobody else accesses
+        // these bytes now, by the caller's contract.
         unsafe {
-            std::slice::from_raw_parts_mut(self.seg.coll_data(self.chan, me, h).add(off), len)
-        }
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.seg.coll_data(self.chan, me, h).add(off),
+                data.len(),
+            )
+        };
     }
 
     /// This rank has finished with rank `r`'s posting in half `h`.
@@ -346,14 +350,15 @@ impl Node<'_> {
         }
         self.wait_posted(self.others(), h, t)?;
         let res = {
-            // SAFETY: every other rank's posting of this round, not
-            // released; ours is either posted (read back from the channel,
-            // so `out` may alias the caller's input) or `input` itself.
+            // Ours is either posted (read back from the channel, so `out`
+            // may alias the caller's input) or `input` itself.
             let inputs: Vec<&[u8]> = (0..n)
                 .map(|r| {
                     if r == self.rank && root.is_some() {
                         input
                     } else {
+                        // SAFETY: rank r's posting of this round, not
+                        // released.
                         unsafe { self.peer(r, h, 0, len) }
                     }
                 })
@@ -411,7 +416,7 @@ impl Node<'_> {
                 }
                 // SAFETY: our own share of our posted half; the slices
                 // above are gone.
-                unsafe { self.own_share(h, off, len) }.copy_from_slice(&share_buf);
+                unsafe { self.write_own_share(h, off, &share_buf) };
             }
             let me = self.world(self.rank);
             self.seg.coll_post_result(self.chan, me, h, t);

@@ -305,10 +305,13 @@ impl coll::Comm for Chan<'_> {
 
 // ------------------------------------------------------------ engine
 
+/// What a nonblocking collective does, given the communicator.
+pub(crate) type Work = Box<dyn FnOnce(&Chan<'_>) -> Result<()> + Send>;
+
 /// A nonblocking collective waiting for (or running on) the worker.
 struct Job {
     seq: u32,
-    work: Box<dyn FnOnce(&Chan<'_>) -> Result<()> + Send>,
+    work: Work,
     state: Arc<ReqState>,
 }
 
@@ -363,10 +366,7 @@ impl CollEngine {
     }
 
     /// Queues a nonblocking collective.
-    pub(crate) fn start(
-        &self,
-        work: Box<dyn FnOnce(&Chan<'_>) -> Result<()> + Send>,
-    ) -> Result<RequestRef> {
+    pub(crate) fn start(&self, work: Work) -> Result<RequestRef> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let state = ReqState::new();
         let mut worker = self.worker.lock().unwrap_or_else(|e| e.into_inner());

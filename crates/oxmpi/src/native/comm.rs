@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{
-    Collective, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status, ANY_SOURCE,
-    ANY_TAG, PROC_NULL, TAG_UB, UNDEFINED,
+    Collective, Combine, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status,
+    ANY_SOURCE, ANY_TAG, PROC_NULL, TAG_UB, UNDEFINED,
 };
 use crate::coll;
 use crate::datatype::Datatype;
@@ -380,7 +380,7 @@ impl Communicator for NativeComm {
         &self,
         data: Vec<u8>,
         root: Option<i32>,
-        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+        combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>> {
         if let Some(r) = root {
             self.check_root(r)?;
@@ -460,7 +460,7 @@ impl Communicator for NativeComm {
         &self,
         data: Vec<u8>,
         exclusive: bool,
-        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+        combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>> {
         self.coll
             .run(|c| coll::scan_bytes(c, data, exclusive, combine))
