@@ -182,7 +182,10 @@ pub(crate) unsafe fn execute(c: &impl Comm, op: &Collective) -> Result<()> {
             Collective::Scatter { send, recv, root } => {
                 scatter(c, send, recv.map(|r| bytes_mut(r)), *root)
             }
-            Collective::Allgather { send, recv } => allgather(c, send.map(|s| bytes(s)), recv),
+            Collective::Allgather { send, recv } => match node {
+                Some(n) => n.allgather(send.map(|s| bytes(s)), recv),
+                None => allgather(c, send.map(|s| bytes(s)), recv),
+            },
             Collective::Alltoall { send, recv } => alltoall(c, send.as_ref(), recv),
             Collective::Reduce {
                 send,
@@ -731,8 +734,41 @@ pub(crate) fn gather_bytes(c: &impl Pt2Pt, data: &[u8], root: i32) -> Result<Opt
     Ok(Some(out))
 }
 
-/// Every rank gets every rank's blob.
+/// Every rank gets every rank's blob: on the channel, the lengths then the
+/// blobs (two rounds); else gathered to rank 0 and broadcast.
 pub(crate) fn allgather_bytes(c: &impl Comm, data: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let n = c.size() as usize;
+    if let Some(node) = if n > 1 { c.node() } else { None } {
+        let mut lens = vec![0u8; 8 * n];
+        let blocks = Blocks::contiguous(RawBuf::from_mut(&mut lens), n, 8);
+        // SAFETY: blocks of our own vector, distinct from the send bytes.
+        unsafe { node.allgather(Some(&(data.len() as u64).to_ne_bytes()), &blocks)? };
+        let lens: Vec<usize> = lens
+            .chunks_exact(8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")) as usize)
+            .collect();
+        let displs: Vec<usize> = lens
+            .iter()
+            .scan(0, |acc, &l| {
+                let d = *acc;
+                *acc += l;
+                Some(d)
+            })
+            .collect();
+        let mut all = vec![0u8; lens.iter().sum()];
+        let blocks = Blocks {
+            buf: RawBuf::from_mut(&mut all),
+            counts: lens.clone(),
+            displs: displs.clone(),
+        };
+        // SAFETY: as above.
+        unsafe { node.allgather(Some(data), &blocks)? };
+        return Ok(displs
+            .iter()
+            .zip(&lens)
+            .map(|(&d, &l)| all[d..d + l].to_vec())
+            .collect());
+    }
     let gathered = gather_bytes(c, data, 0)?;
     let packed = gathered.map(|parts| encode_blobs(&parts));
     let packed = bcast_bytes(c, packed, 0)?;

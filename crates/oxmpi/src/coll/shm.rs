@@ -11,6 +11,7 @@
 //! the other, which pipelines messages larger than a half.
 //!
 //! * Barrier: every rank posts an empty message and waits for all others'.
+//! * Allgather: every rank posts its block and copies the others' out.
 //! * Broadcast: the root posts the message half by half; the others copy
 //!   each half out and release it.
 //! * Reductions post every rank's input. Small ones (at most
@@ -34,6 +35,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{fold_reduce, tree_reduce, FirstError};
+use crate::backend::Blocks;
 use crate::datatype::Datatype;
 use crate::error::{Error, Result};
 use crate::op::Op;
@@ -291,6 +293,52 @@ impl Node<'_> {
             });
         }
         Ok(Bcast::Done)
+    }
+
+    /// MPI_Allgather(v): every rank posts (the next half of) its block,
+    /// every rank copies every other's out, for as many rounds as the
+    /// largest block needs (every member knows every count, so all agree).
+    /// `send` None: this rank's block of `recv` already holds its data.
+    ///
+    /// # Safety
+    /// `recv`'s blocks are valid, and do not overlap, for the call; `send`
+    /// does not overlap them.
+    pub(crate) unsafe fn allgather(&self, send: Option<&[u8]>, recv: &Blocks) -> Result<()> {
+        let (n, me) = (self.n(), self.rank);
+        if let Some(s) = send {
+            // SAFETY: our block of the receive buffer (caller's contract).
+            let dst = unsafe { recv.block(me).as_mut_slice() };
+            let k = s.len().min(dst.len());
+            dst[..k].copy_from_slice(&s[..k]);
+        }
+        // SAFETY: as above; only read from now on.
+        let own = unsafe { recv.block(me).as_slice() };
+        let rounds = recv
+            .counts
+            .iter()
+            .map(|c| c.div_ceil(COLL_HALF))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        for k in 0..rounds {
+            let lo = k * COLL_HALF;
+            let piece = |len: usize| lo.min(len)..(lo + COLL_HALF).min(len);
+            let (t, h) = self.next_round();
+            let mine = &own[piece(own.len())];
+            self.post(h, t, n - 1, |d| d[..mine.len()].copy_from_slice(mine))?;
+            self.wait_posted(self.others(), h, t)?;
+            for r in self.others() {
+                let range = piece(recv.counts[r]);
+                // SAFETY: rank r's posting of this round, not released; its
+                // block of the receive buffer, distinct from the others.
+                unsafe {
+                    let src = self.peer(r, h, 0, range.len());
+                    recv.block(r).as_mut_slice()[range].copy_from_slice(src);
+                }
+            }
+            self.release_all(0..n, h);
+        }
+        Ok(())
     }
 
     /// MPI_Allreduce: `out` may not alias `input`.
