@@ -6,11 +6,15 @@
 //!   messages on the communicator's collective context whose tags carry
 //!   the collective's sequence number, so they never match user messages
 //!   nor those of another collective in flight on the same communicator;
-//! * shared-memory algorithms ([`shm`]) for barrier, broadcast, the
-//!   reductions and scans, used when the communicator holds a channel of
-//!   the job's segment (every communicator of the native engine lives on
-//!   one node). Gathers, scatters and all-to-all stay point-to-point: they
-//!   only move data, which single-copy rendezvous already does well.
+//! * shared-memory algorithms ([`shm`]) for barrier, broadcast, allgather,
+//!   the reductions and scans, used when the communicator holds a channel
+//!   of the job's segment (every communicator of the native engine lives
+//!   on one node). Rooted gathers and scatters and all-to-all stay
+//!   point-to-point: they only move data, which single-copy rendezvous
+//!   does well, and (for the vector forms) not every member knows every
+//!   count, which a channel's lockstep rounds would need. Broadcasts of
+//!   [`BCAST_SINGLE_COPY_MIN`] bytes or more are handed to the
+//!   point-to-point tree too, when messages move with a single copy.
 //!
 //! # Reproducible reductions
 //!
