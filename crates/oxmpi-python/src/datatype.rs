@@ -63,9 +63,8 @@ const PREDEFINED: &[(&str, Basic, &str)] = &[
     ("INTEGER2", Basic::I16, "h"),
     ("INTEGER4", Basic::I32, "i"),
     ("INTEGER8", Basic::I64, "q"),
-    ("UNSIGNED_INT", Basic::U32, "I"),
-    ("C_LONG_DOUBLE_COMPLEX", Basic::CLongDouble, "Zg"),
-    ("CXX_LONG_DOUBLE_COMPLEX", Basic::CLongDouble, "Zg"),
+    ("C_LONG_DOUBLE_COMPLEX", Basic::LongDoubleComplex, "Zg"),
+    ("CXX_LONG_DOUBLE_COMPLEX", Basic::LongDoubleComplex, "Zg"),
 ];
 
 /// An MPI datatype.

@@ -88,7 +88,6 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<comm::PyIntracomm>()?;
     m.add_class::<datatype::PyDatatype>()?;
     m.add_class::<op::PyOp>()?;
-    m.add_class::<op::OpBuffer>()?;
     m.add_class::<status::PyStatus>()?;
     m.add_class::<request::PyRequest>()?;
     m.add_class::<request::ReceivedMessage>()?;

@@ -82,10 +82,11 @@ pub struct PyOp {
     kind: Kind,
 }
 
-/// The operands handed to a user operation's function (mpi4py's
-/// `MPI.buffer`): raw bytes with the buffer protocol, byte indexing, and
-/// slice assignment from any buffer of the same length. Valid during the
-/// call only, as in MPI.
+/// The operands handed to a user operation's function (mpi4py passes
+/// `MPI.buffer` objects): raw bytes with the buffer protocol, byte
+/// indexing, and slice assignment from any buffer of the same length.
+/// Valid during the call only, as in MPI. Not registered in the module: it
+/// is only ever made here.
 #[pyclass(module = "oxmpi.MPI", name = "buffer")]
 pub struct OpBuffer {
     addr: usize,

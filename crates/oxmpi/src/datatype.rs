@@ -36,8 +36,8 @@ pub enum Basic {
     TwoInt,
     ShortInt,
     LongDoubleInt,
-    /// Complex of two x87 long doubles (C `long double _Complex`).
-    CLongDouble,
+    /// Complex of two x87 long doubles (32 bytes).
+    LongDoubleComplex,
 }
 
 impl Basic {
@@ -51,7 +51,7 @@ impl Basic {
             I64 | U64 | F64 | C32 | FloatInt | TwoInt => 8,
             ShortInt => 8,
             LongDouble | C64 | DoubleInt | LongInt => 16,
-            LongDoubleInt | CLongDouble => 32,
+            LongDoubleInt | LongDoubleComplex => 32,
         }
     }
 }

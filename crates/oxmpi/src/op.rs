@@ -78,7 +78,7 @@ fn group(b: Basic) -> Group {
     match b {
         Char | I8 | U8 | I16 | U16 | I32 | U32 | I64 | U64 => Group::Integer,
         F16 | F32 | F64 | LongDouble => Group::Floating,
-        C32 | C64 | CLongDouble => Group::Complex,
+        C32 | C64 | LongDoubleComplex => Group::Complex,
         Bool => Group::Logical,
         Byte => Group::Byte,
         FloatInt | DoubleInt | LongInt | TwoInt | ShortInt | LongDoubleInt => Group::Pair,
@@ -160,7 +160,7 @@ impl Basic {
     fn is_x87(self) -> bool {
         matches!(
             self,
-            Basic::LongDouble | Basic::CLongDouble | Basic::LongDoubleInt
+            Basic::LongDouble | Basic::LongDoubleComplex | Basic::LongDoubleInt
         )
     }
 }
@@ -310,7 +310,7 @@ fn apply_predefined(p: Predefined, basic: Basic, input: &[u8], inout: &mut [u8])
         },
         C32 => complex::<f32>(p, input, inout),
         C64 => complex::<f64>(p, input, inout),
-        CLongDouble => x87::apply_complex(p, input, inout),
+        LongDoubleComplex => x87::apply_complex(p, input, inout),
         FloatInt => loc(p, input, inout, 8, 4, |a, b| {
             ne(a, f32::from_ne_bytes).partial_cmp(&ne(b, f32::from_ne_bytes))
         }),
@@ -737,7 +737,7 @@ mod tests {
         // (1 + 2i)(3 - i) = 5 + 5i
         let c: Vec<u8> = [ld(1.0), ld(2.0)].concat();
         let mut d: Vec<u8> = [ld(3.0), ld(-1.0)].concat();
-        run(Predefined::Prod, Basic::CLongDouble, &c, &mut d).unwrap();
+        run(Predefined::Prod, Basic::LongDoubleComplex, &c, &mut d).unwrap();
         assert_eq!(&d[..10], &ld(5.0)[..10]);
         assert_eq!(&d[16..26], &ld(5.0)[..10]);
         assert_eq!(x87::compare(&ld(f64::NAN), &ld(1.0)), None);
