@@ -2,7 +2,7 @@
 //!
 //! Two families, behind one entry point ([`execute`]):
 //!
-//! * point-to-point algorithms (this module), written against [`Pt2Pt`]:
+//! * point-to-point algorithms (this module), written against [`Transport`]:
 //!   messages on the communicator's collective context whose tags carry
 //!   the collective's sequence number, so they never match user messages
 //!   nor those of another collective in flight on the same communicator;
@@ -40,15 +40,15 @@
 
 pub(crate) mod shm;
 
-use crate::backend::{Blocks, Collective, Combine, RawBuf};
+use crate::backend::{Blocks, Collective, Combine, RawBuf, Status};
 use crate::datatype::Datatype;
 use crate::error::{Error, Result};
 use crate::op::Op;
 
 /// Point-to-point on a communicator's collective context, scoped to one
 /// collective call (tags are small step numbers the implementation combines
-/// with the call's sequence number).
-pub(crate) trait Pt2Pt {
+/// with the call's sequence number, all below [`COLL_TAG_LIMIT`]).
+pub(crate) trait Transport {
     type Pending;
     fn rank(&self) -> i32;
     fn size(&self) -> i32;
@@ -72,7 +72,7 @@ pub(crate) trait Pt2Pt {
 }
 
 /// A communicator as the algorithms see it.
-pub(crate) trait Comm: Pt2Pt {
+pub(crate) trait Comm: Transport {
     /// The shared-memory channel, if the communicator holds one.
     fn node(&self) -> Option<shm::Node<'_>>;
     /// Do large point-to-point messages move with a single copy? The same
@@ -85,6 +85,27 @@ pub(crate) trait Comm: Pt2Pt {
 /// move with a single copy (one copy per receiver beats the channel's two).
 const BCAST_SINGLE_COPY_MIN: usize = 512 * 1024;
 
+/// Point-to-point on the collective context, for runtime code outside the
+/// collective algorithms (communicator management) with tags from
+/// [`COLL_TAG_LIMIT`] up. Nothing in this module uses it any more.
+#[allow(dead_code)] // kept for communicator management (another branch)
+pub(crate) trait Pt2Pt {
+    fn rank(&self) -> i32;
+    fn size(&self) -> i32;
+    fn csend(&self, data: &[u8], dest: i32, tag: i32) -> Result<()>;
+    fn crecv(&self, buf: &mut [u8], src: i32, tag: i32) -> Result<Status>;
+    /// Receives a message of unknown length.
+    fn crecv_vec(&self, src: i32, tag: i32) -> Result<Vec<u8>>;
+    /// Sends to `dest` while receiving from `src` (no deadlock if both are
+    /// large).
+    fn csendrecv_vec(&self, data: &[u8], dest: i32, src: i32, tag: i32) -> Result<Vec<u8>>;
+}
+
+/// Tags of the collective algorithms stay below this; other runtime code
+/// that talks on a communicator's collective context through [`Pt2Pt`]
+/// uses tags from here up, so it never matches a collective's messages.
+pub(crate) const COLL_TAG_LIMIT: i32 = 1 << 30;
+
 // Step tags of the point-to-point algorithms (at most 63).
 const TAG_BARRIER: i32 = 1;
 const TAG_BCAST: i32 = 2;
@@ -96,13 +117,13 @@ const TAG_ALLTOALL: i32 = 7;
 const TAG_SCAN: i32 = 8;
 const TAG_TO_ROOT: i32 = 9;
 
-fn send(c: &impl Pt2Pt, data: &[u8], dest: i32, tag: i32) -> Result<()> {
+fn send(c: &impl Transport, data: &[u8], dest: i32, tag: i32) -> Result<()> {
     // SAFETY: `data` is borrowed until `finish` returns.
     let r = unsafe { c.start_send(RawBuf::from_slice(data), dest, tag)? };
     c.finish(vec![r])
 }
 
-fn recv(c: &impl Pt2Pt, buf: &mut [u8], src: i32, tag: i32) -> Result<()> {
+fn recv(c: &impl Transport, buf: &mut [u8], src: i32, tag: i32) -> Result<()> {
     // SAFETY: `buf` is borrowed mutably until `finish` returns.
     let r = unsafe { c.start_recv(RawBuf::from_mut(buf), src, tag)? };
     c.finish(vec![r])
@@ -110,7 +131,7 @@ fn recv(c: &impl Pt2Pt, buf: &mut [u8], src: i32, tag: i32) -> Result<()> {
 
 /// Sends `out` to `dest` while receiving `into` from `src`.
 fn sendrecv(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     out: &[u8],
     dest: i32,
     into: &mut [u8],
@@ -302,7 +323,7 @@ fn bcast_any(c: &impl Comm, node: Option<&shm::Node<'_>>, buf: &mut [u8], root: 
 // ------------------------------------------------- point-to-point algorithms
 
 /// Dissemination barrier: ceil(log2 n) rounds.
-pub(crate) fn barrier(c: &impl Pt2Pt) -> Result<()> {
+pub(crate) fn barrier(c: &impl Transport) -> Result<()> {
     let (r, n) = (c.rank(), c.size());
     let mut k = 1;
     while k < n {
@@ -314,7 +335,7 @@ pub(crate) fn barrier(c: &impl Pt2Pt) -> Result<()> {
 
 /// Binomial-tree broadcast from `root`; a rank forwards to its children
 /// concurrently.
-pub(crate) fn bcast(c: &impl Pt2Pt, buf: &mut [u8], root: i32) -> Result<()> {
+pub(crate) fn bcast(c: &impl Transport, buf: &mut [u8], root: i32) -> Result<()> {
     let (r, n) = (c.rank(), c.size());
     if n == 1 {
         return Ok(());
@@ -348,7 +369,7 @@ pub(crate) fn bcast(c: &impl Pt2Pt, buf: &mut [u8], root: i32) -> Result<()> {
 }
 
 /// MPI_Gather(v): the root receives every block at once.
-fn gather(c: &impl Pt2Pt, send: Option<&[u8]>, recv: &Blocks, root: i32) -> Result<()> {
+fn gather(c: &impl Transport, send: Option<&[u8]>, recv: &Blocks, root: i32) -> Result<()> {
     let (r, n) = (c.rank(), c.size());
     if r != root {
         return send_checked(c, send, root, TAG_GATHER);
@@ -378,13 +399,13 @@ fn gather(c: &impl Pt2Pt, send: Option<&[u8]>, recv: &Blocks, root: i32) -> Resu
     err.result()
 }
 
-fn send_checked(c: &impl Pt2Pt, data: Option<&[u8]>, dest: i32, tag: i32) -> Result<()> {
+fn send_checked(c: &impl Transport, data: Option<&[u8]>, dest: i32, tag: i32) -> Result<()> {
     let data = data.ok_or_else(|| Error::Buffer("only the root may send in place".to_string()))?;
     send(c, data, dest, tag)
 }
 
 /// MPI_Scatter(v): the root sends every block at once.
-fn scatter(c: &impl Pt2Pt, send: &Blocks, recv: Option<&mut [u8]>, root: i32) -> Result<()> {
+fn scatter(c: &impl Transport, send: &Blocks, recv: Option<&mut [u8]>, root: i32) -> Result<()> {
     let (r, n) = (c.rank(), c.size());
     if r != root {
         let recv =
@@ -418,7 +439,7 @@ fn scatter(c: &impl Pt2Pt, send: &Blocks, recv: Option<&mut [u8]>, root: i32) ->
 
 /// MPI_Allgather(v): a ring, block `j` travelling from rank `j` to the
 /// right for n-1 steps.
-fn allgather(c: &impl Pt2Pt, send: Option<&[u8]>, recv: &Blocks) -> Result<()> {
+fn allgather(c: &impl Transport, send: Option<&[u8]>, recv: &Blocks) -> Result<()> {
     let (r, n) = (c.rank(), c.size());
     if let Some(s) = send {
         // SAFETY: this rank's block of the receive buffer, written only
@@ -448,7 +469,7 @@ fn allgather(c: &impl Pt2Pt, send: Option<&[u8]>, recv: &Blocks) -> Result<()> {
 }
 
 /// MPI_Alltoall(v/w): pairwise exchange, in step k with ranks r+k and r-k.
-fn alltoall(c: &impl Pt2Pt, send: Option<&Blocks>, recv: &Blocks) -> Result<()> {
+fn alltoall(c: &impl Transport, send: Option<&Blocks>, recv: &Blocks) -> Result<()> {
     let (r, n) = (c.rank(), c.size());
     // In place, the outgoing blocks are copied first: the incoming ones
     // overwrite them.
@@ -495,7 +516,7 @@ fn alltoall(c: &impl Pt2Pt, send: Option<&Blocks>, recv: &Blocks) -> Result<()> 
 /// Reduces to rank 0 along the canonical binomial tree (module doc):
 /// returns the result on rank 0.
 pub(crate) fn reduce_to_zero(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     data: &[u8],
     count: usize,
     dtype: &Datatype,
@@ -528,7 +549,7 @@ pub(crate) fn reduce_to_zero(
 
 /// MPI_Reduce: the canonical tree to rank 0, then to the root.
 fn reduce(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     data: &[u8],
     out: Option<&mut [u8]>,
     count: usize,
@@ -567,7 +588,7 @@ fn reduce(
 /// MPI_Allreduce: the canonical tree to rank 0, then a broadcast, so every
 /// rank holds the same bits.
 fn allreduce(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     data: &[u8],
     out: &mut [u8],
     count: usize,
@@ -587,7 +608,7 @@ fn allreduce(
 /// MPI_Reduce_scatter: the canonical tree to rank 0, which sends each rank
 /// its part.
 fn reduce_scatter(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     data: &[u8],
     out: &mut [u8],
     counts: &[usize],
@@ -623,7 +644,7 @@ fn reduce_scatter(
 /// MPI_Scan / MPI_Exscan: a chain, rank r receiving the prefix of ranks
 /// 0..r from rank r-1 (the left fold of the module doc).
 fn scan(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     data: &[u8],
     out: &mut [u8],
     count: usize,
@@ -721,7 +742,11 @@ pub(crate) fn bcast_bytes(c: &impl Comm, data: Option<Vec<u8>>, root: i32) -> Re
 }
 
 /// Gathers blobs of any length to `root`, in rank order.
-pub(crate) fn gather_bytes(c: &impl Pt2Pt, data: &[u8], root: i32) -> Result<Option<Vec<Vec<u8>>>> {
+pub(crate) fn gather_bytes(
+    c: &impl Transport,
+    data: &[u8],
+    root: i32,
+) -> Result<Option<Vec<Vec<u8>>>> {
     let (r, n) = (c.rank(), c.size());
     if r != root {
         send(c, data, root, TAG_GATHER)?;
@@ -781,7 +806,7 @@ pub(crate) fn allgather_bytes(c: &impl Comm, data: &[u8]) -> Result<Vec<Vec<u8>>
 
 /// Root sends blob i to rank i.
 pub(crate) fn scatter_bytes(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     data: Option<Vec<Vec<u8>>>,
     root: i32,
 ) -> Result<Vec<u8>> {
@@ -814,7 +839,7 @@ pub(crate) fn scatter_bytes(
 }
 
 /// Pairwise exchange: in step k, send to r+k and receive from r-k.
-pub(crate) fn alltoall_bytes(c: &impl Pt2Pt, mut data: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn alltoall_bytes(c: &impl Transport, mut data: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
     let (r, n) = (c.rank(), c.size());
     if data.len() != n as usize {
         return Err(Error::Arg(format!(
@@ -890,7 +915,7 @@ pub(crate) fn reduce_bytes(
 /// Prefix reduction of blobs along the chain (the left fold); None on rank
 /// 0 of an exclusive scan.
 pub(crate) fn scan_bytes(
-    c: &impl Pt2Pt,
+    c: &impl Transport,
     data: Vec<u8>,
     exclusive: bool,
     combine: &mut Combine<'_>,

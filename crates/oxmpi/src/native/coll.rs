@@ -38,15 +38,18 @@
 //! # Shared-memory channels
 //!
 //! The world holds channel 0. A new communicator gets a channel that is
-//! free at every member ([`NativeComm::agree_on_new_comm`]); when none is,
-//! it runs the point-to-point algorithms, which give the same results.
+//! free at every member ([`NativeComm::agree_on_channel`], called by the
+//! communicator constructors); when none is, it runs the point-to-point
+//! algorithms, which give the same results.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::backend::{Blocks, Collective, RawBuf, Request, RequestRef, SendMode, Status};
-use crate::coll::{self, shm::Node, shm::Waiter, Pt2Pt};
+use crate::coll::{self, shm::Node, shm::Waiter, Transport};
+use crate::datatype::{Basic, Datatype};
 use crate::error::{Error, Result};
+use crate::op::{Op, Predefined};
 
 use super::comm::NativeComm;
 use super::request::ReqState;
@@ -124,57 +127,40 @@ impl Drop for ChannelClaim {
     }
 }
 
-/// What the members of a new communicator agreed on.
-pub(crate) struct NewComm {
-    pub(crate) id: u32,
-    pub(crate) channel: Option<ChannelClaim>,
-}
-
 impl NativeComm {
-    /// A collective on `self`: every member contributes `extra` and learns
-    /// everyone's (in rank order), and all agree on the id of a new
-    /// communicator (the largest id any member has not used: a process
-    /// shares a context id with no other communicator it belongs to) and
-    /// on a shared-memory channel free at every member. The channel is
-    /// claimed for the new communicator; drop the result to give it back
-    /// (e.g. a split's UNDEFINED colour).
-    pub(crate) fn agree_on_new_comm(&self, extra: &[u8]) -> Result<(NewComm, Vec<Vec<u8>>)> {
+    /// A collective on `self`, the parent of a communicator being created:
+    /// agrees on a shared-memory channel free at every member of `self`
+    /// (bitwise AND of their free channels, lowest one). Members that
+    /// `join` the new communicator claim it (drop the claim to give it
+    /// back); the others just take part. None when no channel is free
+    /// everywhere: the new communicator then runs the point-to-point
+    /// algorithms.
+    pub(crate) fn agree_on_channel(&self, join: bool) -> Result<Option<ChannelClaim>> {
         let core = &self.coll.ep.core;
-        let reserved = core
-            .coll_channels
-            .reserve_free(core.seg.layout().coll_chans);
-        let mut mine = Vec::with_capacity(12 + extra.len());
-        mine.extend_from_slice(&core.local_next_comm_id().to_ne_bytes());
-        mine.extend_from_slice(&reserved.to_ne_bytes());
-        mine.extend_from_slice(extra);
-        let all = self
-            .coll
-            .run(|c| coll::allgather_bytes(c, &mine))
-            .inspect_err(|_| core.coll_channels.give_back(reserved))?;
-        let mut id = 0u32;
-        let mut common = u64::MAX;
-        let mut extras = Vec::with_capacity(all.len());
-        for b in &all {
-            id = id.max(u32::from_ne_bytes(b[..4].try_into().expect("4 bytes")));
-            common &= u64::from_ne_bytes(b[4..12].try_into().expect("8 bytes"));
-            extras.push(b[12..].to_vec());
+        let pool = &core.coll_channels;
+        let reserved = pool.reserve_free(core.seg.layout().coll_chans);
+        let mine = reserved.to_ne_bytes();
+        let mut common = [0u8; 8];
+        let and = Collective::Allreduce {
+            send: Some(RawBuf::from_slice(&mine)),
+            recv: RawBuf::from_mut(&mut common),
+            count: 1,
+            dtype: Datatype::new(Basic::U64),
+            op: Op::Predefined(Predefined::Band),
+        };
+        if let Err(e) = self.run_collective(and) {
+            pool.give_back(reserved);
+            return Err(e);
         }
-        core.note_comm_id(id);
-        let channel = (common != 0).then(|| common.trailing_zeros() as usize);
-        // Keep the agreed channel (it is in our reserved set, since it is
-        // in everyone's), give back the rest.
-        let keep = channel.map_or(0, |c| 1u64 << c);
-        core.coll_channels.give_back(reserved & !keep);
-        Ok((
-            NewComm {
-                id,
-                channel: channel.map(|chan| ChannelClaim {
-                    core: core.clone(),
-                    chan,
-                }),
-            },
-            extras,
-        ))
+        let common = u64::from_ne_bytes(common);
+        let chan = (join && common != 0).then(|| common.trailing_zeros() as usize);
+        // Keep the agreed channel (in everyone's reserved set, so in ours),
+        // give back the rest.
+        pool.give_back(reserved & !chan.map_or(0, |c| 1u64 << c));
+        Ok(chan.map(|chan| ChannelClaim {
+            core: core.clone(),
+            chan,
+        }))
     }
 }
 
@@ -183,6 +169,10 @@ impl NativeComm {
 /// What the algorithms need of a communicator.
 pub(crate) struct Endpoint {
     core: Arc<Core>,
+    /// The communicator's collective context.
+    ctx: u32,
+    /// The communicator's id: unique for this process over the job, so it
+    /// names the channel postings of its collectives (`shm::CollToken`).
     id: u32,
     rank: i32,
     members: Arc<[i32]>,
@@ -193,7 +183,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     fn ctx(&self) -> u32 {
-        self.id * 2 + 1
+        self.ctx
     }
 }
 
@@ -210,14 +200,15 @@ pub(crate) struct Chan<'a> {
     tag_base: i32,
 }
 
-/// Tags of call `seq`: its low 24 bits above 6 bits of step tag (all
-/// positive, within TAG_UB). Calls 2^24 apart could only be confused if
-/// that many were in flight on one communicator at once.
+/// Tags of call `seq`: its low 24 bits above 6 bits of step tag, so all
+/// below `coll::COLL_TAG_LIMIT`. Calls 2^24 apart could only be confused
+/// if that many were in flight on one communicator at once.
 fn tag_base(seq: u32) -> i32 {
+    const _: () = assert!((0x00ff_ffff << 6 | 63) < coll::COLL_TAG_LIMIT);
     ((seq & 0x00ff_ffff) << 6) as i32
 }
 
-impl Pt2Pt for Chan<'_> {
+impl Transport for Chan<'_> {
     type Pending = Option<Arc<ReqState>>;
 
     fn rank(&self) -> i32 {
@@ -325,10 +316,17 @@ pub(crate) struct CollEngine {
 }
 
 impl CollEngine {
-    pub(crate) fn new(core: Arc<Core>, id: u32, rank: i32, members: Arc<[i32]>) -> CollEngine {
+    pub(crate) fn new(
+        core: Arc<Core>,
+        ctx: u32,
+        id: u32,
+        rank: i32,
+        members: Arc<[i32]>,
+    ) -> CollEngine {
         CollEngine {
             ep: Arc::new(Endpoint {
                 core,
+                ctx,
                 id,
                 rank,
                 members,

@@ -6,10 +6,10 @@ use crate::backend::{
     Collective, Combine, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status,
     ANY_SOURCE, ANY_TAG, PROC_NULL, TAG_UB, UNDEFINED,
 };
-use crate::coll;
-use crate::datatype::Datatype;
+use crate::coll::{self, Pt2Pt};
+use crate::datatype::{Basic, Datatype};
 use crate::error::{Error, Result};
-use crate::op::Op;
+use crate::op::{Op, Predefined};
 
 use super::coll::{ChannelClaim, CollEngine};
 use super::request::{CompletedRequest, Kind, NativeRequest};
@@ -32,7 +32,13 @@ impl NativeComm {
         core.note_comm_id(id);
         let members: Arc<[i32]> = members.into();
         NativeComm {
-            coll: CollEngine::new(core.clone(), id, rank, members.clone()),
+            coll: CollEngine::new(
+                core.clone(),
+                Self::ctx_coll_of(id),
+                id,
+                rank,
+                members.clone(),
+            ),
             core,
             id,
             rank,
@@ -42,7 +48,7 @@ impl NativeComm {
     }
 
     /// Gives a new communicator the shared-memory channel its members
-    /// agreed on (see `agree_on_new_comm`).
+    /// agreed on (see `agree_on_channel`).
     pub(crate) fn with_coll_channel(mut self, channel: Option<ChannelClaim>) -> Self {
         self.coll.set_channel(channel);
         self
@@ -51,6 +57,19 @@ impl NativeComm {
     #[inline]
     fn ctx_p2p(&self) -> u32 {
         self.id * 2
+    }
+
+    #[inline]
+    #[allow(dead_code)] // used through `Pt2Pt` by communicator management
+    fn ctx_coll(&self) -> u32 {
+        Self::ctx_coll_of(self.id)
+    }
+
+    /// The collective context of communicator `id` (its algorithms'
+    /// messages never match point-to-point ones).
+    #[inline]
+    fn ctx_coll_of(id: u32) -> u32 {
+        id * 2 + 1
     }
 
     fn nmembers(&self) -> i32 {
@@ -127,6 +146,24 @@ impl NativeComm {
         })?;
         Ok(found.expect("wait_until returned with a message"))
     }
+
+    /// A new communicator id agreed on by every member: the largest id any
+    /// member has not used yet. A process shares a context id with no other
+    /// communicator it belongs to, which is all that matching needs.
+    fn agree_on_id(&self) -> Result<u32> {
+        let mine = self.core.local_next_comm_id().to_ne_bytes();
+        let mut out = [0u8; 4];
+        self.run_collective(Collective::Allreduce {
+            send: Some(RawBuf::from_slice(&mine)),
+            recv: RawBuf::from_mut(&mut out),
+            count: 1,
+            dtype: Datatype::new(Basic::U32),
+            op: Op::Predefined(Predefined::Max),
+        })?;
+        let id = u32::from_ne_bytes(out);
+        self.core.note_comm_id(id);
+        Ok(id)
+    }
 }
 
 fn check_send_tag(tag: i32) -> Result<()> {
@@ -141,6 +178,60 @@ fn check_recv_tag(tag: i32) -> Result<()> {
         return Ok(());
     }
     check_send_tag(tag)
+}
+
+impl Pt2Pt for NativeComm {
+    fn rank(&self) -> i32 {
+        self.rank
+    }
+
+    fn size(&self) -> i32 {
+        self.nmembers()
+    }
+
+    fn csend(&self, data: &[u8], dest: i32, tag: i32) -> Result<()> {
+        self.send_on(
+            self.ctx_coll(),
+            &[RawBuf::from_slice(data)],
+            dest,
+            tag,
+            SendMode::Standard,
+        )
+    }
+
+    fn crecv(&self, buf: &mut [u8], src: i32, tag: i32) -> Result<Status> {
+        self.recv_on(self.ctx_coll(), RawBuf::from_mut(buf), src, tag)
+    }
+
+    fn crecv_vec(&self, src: i32, tag: i32) -> Result<Vec<u8>> {
+        let u = self.mprobe_on(self.ctx_coll(), src, tag)?;
+        let mut v = vec![0u8; u.payload.len()];
+        let req = self.core.recv_taken(u, RawBuf::from_mut(&mut v));
+        self.core.wait_until(|| req.is_done())?;
+        req.take()?;
+        Ok(v)
+    }
+
+    fn csendrecv_vec(&self, data: &[u8], dest: i32, src: i32, tag: i32) -> Result<Vec<u8>> {
+        let world = self.members[dest as usize] as usize;
+        let parts = [RawBuf::from_slice(data)];
+        let sreq = self.core.start_send(
+            self.ctx_coll(),
+            self.rank,
+            world,
+            tag,
+            &parts,
+            SendMode::Standard,
+        )?;
+        let got = self.crecv_vec(src, tag);
+        if let Some(req) = sreq {
+            // Even if the receive failed, the send's buffer must not be
+            // released while a peer may still read it.
+            self.core.wait_until(|| req.is_done())?;
+            req.take()?;
+        }
+        got
+    }
 }
 
 /// A message taken by a matched probe.
@@ -390,16 +481,17 @@ impl Communicator for NativeComm {
     }
 
     fn dup(&self) -> Result<CommRef> {
-        let (new, _) = self.agree_on_new_comm(&[])?;
+        let id = self.agree_on_id()?;
+        let channel = self.agree_on_channel(true)?;
         Ok(Arc::new(
             NativeComm::new(
                 self.core.clone(),
-                new.id,
+                id,
                 self.rank,
                 self.members.to_vec(),
                 &self.name(),
             )
-            .with_coll_channel(new.channel),
+            .with_coll_channel(channel),
         ))
     }
 
@@ -412,7 +504,9 @@ impl Communicator for NativeComm {
         let mut mine = [0u8; 8];
         mine[..4].copy_from_slice(&color.to_ne_bytes());
         mine[4..].copy_from_slice(&key.to_ne_bytes());
-        let (new, all) = self.agree_on_new_comm(&mine)?;
+        let all = self.allgather_bytes(&mine)?;
+        let id = self.agree_on_id()?;
+        let channel = self.agree_on_channel(color != UNDEFINED)?;
         if color == UNDEFINED {
             return Ok(None);
         }
@@ -435,8 +529,7 @@ impl Communicator for NativeComm {
             .position(|&(_, r)| r == self.rank)
             .expect("this rank is in its own colour") as i32;
         Ok(Some(Arc::new(
-            NativeComm::new(self.core.clone(), new.id, rank, members, "")
-                .with_coll_channel(new.channel),
+            NativeComm::new(self.core.clone(), id, rank, members, "").with_coll_channel(channel),
         )))
     }
 
