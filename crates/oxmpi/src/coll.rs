@@ -727,17 +727,28 @@ pub(crate) fn fold_reduce(
 
 // ------------------------------------------------- blobs (pickled objects)
 
-/// Broadcast of a blob whose length only the root knows.
+/// Broadcast of a blob whose length only the root knows: on the channel,
+/// one round (receivers learn the length with the first posting); else
+/// the length, then the blob.
 pub(crate) fn bcast_bytes(c: &impl Comm, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
-    let mut len = (data.as_ref().map_or(0, Vec::len) as u64).to_ne_bytes();
-    let node = if c.size() > 1 { c.node() } else { None };
-    let run = |buf: &mut [u8]| bcast_any(c, node.as_ref(), buf, root);
-    run(&mut len)?;
+    let is_root = c.rank() == root;
     let mut v = match data {
-        Some(v) if c.rank() == root => v,
-        _ => vec![0u8; u64::from_ne_bytes(len) as usize],
+        Some(v) if is_root => v,
+        _ => Vec::new(),
     };
-    run(&mut v)?;
+    if let Some(node) = if c.size() > 1 { c.node() } else { None } {
+        let handoff = c.single_copy().then_some(BCAST_SINGLE_COPY_MIN);
+        if let shm::Bcast::PointToPoint = node.bcast_vec(&mut v, root as usize, handoff)? {
+            bcast(c, &mut v, root)?;
+        }
+        return Ok(v);
+    }
+    let mut len = (v.len() as u64).to_ne_bytes();
+    bcast(c, &mut len, root)?;
+    if !is_root {
+        v = vec![0u8; u64::from_ne_bytes(len) as usize];
+    }
+    bcast(c, &mut v, root)?;
     Ok(v)
 }
 

@@ -49,6 +49,14 @@ pub(crate) const REPLICATE_MAX: usize = 64 * 1024;
 /// Flag in a broadcast's length word: the message follows point-to-point.
 const HANDOFF: u64 = 1 << 63;
 
+/// Where a broadcast's receiver puts the message.
+enum Sink<'a> {
+    /// The caller's buffer: a longer message is truncated.
+    Fixed(&'a mut [u8]),
+    /// Resized to the message.
+    Grow(&'a mut Vec<u8>),
+}
+
 /// How a broadcast on the channel ended.
 pub(crate) enum Bcast {
     Done,
@@ -244,38 +252,78 @@ impl Node<'_> {
         root: usize,
         handoff_from: Option<usize>,
     ) -> Result<Bcast> {
-        let n = self.n();
-        let mut off = 0;
         if self.rank == root {
-            if handoff_from.is_some_and(|min| buf.len() >= min) {
-                let (t, h) = self.next_round();
-                self.post_meta(h, t, n - 1, HANDOFF | buf.len() as u64, |_| {})?;
-                return Ok(Bcast::PointToPoint);
-            }
-            loop {
-                let len = (buf.len() - off).min(COLL_HALF);
-                let (t, h) = self.next_round();
-                let part = &buf[off..off + len];
-                self.post_meta(h, t, n - 1, buf.len() as u64, |d| {
-                    d[..len].copy_from_slice(part)
-                })?;
-                off += len;
-                if off >= buf.len() {
-                    return Ok(Bcast::Done);
-                }
+            self.bcast_send(buf, handoff_from)
+        } else {
+            self.bcast_recv(Sink::Fixed(buf), root)
+        }
+    }
+
+    /// A broadcast of a message whose length only the root knows (pickled
+    /// objects): receivers size `buf` from the root's first posting, so it
+    /// takes one round. After `Bcast::PointToPoint`, `buf` has the
+    /// message's length.
+    pub(crate) fn bcast_vec(
+        &self,
+        buf: &mut Vec<u8>,
+        root: usize,
+        handoff_from: Option<usize>,
+    ) -> Result<Bcast> {
+        if self.rank == root {
+            self.bcast_send(buf, handoff_from)
+        } else {
+            self.bcast_recv(Sink::Grow(buf), root)
+        }
+    }
+
+    fn bcast_send(&self, buf: &[u8], handoff_from: Option<usize>) -> Result<Bcast> {
+        let n = self.n();
+        if handoff_from.is_some_and(|min| buf.len() >= min) {
+            let (t, h) = self.next_round();
+            self.post_meta(h, t, n - 1, HANDOFF | buf.len() as u64, |_| {})?;
+            return Ok(Bcast::PointToPoint);
+        }
+        let mut off = 0;
+        loop {
+            let len = (buf.len() - off).min(COLL_HALF);
+            let (t, h) = self.next_round();
+            let part = &buf[off..off + len];
+            self.post_meta(h, t, n - 1, buf.len() as u64, |d| {
+                d[..len].copy_from_slice(part)
+            })?;
+            off += len;
+            if off >= buf.len() {
+                return Ok(Bcast::Done);
             }
         }
+    }
+
+    fn bcast_recv(&self, mut sink: Sink<'_>, root: usize) -> Result<Bcast> {
+        let owner = self.world(root);
         let mut total = None;
+        let mut off = 0;
         loop {
             let (t, h) = self.next_round();
             self.wait_for(|| self.posted(root, h, t))?;
-            if total.is_none() && self.seg.coll_meta(self.chan, self.world(root), h) & HANDOFF != 0
-            {
-                self.release(root, h);
-                return Ok(Bcast::PointToPoint);
-            }
-            let total = *total
-                .get_or_insert_with(|| self.seg.coll_meta(self.chan, self.world(root), h) as usize);
+            let total = match total {
+                Some(total) => total,
+                None => {
+                    let meta = self.seg.coll_meta(self.chan, owner, h);
+                    let len = (meta & !HANDOFF) as usize;
+                    if let Sink::Grow(v) = &mut sink {
+                        v.resize(len, 0);
+                    }
+                    if meta & HANDOFF != 0 {
+                        self.release(root, h);
+                        return Ok(Bcast::PointToPoint);
+                    }
+                    *total.insert(len)
+                }
+            };
+            let buf: &mut [u8] = match &mut sink {
+                Sink::Fixed(b) => b,
+                Sink::Grow(v) => v,
+            };
             let len = (total - off).min(COLL_HALF);
             let fit = len.min(buf.len().saturating_sub(off));
             // SAFETY: the root's posting of this round, not released.
@@ -286,10 +334,14 @@ impl Node<'_> {
                 break;
             }
         }
-        if off > buf.len() {
+        let capacity = match &sink {
+            Sink::Fixed(b) => b.len(),
+            Sink::Grow(v) => v.len(),
+        };
+        if off > capacity {
             return Err(Error::Truncate {
                 received: off,
-                capacity: buf.len(),
+                capacity,
             });
         }
         Ok(Bcast::Done)
