@@ -54,8 +54,10 @@
 //! control block and `COLL_HALF` bytes of data, so that an owner can fill
 //! one half while its readers still read the other (pipelining). A half
 //! carries one *posting* at a time, named by a token that is unique for
-//! the owner over the life of the job: the owner's communicator id and a
-//! step number that its members advance in lockstep (`CollToken`).
+//! the owner over the life of the job: the generation of the channel claim
+//! (agreed by the communicator's members when they claim the channel,
+//! above any generation any of them used on it before) and a step number
+//! that the members advance in lockstep (`CollToken`).
 //!
 //! * To post, the owner waits until `done == expected` (every reader of
 //!   the previous posting in this half has finished with it), writes the
@@ -578,15 +580,21 @@ impl Segment {
     }
 }
 
-/// The name of a posting in a collective slot: the owner's communicator id
-/// and the step of that communicator's collective protocol. Never 0, so a
-/// fresh (zeroed) slot matches no token.
+/// The name of a posting in a collective slot: the *generation* of the
+/// channel claim under which it was posted and the step of that claim's
+/// collective protocol. Members agree on a generation above any they used
+/// on that channel before, so an owner never posts the same token twice.
+/// Never 0, so a fresh (zeroed) slot matches no token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CollToken(u64);
 
 impl CollToken {
-    pub fn new(comm_id: u32, step: u64) -> CollToken {
-        CollToken(((comm_id as u64 + 1) << 40) | (step & ((1 << 40) - 1)))
+    /// Generations are below this (24 bits; steps have the other 40).
+    pub const GENERATIONS: u64 = (1 << 24) - 1;
+
+    pub fn new(generation: u64, step: u64) -> CollToken {
+        assert!(generation < Self::GENERATIONS);
+        CollToken(((generation + 1) << 40) | (step & ((1 << 40) - 1)))
     }
 }
 

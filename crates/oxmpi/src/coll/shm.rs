@@ -75,8 +75,9 @@ pub(crate) trait Waiter {
 pub(crate) struct Node<'a> {
     pub(crate) seg: &'a Segment,
     pub(crate) chan: usize,
-    /// The communicator's id (unique for this process over the job).
-    pub(crate) comm_id: u32,
+    /// The generation of the communicator's claim on the channel (see
+    /// `crate::shm::CollToken`).
+    pub(crate) generation: u64,
     /// Job rank of each member.
     pub(crate) members: &'a [i32],
     pub(crate) rank: usize,
@@ -104,7 +105,7 @@ impl Node<'_> {
         // Relaxed: a communicator's collectives run one at a time, and the
         // runtime orders them (see `native::coll`).
         let s = self.step.fetch_add(1, Ordering::Relaxed);
-        (CollToken::new(self.comm_id, s), (s & 1) as usize)
+        (CollToken::new(self.generation, s), (s & 1) as usize)
     }
 
     fn wait_for(&self, mut cond: impl FnMut() -> bool) -> Result<()> {

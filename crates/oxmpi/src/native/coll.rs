@@ -47,9 +47,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use crate::backend::{Blocks, Collective, RawBuf, Request, RequestRef, SendMode, Status};
 use crate::coll::{self, shm::Node, shm::Waiter, Transport};
-use crate::datatype::{Basic, Datatype};
 use crate::error::{Error, Result};
-use crate::op::{Op, Predefined};
+use crate::shm::CollToken;
 
 use super::comm::NativeComm;
 use super::request::ReqState;
@@ -62,6 +61,9 @@ pub(crate) struct ChannelPool {
     /// Bit c: channel c is held by one of our communicators, or reserved
     /// by a communicator creation in progress.
     taken: AtomicU64,
+    /// Per channel, the highest claim generation this process has used
+    /// (see `shm::CollToken`).
+    generations: [AtomicU64; 64],
     /// Whether the job is configured for single-copy rendezvous
     /// (`OXMPI_CMA`, on by default). The configuration, not whether it
     /// worked so far: every rank must make the same algorithm choices.
@@ -76,6 +78,7 @@ impl ChannelPool {
         let off = super::env_flag("OXMPI_COLL_SHM") == Some(false);
         ChannelPool {
             taken: AtomicU64::new(if off { u64::MAX } else { 0 }),
+            generations: [const { AtomicU64::new(0) }; 64],
             single_copy: super::env_flag("OXMPI_CMA").unwrap_or(true),
         }
     }
@@ -102,19 +105,28 @@ impl ChannelPool {
 pub(crate) struct ChannelClaim {
     core: Arc<Core>,
     chan: usize,
+    /// Names this claim's postings (`shm::CollToken`).
+    generation: u64,
 }
 
 impl ChannelClaim {
-    /// Claims channel `chan` outright (the world's channel 0, at start).
+    /// Claims channel `chan` outright: the world's channel 0, at start,
+    /// when every process claims it at generation 1.
     pub(crate) fn claim(core: &Arc<Core>, chan: usize) -> Option<ChannelClaim> {
         if chan >= core.seg.layout().coll_chans {
             return None;
         }
         let bit = 1u64 << chan;
-        let before = core.coll_channels.taken.fetch_or(bit, Ordering::AcqRel);
-        (before & bit == 0).then(|| ChannelClaim {
+        let pool = &core.coll_channels;
+        let before = pool.taken.fetch_or(bit, Ordering::AcqRel);
+        if before & bit != 0 {
+            return None;
+        }
+        let generation = pool.generations[chan].fetch_add(1, Ordering::Relaxed) + 1;
+        Some(ChannelClaim {
             core: core.clone(),
             chan,
+            generation,
         })
     }
 }
@@ -138,28 +150,53 @@ impl NativeComm {
     pub(crate) fn agree_on_channel(&self, join: bool) -> Result<Option<ChannelClaim>> {
         let core = &self.coll.ep.core;
         let pool = &core.coll_channels;
-        let reserved = pool.reserve_free(core.seg.layout().coll_chans);
-        let mine = reserved.to_ne_bytes();
-        let mut common = [0u8; 8];
-        let and = Collective::Allreduce {
+        let nchans = core.seg.layout().coll_chans;
+        let reserved = pool.reserve_free(nchans);
+        // Each member offers its free channels and, per channel, the last
+        // generation it used there.
+        let mut mine = Vec::with_capacity(8 * (1 + nchans));
+        mine.extend_from_slice(&reserved.to_ne_bytes());
+        for g in &pool.generations[..nchans] {
+            mine.extend_from_slice(&g.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let n = self.coll.ep.members.len();
+        let mut all = vec![0u8; mine.len() * n];
+        let gather = Collective::Allgather {
             send: Some(RawBuf::from_slice(&mine)),
-            recv: RawBuf::from_mut(&mut common),
-            count: 1,
-            dtype: Datatype::new(Basic::U64),
-            op: Op::Predefined(Predefined::Band),
+            recv: Blocks::contiguous(RawBuf::from_mut(&mut all), n, mine.len()),
         };
-        if let Err(e) = self.run_collective(and) {
+        if let Err(e) = self.run_collective(gather) {
             pool.give_back(reserved);
             return Err(e);
         }
-        let common = u64::from_ne_bytes(common);
-        let chan = (join && common != 0).then(|| common.trailing_zeros() as usize);
+        let word = |b: &[u8], i: usize| {
+            u64::from_ne_bytes(b[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+        };
+        let offers: Vec<&[u8]> = all.chunks_exact(mine.len()).collect();
+        let common = offers.iter().fold(u64::MAX, |acc, o| acc & word(o, 0));
+        // The lowest channel free everywhere, at a generation above any a
+        // member used there; a channel whose generations ran out is not
+        // used again (every member computes the same from the same data).
+        let pick = (common != 0).then(|| common.trailing_zeros() as usize);
+        let pick = pick
+            .map(|c| {
+                (
+                    c,
+                    offers.iter().map(|o| word(o, 1 + c)).max().unwrap_or(0) + 1,
+                )
+            })
+            .filter(|&(_, g)| g < CollToken::GENERATIONS);
+        let keep = pick.filter(|_| join);
         // Keep the agreed channel (in everyone's reserved set, so in ours),
         // give back the rest.
-        pool.give_back(reserved & !chan.map_or(0, |c| 1u64 << c));
-        Ok(chan.map(|chan| ChannelClaim {
-            core: core.clone(),
-            chan,
+        pool.give_back(reserved & !keep.map_or(0, |(c, _)| 1u64 << c));
+        Ok(keep.map(|(chan, generation)| {
+            pool.generations[chan].fetch_max(generation, Ordering::Relaxed);
+            ChannelClaim {
+                core: core.clone(),
+                chan,
+                generation,
+            }
         }))
     }
 }
@@ -281,7 +318,7 @@ impl coll::Comm for Chan<'_> {
         Some(Node {
             seg: &self.ep.core.seg,
             chan: claim.chan,
-            comm_id: self.ep.id,
+            generation: claim.generation,
             members: &self.ep.members,
             rank: self.ep.rank as usize,
             step: &self.ep.step,
