@@ -12,7 +12,7 @@
 //! sequence order:
 //!
 //! * A nonblocking collective is a job queued to the communicator's worker
-//!   thread (started on first use). The worker runs the ordinary blocking
+//!   thread (started on demand, ended after a while without work). The worker runs the ordinary blocking
 //!   algorithm, completes the request and wakes the process's waiters. It
 //!   waits like any other thread: it drives the progress engine and sleeps
 //!   on the rank's doorbell, so the operation advances while the caller
@@ -349,7 +349,9 @@ pub(crate) struct CollEngine {
     next_seq: AtomicU32,
     /// Nonblocking collectives queued or running.
     inflight: Arc<AtomicUsize>,
-    worker: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The queue to the worker; None while no worker runs. Shared with
+    /// the worker, which empties it when it retires.
+    worker: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
 }
 
 impl CollEngine {
@@ -372,7 +374,7 @@ impl CollEngine {
             }),
             next_seq: AtomicU32::new(0),
             inflight: Arc::new(AtomicUsize::new(0)),
-            worker: Mutex::new(None),
+            worker: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -428,37 +430,59 @@ impl CollEngine {
         let (tx, rx) = mpsc::channel::<Job>();
         let ep = self.ep.clone();
         let inflight = self.inflight.clone();
+        let queue = Arc::downgrade(&self.worker);
         std::thread::Builder::new()
             .name(format!("oxmpi-coll-{}", ep.id))
-            .spawn(move || {
-                // Ends when the communicator (the sender) is gone and the
-                // queue is drained.
-                for job in rx {
-                    let chan = Chan {
-                        ep: &ep,
-                        tag_base: tag_base(job.seq),
-                    };
-                    let work = job.work;
-                    let res =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&chan)))
-                            .unwrap_or_else(|_| {
-                                Err(Error::Intern("a nonblocking collective panicked".into()))
-                            });
-                    let status = Status {
-                        error: res.as_ref().err().map_or(0, Error::class),
-                        ..Status::default()
-                    };
-                    job.state.complete(status, res.err());
-                    // Release pairs with the Acquire loads in `run`.
-                    inflight.fetch_sub(1, Ordering::Release);
-                    // Wake whoever waits for this request or for the queue
-                    // to drain.
-                    ep.core.seg.notify(ep.core.me);
-                }
+            .spawn(move || loop {
+                let job = match rx.recv_timeout(WORKER_IDLE) {
+                    Ok(job) => job,
+                    // The communicator is gone and the queue drained.
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // Retire, unless a job came in meanwhile: `start`
+                        // queues under this lock, so after we drop the
+                        // sender nothing can be queued to us unseen.
+                        let Some(queue) = queue.upgrade() else { return };
+                        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                        match rx.try_recv() {
+                            Ok(job) => job,
+                            Err(_) => {
+                                *q = None;
+                                return;
+                            }
+                        }
+                    }
+                };
+                run_job(&ep, &inflight, job);
             })
             .map_err(|e| Error::os("starting the collective worker thread", e))?;
         Ok(tx)
     }
+}
+
+/// How long a worker with nothing to do waits for work before its thread
+/// ends (a program with many communicators keeps threads only for those
+/// in use).
+const WORKER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a nonblocking collective on the worker and completes its request.
+fn run_job(ep: &Endpoint, inflight: &AtomicUsize, job: Job) {
+    let chan = Chan {
+        ep,
+        tag_base: tag_base(job.seq),
+    };
+    let work = job.work;
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&chan)))
+        .unwrap_or_else(|_| Err(Error::Intern("a nonblocking collective panicked".into())));
+    let status = Status {
+        error: res.as_ref().err().map_or(0, Error::class),
+        ..Status::default()
+    };
+    job.state.complete(status, res.err());
+    // Release pairs with the Acquire loads in `run`.
+    inflight.fetch_sub(1, Ordering::Release);
+    // Wake whoever waits for this request or for the queue to drain.
+    ep.core.seg.notify(ep.core.me);
 }
 
 /// The request of a nonblocking collective.
