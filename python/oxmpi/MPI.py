@@ -129,6 +129,7 @@ SIMILAR = 2
 UNEQUAL = 3
 
 globals().update(_oxmpi.datatypes)
+UNSIGNED_INT = UNSIGNED
 globals().update({"2INT": _oxmpi.datatypes["TWOINT"]})
 globals().update(_oxmpi.ops)
 

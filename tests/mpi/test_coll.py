@@ -151,11 +151,14 @@ def test_reduce_dtypes(comm):
                 continue  # MPI defines no order on complex numbers
             want = np.asarray(fold(inputs)).astype(code)
             out = np.zeros_like(inputs[rank])
-            comm.Allreduce(inputs[rank], out, op=op)
+            # As in mpi4py, a plain "B" buffer is MPI.BYTE, on which MPI
+            # defines no arithmetic: name the type to reduce uint8 values.
+            spec = (lambda a: [a, MPI.UNSIGNED_CHAR]) if code == "B" else (lambda a: a)
+            comm.Allreduce(spec(inputs[rank]), spec(out), op=op)
             assert np.array_equal(out, want), f"{WHERE} Allreduce {opname} on {code!r}: {out} != {want}"
             root = size - 1
             out = np.zeros_like(inputs[rank]) if rank == root else None
-            comm.Reduce(inputs[rank], out, op=op, root=root)
+            comm.Reduce(spec(inputs[rank]), spec(out) if out is not None else None, op=op, root=root)
             if rank == root:
                 assert np.array_equal(out, want), f"{WHERE} Reduce {opname} on {code!r}: {out} != {want}"
 

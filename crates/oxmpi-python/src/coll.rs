@@ -1,18 +1,886 @@
-//! Collective calls of `MPI.Comm` (MPI-4.1 chapter 6), objects and
-//! buffers.
+//! Collective calls of `MPI.Comm` / `MPI.Intracomm` (MPI-4.1 chapter 6):
+//! pickled objects (lowercase) and buffers (uppercase, blocking and
+//! nonblocking).
+//!
+//! Buffer arguments are parsed exactly as mpi4py's `msgbuffer.pxi` parses
+//! them for collectives (`message_simple` with a number of blocks,
+//! `message_vector`, `message_vector_w`): counts inferred from the buffer
+//! length and split over the blocks, `(counts, displs)` with mpi4py's
+//! defaults (None, an integer, or a sequence), `None` or `IN_PLACE` as
+//! MPI_IN_PLACE where MPI allows it, and arguments that MPI ignores on a
+//! rank (a non-root's receive buffer) not even looked at. The runtime then
+//! receives byte blocks; datatypes are predefined, so a block of `count`
+//! elements is `count * size` contiguous bytes.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyTuple};
 
-use oxmpi::backend::RawBuf;
+use oxmpi::backend::{Blocks, Collective, CommRef, RawBuf};
+use oxmpi::datatype::Datatype;
 
-use crate::buffer;
-use crate::comm::{chunk_len, is_in_place, recv_buf_parse, PyComm};
+use crate::buffer::BufView;
+use crate::comm::{is_in_place, PyComm};
+use crate::datatype::PyDatatype;
 use crate::engine::blocking;
-use crate::errors::from_pyerr;
+use crate::errors::{from_pyerr, IntoPy};
 use crate::op::{self, PyOp};
 use crate::pickle;
+use crate::request::{Payload, PyRequest};
+
+// ------------------------------------------------------------ messages
+
+/// A parsed buffer argument of a collective.
+struct Arg {
+    /// Start of the message (after any displacement).
+    ptr: *mut u8,
+    /// Bytes from `ptr` to the end of the buffer.
+    avail: usize,
+    /// Elements (per block, for a message split into blocks).
+    count: usize,
+    dtype: Datatype,
+    pytype: PyDatatype,
+    view: Option<BufView>,
+}
+
+impl Arg {
+    fn size(&self) -> usize {
+        self.dtype.size()
+    }
+
+    /// The first `len` bytes of the message.
+    fn raw(&self, len: usize) -> PyResult<RawBuf> {
+        if len > self.avail {
+            return Err(PyValueError::new_err(format!(
+                "message: {len} bytes needed, the buffer holds {}",
+                self.avail
+            )));
+        }
+        Ok(RawBuf { ptr: self.ptr, len })
+    }
+
+    /// The message: `count` elements.
+    fn msg(&self) -> PyResult<RawBuf> {
+        self.raw(self.count * self.size())
+    }
+
+    /// The message as `n` consecutive blocks of `count` elements.
+    fn blocks(&self, n: usize) -> PyResult<Blocks> {
+        let block = self.count * self.size();
+        Ok(Blocks::contiguous(self.raw(block * n)?, n, block))
+    }
+}
+
+/// A parsed vector argument (`message_vector`, `message_vector_w`).
+struct VArg {
+    blocks: Blocks,
+    view: Option<BufView>,
+}
+
+fn is_datatype(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_instance_of::<PyDatatype>() || obj.is_instance_of::<pyo3::types::PyString>()
+}
+
+fn has_buffer(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: a plain query on a live object (we hold the GIL).
+    unsafe { pyo3::ffi::PyObject_CheckBuffer(obj.as_ptr()) != 0 }
+}
+
+fn is_foreign_buffer(obj: &Bound<'_, PyAny>) -> bool {
+    obj.hasattr("__dlpack__").unwrap_or(false)
+        || obj.hasattr("__cuda_array_interface__").unwrap_or(false)
+}
+
+/// Items of a list or tuple.
+fn items<'py>(obj: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    if let Ok(l) = obj.cast::<PyList>() {
+        Some(l.iter().collect())
+    } else if let Ok(t) = obj.cast::<PyTuple>() {
+        Some(t.iter().collect())
+    } else {
+        None
+    }
+}
+
+/// An integer argument (Python's `operator.index`), or None when `obj` is
+/// not integral (sequences are not integral, as in mpi4py).
+fn integral(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    if obj.cast::<PyList>().is_ok() || obj.cast::<PyTuple>().is_ok() {
+        return None;
+    }
+    let idx = obj.py().import("operator").ok()?.getattr("index").ok()?;
+    idx.call1((obj,)).ok()?.extract::<i64>().ok()
+}
+
+fn index(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let idx = obj.py().import("operator")?.getattr("index")?;
+    idx.call1((obj,))?.extract::<i64>()
+}
+
+/// A sequence of `n` integers (mpi4py's `chkarray`).
+fn int_array(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<Vec<i64>> {
+    let len = obj.len()?;
+    let v = (0..len)
+        .map(|i| index(&obj.get_item(i)?))
+        .collect::<PyResult<Vec<i64>>>()?;
+    if len != n {
+        return Err(PyValueError::new_err(format!(
+            "expecting {n} items, got {len}"
+        )));
+    }
+    Ok(v)
+}
+
+fn nonneg(v: i64, what: &str) -> PyResult<usize> {
+    usize::try_from(v).map_err(|_| PyValueError::new_err(format!("message: negative {what} {v}")))
+}
+
+/// The buffer and datatype of a message (`message_basic`): `None` is
+/// MPI_BOTTOM and needs a datatype.
+fn basic(
+    buf: &Bound<'_, PyAny>,
+    ty: Option<&Bound<'_, PyAny>>,
+    writable: bool,
+) -> PyResult<(Option<BufView>, *mut u8, usize, PyDatatype)> {
+    if buf.is_none() {
+        let ty = ty.ok_or_else(|| {
+            PyValueError::new_err("message: a None (BOTTOM) buffer needs an explicit datatype")
+        })?;
+        return Ok((
+            None,
+            std::ptr::null_mut(),
+            0,
+            crate::buffer::as_datatype(ty)?,
+        ));
+    }
+    let view = BufView::get(buf, writable, true)?;
+    let pytype = match ty {
+        Some(t) => crate::buffer::as_datatype(t)?,
+        None => crate::buffer::from_format(view.format())?,
+    };
+    let (ptr, len) = (view.ptr(), view.len());
+    Ok((Some(view), ptr, len, pytype))
+}
+
+/// mpi4py's `message_simple`: a message split into `blocks` equal blocks
+/// when its count is inferred (0 or 1: one message).
+fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg> {
+    let (buf, count, displ, ty);
+    if has_buffer(obj) {
+        (buf, count, displ, ty) = (obj.clone(), None, None, None);
+    } else if let Some(it) = items(obj) {
+        match it.as_slice() {
+            [b, c] => {
+                if is_datatype(c) {
+                    (buf, count, displ, ty) = (b.clone(), None, None, Some(c.clone()));
+                } else if let Some(cd) = items(c) {
+                    let [c, d] = pair(cd)?;
+                    (buf, count, displ, ty) = (b.clone(), Some(c), Some(d), None);
+                } else {
+                    (buf, count, displ, ty) = (b.clone(), Some(c.clone()), None, None);
+                }
+            }
+            [b, c, t] => {
+                if let Some(cd) = items(c) {
+                    let [c, d] = pair(cd)?;
+                    (buf, count, displ, ty) = (b.clone(), Some(c), Some(d), Some(t.clone()));
+                } else {
+                    (buf, count, displ, ty) = (b.clone(), Some(c.clone()), None, Some(t.clone()));
+                }
+            }
+            [b, c, d, t] => {
+                (buf, count, displ, ty) =
+                    (b.clone(), Some(c.clone()), Some(d.clone()), Some(t.clone()))
+            }
+            _ => return Err(PyValueError::new_err("message: expecting 2 to 4 items")),
+        }
+    } else if is_foreign_buffer(obj) {
+        (buf, count, displ, ty) = (obj.clone(), None, None, None);
+    } else {
+        return Err(PyTypeError::new_err(
+            "message: expecting buffer or list/tuple",
+        ));
+    }
+    let (view, base, bsize, pytype) = basic(&buf, ty.as_ref(), writable)?;
+    let dtype = pytype.get()?.clone();
+    let extent = dtype.size();
+    let mut length = bsize;
+    let mut offset = 0;
+    if let Some(d) = displ.filter(|d| !d.is_none()) {
+        let d = nonneg(index(&d)?, "displacement")?;
+        if d > 0 {
+            if d * extent > length {
+                return Err(PyValueError::new_err(format!(
+                    "message: displacement {d} out of bounds, number of datatype entries {}",
+                    length / extent
+                )));
+            }
+            offset = d * extent;
+            length -= offset;
+        }
+    }
+    let count = match count.filter(|c| !c.is_none()) {
+        Some(c) => {
+            let c = nonneg(index(&c)?, "count")?;
+            if c > 0 && buf.is_none() {
+                return Err(PyValueError::new_err(format!(
+                    "message: buffer is None but count is {c}"
+                )));
+            }
+            c
+        }
+        None if length > 0 => {
+            if length % extent != 0 {
+                return Err(PyValueError::new_err(format!(
+                    "message: cannot infer count, buffer length {length} is not a multiple of \
+                     datatype extent {extent}"
+                )));
+            }
+            let entries = length / extent;
+            if blocks < 2 {
+                entries
+            } else {
+                if entries % blocks != 0 {
+                    return Err(PyValueError::new_err(format!(
+                        "message: cannot infer count, number of entries {entries} is not a \
+                         multiple of required number of blocks {blocks}"
+                    )));
+                }
+                entries / blocks
+            }
+        }
+        None => 0,
+    };
+    Ok(Arg {
+        // `wrapping_add`: safe to compute; offset <= buffer length.
+        ptr: base.wrapping_add(offset),
+        avail: length,
+        count,
+        dtype,
+        pytype,
+        view,
+    })
+}
+
+fn pair<'py>(v: Vec<Bound<'py, PyAny>>) -> PyResult<[Bound<'py, PyAny>; 2]> {
+    <[Bound<'py, PyAny>; 2]>::try_from(v)
+        .map_err(|_| PyValueError::new_err("message: expecting (count, displacement)"))
+}
+
+/// mpi4py's `message_vector`: one block per process, counts and
+/// displacements in datatype entries.
+fn vector(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<VArg> {
+    let (buf, counts, displs, ty);
+    if has_buffer(obj) {
+        (buf, counts, displs, ty) = (obj.clone(), None, None, None);
+    } else if let Some(it) = items(obj) {
+        match it.as_slice() {
+            [b, c] => {
+                if is_datatype(c) {
+                    (buf, counts, displs, ty) = (b.clone(), None, None, Some(c.clone()));
+                } else if let Ok(t) = c.cast::<PyTuple>() {
+                    let [c, d] = pair(t.iter().collect())?;
+                    (buf, counts, displs, ty) = (b.clone(), Some(c), Some(d), None);
+                } else {
+                    (buf, counts, displs, ty) = (b.clone(), Some(c.clone()), None, None);
+                }
+            }
+            [b, c, t] => {
+                if let Ok(tc) = c.cast::<PyTuple>() {
+                    let [c, d] = pair(tc.iter().collect())?;
+                    (buf, counts, displs, ty) = (b.clone(), Some(c), Some(d), Some(t.clone()));
+                } else {
+                    (buf, counts, displs, ty) = (b.clone(), Some(c.clone()), None, Some(t.clone()));
+                }
+            }
+            [b, c, d, t] => {
+                (buf, counts, displs, ty) =
+                    (b.clone(), Some(c.clone()), Some(d.clone()), Some(t.clone()))
+            }
+            _ => return Err(PyValueError::new_err("message: expecting 2 to 4 items")),
+        }
+    } else if is_foreign_buffer(obj) {
+        (buf, counts, displs, ty) = (obj.clone(), None, None, None);
+    } else {
+        return Err(PyTypeError::new_err(
+            "message: expecting buffer or list/tuple",
+        ));
+    }
+    let (view, base, bsize, pytype) = basic(&buf, ty.as_ref(), writable)?;
+    let extent = pytype.get()?.size();
+    let counts: Vec<usize> = match counts.filter(|c| !c.is_none()) {
+        None => {
+            let mut csize = 0;
+            if bsize > 0 {
+                if bsize % extent != 0 {
+                    return Err(PyValueError::new_err(format!(
+                        "message: cannot infer count, buffer length {bsize} is not a multiple \
+                         of datatype extent {extent}"
+                    )));
+                }
+                csize = bsize / extent;
+            }
+            (0..blocks)
+                .map(|i| csize / blocks + usize::from(csize % blocks > i))
+                .collect()
+        }
+        Some(c) => match integral(&c) {
+            Some(v) => vec![nonneg(v, "count")?; blocks],
+            None => int_array(&c, blocks)?
+                .into_iter()
+                .map(|v| nonneg(v, "count"))
+                .collect::<PyResult<_>>()?,
+        },
+    };
+    let displs: Vec<usize> = match displs.filter(|d| !d.is_none()) {
+        None => counts
+            .iter()
+            .scan(0, |acc, &c| {
+                let d = *acc;
+                *acc += c;
+                Some(d)
+            })
+            .collect(),
+        Some(d) => match integral(&d) {
+            Some(v) => {
+                let v = nonneg(v, "displacement")?;
+                (0..blocks).map(|i| v * i).collect()
+            }
+            None => int_array(&d, blocks)?
+                .into_iter()
+                .map(|v| nonneg(v, "displacement"))
+                .collect::<PyResult<_>>()?,
+        },
+    };
+    Ok(VArg {
+        blocks: Blocks {
+            buf: RawBuf {
+                ptr: base,
+                len: bsize,
+            },
+            counts: counts.iter().map(|c| c * extent).collect(),
+            displs: displs.iter().map(|d| d * extent).collect(),
+        },
+        view,
+    })
+}
+
+/// mpi4py's `message_vector_w` (Alltoallw): per-block datatypes, byte
+/// displacements.
+fn vector_w(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<VArg> {
+    let it = items(obj)
+        .ok_or_else(|| PyTypeError::new_err("message: expecting a list/tuple of 2 to 4 items"))?;
+    let (buf, counts, displs, types) = match it.as_slice() {
+        [b, t] => (b.clone(), None, None, t.clone()),
+        [b, cd, t] => {
+            let [c, d] = pair(items(cd).ok_or_else(|| {
+                PyValueError::new_err("message: expecting (counts, displacements)")
+            })?)?;
+            (b.clone(), Some(c), Some(d), t.clone())
+        }
+        [b, c, d, t] => (b.clone(), Some(c.clone()), Some(d.clone()), t.clone()),
+        _ => return Err(PyValueError::new_err("message: expecting 2 to 4 items")),
+    };
+    let (view, base, bsize) = if buf.is_none() {
+        if counts.is_none() || displs.is_none() {
+            return Err(PyValueError::new_err(
+                "message: BOTTOM requires counts and displs",
+            ));
+        }
+        (None, std::ptr::null_mut(), 0)
+    } else {
+        let v = BufView::get(&buf, writable, true)?;
+        let (p, l) = (v.ptr(), v.len());
+        (Some(v), p, l)
+    };
+    let (counts, displs) = match (counts, displs) {
+        (None, None) => (vec![1i64; blocks], vec![0i64; blocks]),
+        (c, d) => {
+            let none = || PyTypeError::new_err("message: counts and displacements go together");
+            (
+                int_array(&c.ok_or_else(none)?, blocks)?,
+                int_array(&d.ok_or_else(none)?, blocks)?,
+            )
+        }
+    };
+    let ntypes = types.len()?;
+    if ntypes != blocks {
+        return Err(PyValueError::new_err(format!(
+            "expecting {blocks} items, got {ntypes}"
+        )));
+    }
+    let mut sizes = Vec::with_capacity(blocks);
+    for i in 0..blocks {
+        let t = types.get_item(i)?;
+        let t = t.cast::<PyDatatype>().map_err(|_| {
+            PyTypeError::new_err("message: the datatypes must be MPI.Datatype objects")
+        })?;
+        sizes.push(t.get().get()?.size());
+    }
+    Ok(VArg {
+        blocks: Blocks {
+            buf: RawBuf {
+                ptr: base,
+                len: bsize,
+            },
+            counts: counts
+                .iter()
+                .zip(&sizes)
+                .map(|(&c, s)| Ok(nonneg(c, "count")? * s))
+                .collect::<PyResult<_>>()?,
+            displs: displs
+                .iter()
+                .map(|&d| nonneg(d, "displacement"))
+                .collect::<PyResult<_>>()?,
+        },
+        view,
+    })
+}
+
+/// mpi4py's `chk_cro_args`: send and receive of a reduction agree.
+fn check_cro(send: &Arg, recv: &Arg) -> PyResult<()> {
+    if send.pytype.name != recv.pytype.name || send.dtype != recv.dtype {
+        return Err(PyValueError::new_err(
+            "mismatch in send and receive MPI datatypes",
+        ));
+    }
+    if send.count != recv.count {
+        return Err(PyValueError::new_err(format!(
+            "mismatch in send count {} and receive count {}",
+            send.count, recv.count
+        )));
+    }
+    Ok(())
+}
+
+fn in_place(obj: Option<&Bound<'_, PyAny>>) -> bool {
+    obj.is_none_or(|o| o.is_none() || is_in_place(o))
+}
+
+/// Empty blocks for arguments a rank does not use.
+fn no_blocks() -> Blocks {
+    Blocks::contiguous(RawBuf::EMPTY, 0, 0)
+}
+
+/// The views a nonblocking call pins until it completes.
+fn keep(args: impl IntoIterator<Item = Option<BufView>>) -> Payload {
+    Payload::Buffers(args.into_iter().flatten().collect())
+}
+
+/// A collective ready to run: the operation and the buffers to pin.
+struct Prepared {
+    op: Collective,
+    views: Vec<Option<BufView>>,
+}
+
+impl Prepared {
+    fn new(op: Collective) -> Prepared {
+        Prepared {
+            op,
+            views: Vec::new(),
+        }
+    }
+
+    fn hold(mut self, view: Option<BufView>) -> Prepared {
+        self.views.push(view);
+        self
+    }
+
+    fn run(self, py: Python<'_>, c: CommRef) -> PyResult<()> {
+        let Prepared { op, views } = self;
+        let r = blocking(py, move || c.collective(op));
+        drop(views);
+        r
+    }
+
+    fn start(self, c: &CommRef) -> PyResult<PyRequest> {
+        let req = c.icollective(self.op).py()?;
+        Ok(PyRequest::new(req, keep(self.views)))
+    }
+}
+
+// ------------------------------------------------------------ preparation
+
+impl PyComm {
+    fn prep_bcast(&self, buf: &Bound<'_, PyAny>, root: i32) -> PyResult<Prepared> {
+        let c = self.c()?;
+        let m = simple(buf, c.rank() != root, 0)?;
+        Ok(Prepared::new(Collective::Bcast {
+            buf: m.msg()?,
+            root,
+        })
+        .hold(m.view))
+    }
+
+    fn prep_gather(
+        &self,
+        v: bool,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<Prepared> {
+        let c = self.c()?;
+        let (rank, size) = (c.rank(), c.size() as usize);
+        if rank != root {
+            let s = simple(sendbuf, false, 0)?;
+            let op = Collective::Gather {
+                send: Some(s.msg()?),
+                recv: no_blocks(),
+                root,
+            };
+            return Ok(Prepared::new(op).hold(s.view));
+        }
+        let recvbuf = recvbuf
+            .ok_or_else(|| PyTypeError::new_err("message: expecting buffer or list/tuple"))?;
+        let (recv, rview) = if v {
+            let r = vector(recvbuf, true, size)?;
+            (r.blocks, r.view)
+        } else {
+            let r = simple(recvbuf, true, size)?;
+            (r.blocks(size)?, r.view)
+        };
+        let (send, sview) = if in_place(Some(sendbuf)) {
+            (None, None)
+        } else {
+            let s = simple(sendbuf, false, 0)?;
+            (Some(s.msg()?), s.view)
+        };
+        Ok(Prepared::new(Collective::Gather { send, recv, root })
+            .hold(rview)
+            .hold(sview))
+    }
+
+    fn prep_scatter(
+        &self,
+        v: bool,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        root: i32,
+    ) -> PyResult<Prepared> {
+        let c = self.c()?;
+        let (rank, size) = (c.rank(), c.size() as usize);
+        if rank != root {
+            let r = simple(recvbuf, true, 0)?;
+            let op = Collective::Scatter {
+                send: no_blocks(),
+                recv: Some(r.msg()?),
+                root,
+            };
+            return Ok(Prepared::new(op).hold(r.view));
+        }
+        let sendbuf = sendbuf
+            .ok_or_else(|| PyTypeError::new_err("message: expecting buffer or list/tuple"))?;
+        let (send, sview) = if v {
+            let s = vector(sendbuf, false, size)?;
+            (s.blocks, s.view)
+        } else {
+            let s = simple(sendbuf, false, size)?;
+            (s.blocks(size)?, s.view)
+        };
+        let (recv, rview) = if in_place(Some(recvbuf)) {
+            (None, None)
+        } else {
+            let r = simple(recvbuf, true, 0)?;
+            (Some(r.msg()?), r.view)
+        };
+        Ok(Prepared::new(Collective::Scatter { send, recv, root })
+            .hold(sview)
+            .hold(rview))
+    }
+
+    fn prep_allgather(
+        &self,
+        v: bool,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<Prepared> {
+        let size = self.c()?.size() as usize;
+        let (recv, rview) = if v {
+            let r = vector(recvbuf, true, size)?;
+            (r.blocks, r.view)
+        } else {
+            let r = simple(recvbuf, true, size)?;
+            (r.blocks(size)?, r.view)
+        };
+        let (send, sview) = match sendbuf {
+            Some(s) if !in_place(Some(s)) => {
+                let s = simple(s, false, 0)?;
+                (Some(s.msg()?), s.view)
+            }
+            _ => (None, None),
+        };
+        Ok(Prepared::new(Collective::Allgather { send, recv })
+            .hold(rview)
+            .hold(sview))
+    }
+
+    fn prep_alltoall(
+        &self,
+        kind: char,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<Prepared> {
+        let size = self.c()?.size() as usize;
+        let parse =
+            |obj: &Bound<'_, PyAny>, writable: bool| -> PyResult<(Blocks, Option<BufView>)> {
+                match kind {
+                    'v' => vector(obj, writable, size).map(|a| (a.blocks, a.view)),
+                    'w' => vector_w(obj, writable, size).map(|a| (a.blocks, a.view)),
+                    _ => {
+                        let a = simple(obj, writable, size)?;
+                        Ok((a.blocks(size)?, a.view))
+                    }
+                }
+            };
+        let (recv, rview) = parse(recvbuf, true)?;
+        let (send, sview) = match sendbuf {
+            Some(s) if !in_place(Some(s)) => {
+                let (b, v) = parse(s, false)?;
+                (Some(b), v)
+            }
+            _ => (None, None),
+        };
+        Ok(Prepared::new(Collective::Alltoall { send, recv })
+            .hold(rview)
+            .hold(sview))
+    }
+
+    fn prep_reduce(
+        &self,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<Prepared> {
+        let c = self.c()?;
+        let op = op::from_py_buffer_op(op)?;
+        if c.rank() != root {
+            let s = simple(sendbuf, false, 0)?;
+            let rop = op.to_runtime(&s.pytype)?;
+            let red = Collective::Reduce {
+                send: Some(s.msg()?),
+                recv: RawBuf::EMPTY,
+                count: s.count,
+                dtype: s.dtype.clone(),
+                op: rop,
+                root,
+            };
+            return Ok(Prepared::new(red).hold(s.view));
+        }
+        let recvbuf = recvbuf
+            .ok_or_else(|| PyTypeError::new_err("message: expecting buffer or list/tuple"))?;
+        let r = simple(recvbuf, true, 0)?;
+        let (send, sview) = if in_place(Some(sendbuf)) {
+            (None, None)
+        } else {
+            let s = simple(sendbuf, false, 0)?;
+            check_cro(&s, &r)?;
+            (Some(s.msg()?), s.view)
+        };
+        let red = Collective::Reduce {
+            send,
+            recv: r.msg()?,
+            count: r.count,
+            dtype: r.dtype.clone(),
+            op: op.to_runtime(&r.pytype)?,
+            root,
+        };
+        Ok(Prepared::new(red).hold(r.view).hold(sview))
+    }
+
+    /// Allreduce, Scan and Exscan take the same arguments.
+    fn prep_allreduce(
+        &self,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+        scan: Option<bool>,
+    ) -> PyResult<Prepared> {
+        self.c()?;
+        let op = op::from_py_buffer_op(op)?;
+        let r = simple(recvbuf, true, 0)?;
+        let (send, sview) = if in_place(Some(sendbuf)) {
+            (None, None)
+        } else {
+            let s = simple(sendbuf, false, 0)?;
+            check_cro(&s, &r)?;
+            (Some(s.msg()?), s.view)
+        };
+        let (recv, count, dtype, rop) = (
+            r.msg()?,
+            r.count,
+            r.dtype.clone(),
+            op.to_runtime(&r.pytype)?,
+        );
+        let coll = match scan {
+            None => Collective::Allreduce {
+                send,
+                recv,
+                count,
+                dtype,
+                op: rop,
+            },
+            Some(exclusive) => Collective::Scan {
+                send,
+                recv,
+                count,
+                dtype,
+                op: rop,
+                exclusive,
+            },
+        };
+        Ok(Prepared::new(coll).hold(r.view).hold(sview))
+    }
+
+    fn prep_reduce_scatter_block(
+        &self,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Prepared> {
+        let size = self.c()?.size() as usize;
+        let op = op::from_py_buffer_op(op)?;
+        if in_place(Some(sendbuf)) {
+            let r = simple(recvbuf, true, size)?;
+            let red = Collective::ReduceScatter {
+                send: None,
+                recv: r.raw(r.count * size * r.size())?,
+                counts: vec![r.count; size],
+                dtype: r.dtype.clone(),
+                op: op.to_runtime(&r.pytype)?,
+            };
+            return Ok(Prepared::new(red).hold(r.view));
+        }
+        let r = simple(recvbuf, true, 0)?;
+        let s = simple(sendbuf, false, size)?;
+        check_cro(&s, &r)?;
+        let red = Collective::ReduceScatter {
+            send: Some(s.raw(s.count * size * s.size())?),
+            recv: r.msg()?,
+            counts: vec![r.count; size],
+            dtype: r.dtype.clone(),
+            op: op.to_runtime(&r.pytype)?,
+        };
+        Ok(Prepared::new(red).hold(r.view).hold(s.view))
+    }
+
+    fn prep_reduce_scatter(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        recvcounts: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Prepared> {
+        let c = self.c()?.clone();
+        let (rank, size) = (c.rank() as usize, c.size() as usize);
+        let op = op::from_py_buffer_op(op)?;
+        let r = simple(recvbuf, true, 0)?;
+        let s = if in_place(Some(sendbuf)) {
+            None
+        } else {
+            Some(simple(sendbuf, false, 0)?)
+        };
+        let counts: Vec<usize> = match recvcounts.filter(|rc| !rc.is_none()) {
+            None if s.is_some() => {
+                // Everyone's receive count, as mpi4py gathers it.
+                let mine = (r.count as u64).to_ne_bytes();
+                let mut all = vec![0u8; 8 * size];
+                let gather = Collective::Allgather {
+                    send: Some(RawBuf::from_slice(&mine)),
+                    recv: Blocks::contiguous(RawBuf::from_mut(&mut all), size, 8),
+                };
+                blocking(py, || c.collective(gather))?;
+                all.chunks_exact(8)
+                    .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")) as usize)
+                    .collect()
+            }
+            None => {
+                return Err(PyTypeError::new_err(
+                    "Reduce_scatter in place needs the receive counts",
+                ))
+            }
+            Some(rc) => int_array(rc, size)?
+                .into_iter()
+                .map(|v| nonneg(v, "count"))
+                .collect::<PyResult<_>>()?,
+        };
+        let total: usize = counts.iter().sum();
+        let (send, sview) = match s {
+            Some(s) => {
+                if s.pytype.name != r.pytype.name || s.dtype != r.dtype {
+                    return Err(PyValueError::new_err(
+                        "mismatch in send and receive MPI datatypes",
+                    ));
+                }
+                if s.count != total {
+                    return Err(PyValueError::new_err(format!(
+                        "mismatch in send count {} and sum(counts) {total}",
+                        s.count
+                    )));
+                }
+                if r.count != counts[rank] {
+                    return Err(PyValueError::new_err(format!(
+                        "mismatch in receive count {} and counts[{rank}] {}",
+                        r.count, counts[rank]
+                    )));
+                }
+                (Some(s.msg()?), s.view)
+            }
+            None => {
+                if r.count != total {
+                    return Err(PyValueError::new_err(format!(
+                        "mismatch in receive count {} and sum(counts) {total}",
+                        r.count
+                    )));
+                }
+                (None, None)
+            }
+        };
+        let red = Collective::ReduceScatter {
+            send,
+            recv: r.msg()?,
+            counts,
+            dtype: r.dtype.clone(),
+            op: op.to_runtime(&r.pytype)?,
+        };
+        Ok(Prepared::new(red).hold(r.view).hold(sview))
+    }
+}
+
+/// `Op.Reduce_local(inbuf, inoutbuf)`: `inoutbuf = inbuf op inoutbuf`.
+pub fn reduce_local(
+    _py: Python<'_>,
+    op: &PyOp,
+    inbuf: &Bound<'_, PyAny>,
+    inoutbuf: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let r = simple(inoutbuf, true, 0)?;
+    let s = simple(inbuf, false, 0)?;
+    check_cro(&s, &r)?;
+    let rop = op.to_runtime(&r.pytype)?;
+    rop.check(&r.dtype).py()?;
+    let (input, inout) = (s.msg()?, r.msg()?);
+    // The input is copied when the two buffers overlap, so that the mutable
+    // view below is the only one of its memory.
+    let (a, b) = (input.ptr as usize, inout.ptr as usize);
+    let overlap = input.len > 0 && inout.len > 0 && a < b + inout.len && b < a + input.len;
+    let copy;
+    // SAFETY: both views are pinned by `s` and `r` for this call.
+    let input: &[u8] = unsafe {
+        if overlap {
+            copy = input.as_slice().to_vec();
+            &copy
+        } else {
+            input.as_slice()
+        }
+    };
+    // SAFETY: as above.
+    let inout = unsafe { inout.as_mut_slice() };
+    rop.apply(input, inout, r.count, &r.dtype).py()
+}
+
+// ------------------------------------------------------------ methods
 
 #[pymethods]
 impl PyComm {
@@ -62,6 +930,26 @@ impl PyComm {
         self.reduce_objects(py, sendobj, op, None)
     }
 
+    #[pyo3(signature = (sendobj, op=None))]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        sendobj: &Bound<'py, PyAny>,
+        op: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.scan_objects(py, sendobj, op, false)
+    }
+
+    #[pyo3(signature = (sendobj, op=None))]
+    fn exscan<'py>(
+        &self,
+        py: Python<'py>,
+        sendobj: &Bound<'py, PyAny>,
+        op: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.scan_objects(py, sendobj, op, true)
+    }
+
     #[pyo3(signature = (sendobj, root=0))]
     fn gather<'py>(
         &self,
@@ -94,11 +982,12 @@ impl PyComm {
         let c = self.c()?.clone();
         let data = if c.rank() == root {
             let seq = sendobj
+                .filter(|o| !o.is_none())
                 .ok_or_else(|| PyTypeError::new_err("scatter: the root must pass a sequence"))?;
             let items: Vec<Bound<'py, PyAny>> = seq.try_iter()?.collect::<PyResult<_>>()?;
             if items.len() != c.size() as usize {
                 return Err(PyValueError::new_err(format!(
-                    "scatter: expected a sequence of {} items, got {}",
+                    "expecting {} items, got {}",
                     c.size(),
                     items.len()
                 )));
@@ -140,7 +1029,7 @@ impl PyComm {
         let items: Vec<Bound<'py, PyAny>> = sendobj.try_iter()?.collect::<PyResult<_>>()?;
         if items.len() != c.size() as usize {
             return Err(PyValueError::new_err(format!(
-                "alltoall: expected a sequence of {} items, got {}",
+                "expecting {} items, got {}",
                 c.size(),
                 items.len()
             )));
@@ -161,15 +1050,110 @@ impl PyComm {
 
     fn Barrier(&self, py: Python<'_>) -> PyResult<()> {
         let c = self.c()?.clone();
-        blocking(py, move || c.barrier())
+        Prepared::new(Collective::Barrier).run(py, c)
     }
 
     #[pyo3(signature = (buf, root=0))]
     fn Bcast(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, root: i32) -> PyResult<()> {
-        let c = self.c()?.clone();
-        let m = buffer::parse(buf, c.rank() != root)?;
-        let raw = m.raw;
-        blocking(py, move || c.bcast(raw, root))
+        self.prep_bcast(buf, root)?.run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Gather(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<()> {
+        self.prep_gather(false, sendbuf, recvbuf, root)?
+            .run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Gatherv(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<()> {
+        self.prep_gather(true, sendbuf, recvbuf, root)?
+            .run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Scatter(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        root: i32,
+    ) -> PyResult<()> {
+        self.prep_scatter(false, sendbuf, recvbuf, root)?
+            .run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Scatterv(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        root: i32,
+    ) -> PyResult<()> {
+        self.prep_scatter(true, sendbuf, recvbuf, root)?
+            .run(py, self.c()?.clone())
+    }
+
+    fn Allgather(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.prep_allgather(false, sendbuf, recvbuf)?
+            .run(py, self.c()?.clone())
+    }
+
+    fn Allgatherv(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.prep_allgather(true, sendbuf, recvbuf)?
+            .run(py, self.c()?.clone())
+    }
+
+    fn Alltoall(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.prep_alltoall(' ', sendbuf, recvbuf)?
+            .run(py, self.c()?.clone())
+    }
+
+    fn Alltoallv(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.prep_alltoall('v', sendbuf, recvbuf)?
+            .run(py, self.c()?.clone())
+    }
+
+    fn Alltoallw(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.prep_alltoall('w', sendbuf, recvbuf)?
+            .run(py, self.c()?.clone())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
@@ -181,44 +1165,8 @@ impl PyComm {
         op: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        let c = self.c()?.clone();
-        let is_root = c.rank() == root;
-        let recv = match recvbuf {
-            Some(b) if is_root => Some(recv_buf_parse(b)?),
-            _ => None,
-        };
-        let send = if is_in_place(sendbuf) {
-            if !is_root {
-                return Err(PyValueError::new_err(
-                    "Reduce: IN_PLACE is only valid at the root",
-                ));
-            }
-            None
-        } else {
-            Some(buffer::parse(sendbuf, false)?)
-        };
-        let proto = send
-            .as_ref()
-            .or(recv.as_ref())
-            .ok_or_else(|| PyValueError::new_err("Reduce: the root needs a receive buffer"))?;
-        if is_root && recv.is_none() {
-            return Err(PyValueError::new_err(
-                "Reduce: the root needs a receive buffer",
-            ));
-        }
-        let (count, dtype, pytype) = (proto.count, proto.dtype.clone(), proto.pytype.clone());
-        if let (Some(r), Some(s)) = (&recv, &send) {
-            if r.raw.len < s.raw.len {
-                return Err(PyValueError::new_err(format!(
-                    "Reduce: receive buffer of {} bytes is smaller than the {}-byte send buffer",
-                    r.raw.len, s.raw.len
-                )));
-            }
-        }
-        let rop = op_or_sum(op)?.to_runtime(&pytype)?;
-        let sraw = send.as_ref().map(|m| m.raw);
-        let rraw = recv.as_ref().map(|m| m.raw).unwrap_or(RawBuf::EMPTY);
-        blocking(py, move || c.reduce(sraw, rraw, count, &dtype, &rop, root))
+        self.prep_reduce(sendbuf, recvbuf, op, root)?
+            .run(py, self.c()?.clone())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None))]
@@ -229,203 +1177,229 @@ impl PyComm {
         recvbuf: &Bound<'_, PyAny>,
         op: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let c = self.c()?.clone();
-        let recv = recv_buf_parse(recvbuf)?;
-        let send = if is_in_place(sendbuf) {
-            None
-        } else {
-            Some(buffer::parse(sendbuf, false)?)
-        };
-        let proto = send.as_ref().unwrap_or(&recv);
-        let (count, dtype, pytype) = (proto.count, proto.dtype.clone(), proto.pytype.clone());
-        if recv.raw.len < count * dtype.size() {
-            return Err(PyValueError::new_err(format!(
-                "Allreduce: receive buffer of {} bytes is smaller than the {}-byte send buffer",
-                recv.raw.len,
-                count * dtype.size()
-            )));
-        }
-        let rop = op_or_sum(op)?.to_runtime(&pytype)?;
-        let sraw = send.as_ref().map(|m| m.raw);
-        let rraw = recv.raw;
-        blocking(py, move || c.allreduce(sraw, rraw, count, &dtype, &rop))
+        self.prep_allreduce(sendbuf, recvbuf, op, None)?
+            .run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Reduce_scatter_block(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.prep_reduce_scatter_block(sendbuf, recvbuf, op)?
+            .run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, recvcounts=None, op=None))]
+    fn Reduce_scatter(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        recvcounts: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.prep_reduce_scatter(py, sendbuf, recvbuf, recvcounts, op)?
+            .run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Scan(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.prep_allreduce(sendbuf, recvbuf, op, Some(false))?
+            .run(py, self.c()?.clone())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Exscan(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.prep_allreduce(sendbuf, recvbuf, op, Some(true))?
+            .run(py, self.c()?.clone())
+    }
+
+    // ------------------------------------------------ nonblocking (buffers)
+
+    fn Ibarrier(&self) -> PyResult<PyRequest> {
+        Prepared::new(Collective::Barrier).start(self.c()?)
+    }
+
+    #[pyo3(signature = (buf, root=0))]
+    fn Ibcast(&self, buf: &Bound<'_, PyAny>, root: i32) -> PyResult<PyRequest> {
+        self.prep_bcast(buf, root)?.start(self.c()?)
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
-    fn Gather(
+    fn Igather(
         &self,
-        py: Python<'_>,
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
-    ) -> PyResult<()> {
-        let c = self.c()?.clone();
-        let (rank, size) = (c.rank(), c.size() as usize);
-        let recv = match recvbuf {
-            Some(b) if rank == root => Some(recv_buf_parse(b)?),
-            _ => None,
-        };
-        let in_place = is_in_place(sendbuf);
-        let send = if in_place {
-            None
-        } else {
-            Some(buffer::parse(sendbuf, false)?)
-        };
-        let block = match (&recv, &send) {
-            (Some(r), _) => chunk_len(r.raw.len, size, "Gather")?,
-            (None, Some(s)) => s.raw.len,
-            (None, None) => return Err(PyValueError::new_err("Gather: no buffers")),
-        };
-        // SAFETY: the views pin the buffers for this call.
-        let mine = match &send {
-            Some(s) => unsafe { s.raw.as_slice() }.to_vec(),
-            None => {
-                let all = unsafe { recv.as_ref().expect("root has recvbuf").raw.as_slice() };
-                all[rank as usize * block..(rank as usize + 1) * block].to_vec()
-            }
-        };
-        let rraw = recv.as_ref().map(|m| m.raw);
-        blocking(py, move || {
-            if let Some(blobs) = c.gather_bytes(&mine, root)? {
-                let out = rraw.expect("root has a receive buffer");
-                // SAFETY: pinned for the call; written by this thread only.
-                let out = unsafe { out.as_mut_slice() };
-                for (i, b) in blobs.iter().enumerate() {
-                    let n = b.len().min(block);
-                    out[i * block..i * block + n].copy_from_slice(&b[..n]);
-                }
-            }
-            Ok(())
-        })
+    ) -> PyResult<PyRequest> {
+        self.prep_gather(false, sendbuf, recvbuf, root)?
+            .start(self.c()?)
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
-    fn Scatter(
+    fn Igatherv(
         &self,
-        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        self.prep_gather(true, sendbuf, recvbuf, root)?
+            .start(self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Iscatter(
+        &self,
         sendbuf: Option<&Bound<'_, PyAny>>,
         recvbuf: &Bound<'_, PyAny>,
         root: i32,
-    ) -> PyResult<()> {
-        let c = self.c()?.clone();
-        let (rank, size) = (c.rank(), c.size() as usize);
-        let in_place = is_in_place(recvbuf);
-        let recv = if in_place {
-            None
-        } else {
-            Some(recv_buf_parse(recvbuf)?)
-        };
-        let data = if rank == root {
-            let s = buffer::parse(
-                sendbuf.ok_or_else(|| {
-                    PyValueError::new_err("Scatter: the root needs a send buffer")
-                })?,
-                false,
-            )?;
-            let block = chunk_len(s.raw.len, size, "Scatter")?;
-            // SAFETY: pinned by `s` for this call.
-            let all = unsafe { s.raw.as_slice() };
-            Some(
-                (0..size)
-                    .map(|i| all[i * block..(i + 1) * block].to_vec())
-                    .collect::<Vec<_>>(),
-            )
-        } else {
-            None
-        };
-        let rraw = recv.as_ref().map(|m| m.raw);
-        blocking(py, move || {
-            let mine = c.scatter_bytes(data, root)?;
-            if let Some(out) = rraw {
-                // SAFETY: pinned for the call; written by this thread only.
-                let out = unsafe { out.as_mut_slice() };
-                let n = mine.len().min(out.len());
-                out[..n].copy_from_slice(&mine[..n]);
-            }
-            Ok(())
-        })
+    ) -> PyResult<PyRequest> {
+        self.prep_scatter(false, sendbuf, recvbuf, root)?
+            .start(self.c()?)
     }
 
-    #[pyo3(signature = (sendbuf, recvbuf))]
-    fn Allgather(
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Iscatterv(
+        &self,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        self.prep_scatter(true, sendbuf, recvbuf, root)?
+            .start(self.c()?)
+    }
+
+    fn Iallgather(
+        &self,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        self.prep_allgather(false, sendbuf, recvbuf)?
+            .start(self.c()?)
+    }
+
+    fn Iallgatherv(
+        &self,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        self.prep_allgather(true, sendbuf, recvbuf)?
+            .start(self.c()?)
+    }
+
+    fn Ialltoall(
+        &self,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        self.prep_alltoall(' ', sendbuf, recvbuf)?.start(self.c()?)
+    }
+
+    fn Ialltoallv(
+        &self,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        self.prep_alltoall('v', sendbuf, recvbuf)?.start(self.c()?)
+    }
+
+    fn Ialltoallw(
+        &self,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        self.prep_alltoall('w', sendbuf, recvbuf)?.start(self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
+    fn Ireduce(
+        &self,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        self.prep_reduce(sendbuf, recvbuf, op, root)?
+            .start(self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Iallreduce(
+        &self,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyRequest> {
+        self.prep_allreduce(sendbuf, recvbuf, op, None)?
+            .start(self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Ireduce_scatter_block(
+        &self,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyRequest> {
+        self.prep_reduce_scatter_block(sendbuf, recvbuf, op)?
+            .start(self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, recvcounts=None, op=None))]
+    fn Ireduce_scatter(
         &self,
         py: Python<'_>,
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let c = self.c()?.clone();
-        let (rank, size) = (c.rank() as usize, c.size() as usize);
-        let recv = recv_buf_parse(recvbuf)?;
-        let block = chunk_len(recv.raw.len, size, "Allgather")?;
-        let mine = if is_in_place(sendbuf) {
-            // SAFETY: pinned for this call.
-            (unsafe { recv.raw.as_slice() })[rank * block..(rank + 1) * block].to_vec()
-        } else {
-            let s = buffer::parse(sendbuf, false)?;
-            // SAFETY: pinned for this call.
-            unsafe { s.raw.as_slice() }.to_vec()
-        };
-        let rraw = recv.raw;
-        blocking(py, move || {
-            let blobs = c.allgather_bytes(&mine)?;
-            // SAFETY: pinned for the call; written by this thread only.
-            let out = unsafe { rraw.as_mut_slice() };
-            for (i, b) in blobs.iter().enumerate() {
-                let n = b.len().min(block);
-                out[i * block..i * block + n].copy_from_slice(&b[..n]);
-            }
-            Ok(())
-        })
+        recvcounts: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyRequest> {
+        self.prep_reduce_scatter(py, sendbuf, recvbuf, recvcounts, op)?
+            .start(self.c()?)
     }
 
-    #[pyo3(signature = (sendbuf, recvbuf))]
-    fn Alltoall(
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Iscan(
         &self,
-        py: Python<'_>,
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let c = self.c()?.clone();
-        let size = c.size() as usize;
-        let recv = recv_buf_parse(recvbuf)?;
-        let rblock = chunk_len(recv.raw.len, size, "Alltoall")?;
-        let send_copy: Vec<u8> = if is_in_place(sendbuf) {
-            // SAFETY: pinned for this call.
-            unsafe { recv.raw.as_slice() }.to_vec()
-        } else {
-            let s = buffer::parse(sendbuf, false)?;
-            // SAFETY: pinned for this call.
-            unsafe { s.raw.as_slice() }.to_vec()
-        };
-        let sblock = chunk_len(send_copy.len(), size, "Alltoall")?;
-        let data: Vec<Vec<u8>> = (0..size)
-            .map(|i| send_copy[i * sblock..(i + 1) * sblock].to_vec())
-            .collect();
-        let rraw = recv.raw;
-        blocking(py, move || {
-            let blobs = c.alltoall_bytes(data)?;
-            // SAFETY: pinned for the call; written by this thread only.
-            let out = unsafe { rraw.as_mut_slice() };
-            for (i, b) in blobs.iter().enumerate() {
-                let n = b.len().min(rblock);
-                out[i * rblock..i * rblock + n].copy_from_slice(&b[..n]);
-            }
-            Ok(())
-        })
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyRequest> {
+        self.prep_allreduce(sendbuf, recvbuf, op, Some(false))?
+            .start(self.c()?)
     }
-}
 
-fn op_or_sum(op: Option<&Bound<'_, PyAny>>) -> PyResult<PyOp> {
-    match op {
-        Some(o) => op::from_py(o),
-        None => Python::attach(|py| {
-            let sum = py.import("oxmpi.MPI")?.getattr("SUM")?;
-            op::from_py(&sum)
-        }),
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Iexscan(
+        &self,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyRequest> {
+        self.prep_allreduce(sendbuf, recvbuf, op, Some(true))?
+            .start(self.c()?)
     }
 }
 
 impl PyComm {
+    /// Object reductions: pickled blobs combined along the runtime's
+    /// canonical tree by the operation's Python meaning.
     fn reduce_objects<'py>(
         &self,
         py: Python<'py>,
@@ -434,22 +1408,45 @@ impl PyComm {
         root: Option<i32>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.c()?.clone();
-        let op = op_or_sum(op)?;
+        let op = op::from_py_object_op(op)?;
         let data = pickle::dumps_vec(py, sendobj)?;
-        let res = blocking(py, || {
-            c.reduce_bytes(data, root, &mut |left: &[u8], right: &[u8]| {
-                Python::attach(|py| {
-                    let a = pickle::loads_slice(py, left)?;
-                    let b = pickle::loads_slice(py, right)?;
-                    let r = op.call_objects(&a, &b)?;
-                    pickle::dumps_vec(py, &r)
-                })
-                .map_err(from_pyerr)
-            })
-        })?;
+        let mut combine = combiner(&op);
+        let res = blocking(py, || c.reduce_bytes(data, root, &mut combine))?;
         match res {
             Some(v) => pickle::loads_slice(py, &v),
             None => Ok(py.None().into_bound(py)),
         }
+    }
+
+    fn scan_objects<'py>(
+        &self,
+        py: Python<'py>,
+        sendobj: &Bound<'py, PyAny>,
+        op: Option<&Bound<'py, PyAny>>,
+        exclusive: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.c()?.clone();
+        let op = op::from_py_object_op(op)?;
+        let data = pickle::dumps_vec(py, sendobj)?;
+        let mut combine = combiner(&op);
+        let res = blocking(py, || c.scan_bytes(data, exclusive, &mut combine))?;
+        match res {
+            Some(v) => pickle::loads_slice(py, &v),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+}
+
+/// `combine(left, right)` on pickled objects, run by the runtime with the
+/// GIL released (it takes the GIL for each call).
+fn combiner(op: &PyOp) -> impl FnMut(&[u8], &[u8]) -> oxmpi::Result<Vec<u8>> + '_ {
+    move |left: &[u8], right: &[u8]| {
+        Python::attach(|py| {
+            let a = pickle::loads_slice(py, left)?;
+            let b = pickle::loads_slice(py, right)?;
+            let r = op.call_objects(&a, &b)?;
+            pickle::dumps_vec(py, &r)
+        })
+        .map_err(from_pyerr)
     }
 }

@@ -6,13 +6,11 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::PyClassInitializer;
 
 use oxmpi::backend::{CommRef, RawBuf, RequestRef, SendMode, Status};
 
-use crate::buffer::{self, Msg};
 use crate::engine::blocking;
 use crate::errors::{mpi_error, IntoPy};
 
@@ -96,20 +94,6 @@ pub(crate) fn wait_req(py: Python<'_>, req: RequestRef) -> PyResult<Status> {
         return req.wait().py();
     }
     blocking(py, move || req.wait())
-}
-
-pub(crate) fn recv_buf_parse<'py>(buf: &Bound<'py, PyAny>) -> PyResult<Msg> {
-    buffer::parse(buf, true)
-}
-
-/// Splits `n` bytes into `parts` equal chunks.
-pub(crate) fn chunk_len(total: usize, parts: usize, what: &str) -> PyResult<usize> {
-    if parts == 0 || total % parts != 0 {
-        return Err(PyValueError::new_err(format!(
-            "{what}: buffer of {total} bytes does not split into {parts} equal blocks"
-        )));
-    }
-    Ok(total / parts)
 }
 
 #[pymethods]

@@ -49,6 +49,8 @@ pub enum Payload {
     ObjRecv,
     /// A generalized request: its callbacks run on completion.
     Greq(Arc<Greq>),
+    /// The buffers of a nonblocking collective, pinned until completion.
+    Buffers(Vec<crate::buffer::BufView>),
 }
 
 /// An operation in flight.

@@ -242,7 +242,7 @@ pub trait Communicator: Send + Sync {
         &self,
         data: Vec<u8>,
         root: Option<i32>,
-        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+        combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>>;
 
     /// MPI_Comm_dup.
@@ -253,10 +253,29 @@ pub trait Communicator: Send + Sync {
     fn world_ranks(&self) -> Vec<i32>;
     /// Aborts the job.
     fn abort(&self, code: i32) -> !;
+
+    /// Runs a collective operation (MPI-4.1 chapter 6) to completion.
+    fn collective(&self, op: Collective) -> Result<()>;
+    /// Starts a nonblocking collective (MPI-4.1 §6.12). The buffers in `op`
+    /// must stay valid until the request completes.
+    fn icollective(&self, op: Collective) -> Result<RequestRef>;
+    /// Inclusive (or, with `exclusive`, exclusive) prefix reduction of
+    /// blobs with `combine(left, right)`, in rank order; None on rank 0 of
+    /// an exclusive scan.
+    fn scan_bytes(
+        &self,
+        data: Vec<u8>,
+        exclusive: bool,
+        combine: &mut Combine<'_>,
+    ) -> Result<Option<Vec<u8>>>;
 }
 
 /// A shared handle to a communicator.
 pub type CommRef = Arc<dyn Communicator>;
+
+/// How object reductions combine two pickled operands: `combine(left,
+/// right)`, where `left` holds the lower ranks' part.
+pub type Combine<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>> + 'a;
 
 /// A runtime: what `MPI_Init` gives.
 pub trait Engine: Send + Sync {
@@ -275,4 +294,109 @@ pub trait Engine: Send + Sync {
     fn set_interrupt_check(&self, check: Box<dyn Fn() -> Result<()> + Send + Sync>);
     fn abort(&self, code: i32, msg: &str) -> !;
     fn finalize(&self) -> Result<()>;
+}
+
+/// One process's blocks in a vector collective: block `i` is `counts[i]`
+/// bytes at byte offset `displs[i]` from `buf.ptr`; every block lies inside
+/// `buf`. The caller turns element counts and displacements into bytes.
+#[derive(Clone, Debug)]
+pub struct Blocks {
+    pub buf: RawBuf,
+    pub counts: Vec<usize>,
+    pub displs: Vec<usize>,
+}
+
+impl Blocks {
+    /// `n` blocks of `block` bytes each, one after the other.
+    pub fn contiguous(buf: RawBuf, n: usize, block: usize) -> Blocks {
+        Blocks {
+            buf,
+            counts: vec![block; n],
+            displs: (0..n).map(|i| i * block).collect(),
+        }
+    }
+
+    /// Block `i` as a buffer.
+    pub fn block(&self, i: usize) -> RawBuf {
+        RawBuf {
+            // `wrapping_add` keeps this safe to compute; the contract above
+            // keeps it inside `buf`.
+            ptr: self.buf.ptr.wrapping_add(self.displs[i]),
+            len: self.counts[i],
+        }
+    }
+}
+
+/// A collective operation on buffers (MPI-4.1 chapter 6), described in
+/// bytes. `None` as a send buffer is MPI_IN_PLACE, where MPI allows it.
+/// Buffers of the reductions hold `count` elements of `dtype`.
+#[derive(Clone, Debug)]
+pub enum Collective {
+    Barrier,
+    Bcast {
+        buf: RawBuf,
+        root: i32,
+    },
+    /// MPI_Gather(v): `recv` (significant at the root only) has one block
+    /// per rank. In place, the root's block already holds its data.
+    Gather {
+        send: Option<RawBuf>,
+        recv: Blocks,
+        root: i32,
+    },
+    /// MPI_Scatter(v): `send` (significant at the root only) has one block
+    /// per rank. In place, the root keeps its block where it is.
+    Scatter {
+        send: Blocks,
+        recv: Option<RawBuf>,
+        root: i32,
+    },
+    /// MPI_Allgather(v). In place, each rank's block of `recv` holds its
+    /// data.
+    Allgather {
+        send: Option<RawBuf>,
+        recv: Blocks,
+    },
+    /// MPI_Alltoall(v/w). In place, `recv` holds the data to send, block
+    /// for block.
+    Alltoall {
+        send: Option<Blocks>,
+        recv: Blocks,
+    },
+    /// MPI_Reduce: `recv` is significant at the root only.
+    Reduce {
+        send: Option<RawBuf>,
+        recv: RawBuf,
+        count: usize,
+        dtype: Datatype,
+        op: Op,
+        root: i32,
+    },
+    Allreduce {
+        send: Option<RawBuf>,
+        recv: RawBuf,
+        count: usize,
+        dtype: Datatype,
+        op: Op,
+    },
+    /// MPI_Reduce_scatter(_block): rank `i` gets the `counts[i]` elements
+    /// that follow those of the lower ranks. In place, `recv` holds the
+    /// whole input and the result lands at its start.
+    ReduceScatter {
+        send: Option<RawBuf>,
+        recv: RawBuf,
+        counts: Vec<usize>,
+        dtype: Datatype,
+        op: Op,
+    },
+    /// MPI_Scan, or MPI_Exscan with `exclusive` (whose result on rank 0 is
+    /// undefined: `recv` is left as it was).
+    Scan {
+        send: Option<RawBuf>,
+        recv: RawBuf,
+        count: usize,
+        dtype: Datatype,
+        op: Op,
+        exclusive: bool,
+    },
 }

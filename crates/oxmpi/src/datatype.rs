@@ -36,7 +36,7 @@ pub enum Basic {
     TwoInt,
     ShortInt,
     LongDoubleInt,
-    /// Complex of two x87 long doubles (32 bytes): moved, not reduced.
+    /// Complex of two x87 long doubles (32 bytes).
     LongDoubleComplex,
 }
 

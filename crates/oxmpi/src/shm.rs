@@ -8,6 +8,7 @@
 //! offset 0            SegmentHeader       magic, version, geometry, layout size
 //! ctl_offset          InboxCtl[nranks]    one cache-line-aligned block per rank
 //! cells_offset        Cell[nranks][slots] each rank's inbox ring
+//! coll_offset         CollSlot[chans][nranks]  collective channels (below)
 //! ```
 //!
 //! Everything in the segment is `#[repr(C)]`, holds plain integers and
@@ -39,6 +40,46 @@
 //! after publishing a cell, issues a SeqCst fence and rings (increments
 //! `doorbell`, `futex_wake`) only if `sleepers != 0`. The two fences make it
 //! impossible for both sides to miss each other (Dekker's argument).
+//!
+//! # Collective channels
+//!
+//! Shared-memory collectives (`coll::shm`) run on a *channel*: a row of
+//! `CollSlot`s, one per job rank. A communicator holds at most one channel
+//! while it lives, agreed on by its members when it is created; two
+//! communicators that share a member never hold the same channel at once,
+//! so a slot is used by one communicator at a time. Communicators with
+//! disjoint members may hold the same channel (they use different slots).
+//!
+//! A slot belongs to its rank (the *owner*); it has two halves, each a
+//! control block and `COLL_HALF` bytes of data, so that an owner can fill
+//! one half while its readers still read the other (pipelining). A half
+//! carries one *posting* at a time, named by a token that is unique for
+//! the owner over the life of the job: the generation of the channel claim
+//! (agreed by the communicator's members when they claim the channel,
+//! above any generation any of them used on it before) and a step number
+//! that the members advance in lockstep (`CollToken`).
+//!
+//! * To post, the owner waits until `done == expected` (every reader of
+//!   the previous posting in this half has finished with it), writes the
+//!   data, sets `expected` to the number of readers of the new posting and
+//!   `done` to 0, then stores the token into `posted` (Release).
+//! * A reader waits until `posted` equals the token it expects (Acquire),
+//!   reads, and when it has finished with the half adds one to `done`
+//!   (AcqRel). The reader that completes the count wakes the owner.
+//! * Partitioned reductions: each member owns a share of the elements and
+//!   is the only reader of that share in every half, so after combining it
+//!   may overwrite its own share of its own half with the result, then set
+//!   `result` to the token (Release); members that need the result read the
+//!   share once `result` equals the token (Acquire), before releasing.
+//! * Invariant: a posting is overwritten only after all its `expected`
+//!   readers have released it, so a reader that waits for token `t` finds
+//!   either an older posting or `t`, never a later one. Communicators
+//!   reuse channels safely because the check is per posting, not per
+//!   communicator, and tokens are never reused by an owner.
+//!
+//! Waiters sleep on their own inbox doorbell; whoever publishes what a
+//! peer may be waiting for calls `notify(peer)` (SeqCst fence, then ring if
+//! the peer is asleep: the same Dekker pairing as the inbox).
 
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
@@ -52,7 +93,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"oxmpiSHM");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Bytes of a cell's header; the payload follows it.
 pub const CELL_HEADER: usize = 64;
 /// Default cell size (header + payload). Messages whose payload fits travel
@@ -147,6 +188,42 @@ struct InboxCtl {
 }
 const _: () = assert!(std::mem::size_of::<InboxCtl>() == 128);
 
+/// Bytes of data in each half of a collective slot: a pipeline stage of the
+/// shared-memory collectives. Large, because every stage costs a round of
+/// wake-ups, which on an oversubscribed node cost far more than copying
+/// the stage (pages of unused channels are never touched, so the size
+/// costs address space, not memory).
+pub const COLL_HALF: usize = 256 * 1024;
+/// Most collective channels a segment has.
+const COLL_MAX_CHANS: usize = 16;
+/// Budget for the collective region; fewer channels on big nodes.
+const COLL_BUDGET: usize = 64 << 20;
+
+/// Control of one half of a collective slot: what is posted there and who
+/// has finished reading it (see the module doc). `done` has its own cache
+/// line, since readers write it while others poll `posted`.
+#[repr(C, align(64))]
+struct CollHalfCtl {
+    posted: AtomicU64,
+    result: AtomicU64,
+    /// A word the owner publishes with its posting (a broadcast's total
+    /// length, so that receivers follow the root's rounds).
+    meta: AtomicU64,
+    expected: AtomicU32,
+    _pad0: [u32; 9],
+    done: AtomicU32,
+    _pad1: [u32; 15],
+}
+const _: () = assert!(std::mem::size_of::<CollHalfCtl>() == 128);
+
+/// A rank's slot in a collective channel: two halves' control blocks, then
+/// their data.
+#[repr(C)]
+struct CollSlotHead {
+    halves: [CollHalfCtl; 2],
+}
+const COLL_SLOT: usize = std::mem::size_of::<CollSlotHead>() + 2 * COLL_HALF;
+
 /// Geometry of a segment, computed identically by every rank.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -155,21 +232,28 @@ pub struct Layout {
     pub cell_size: usize,
     ctl_offset: usize,
     cells_offset: usize,
+    /// Number of collective channels.
+    pub coll_chans: usize,
+    coll_offset: usize,
     pub size: usize,
 }
 
 impl Layout {
     pub fn new(nranks: usize, slots: usize, cell_size: usize) -> Layout {
-        assert!(slots.is_power_of_two() && cell_size % 64 == 0 && cell_size > CELL_HEADER);
+        assert!(slots.is_power_of_two() && cell_size.is_multiple_of(64) && cell_size > CELL_HEADER);
         let ctl_offset = 128;
         let cells_offset = ctl_offset + nranks * std::mem::size_of::<InboxCtl>();
-        let size = cells_offset + nranks * slots * cell_size;
+        let coll_offset = cells_offset + nranks * slots * cell_size;
+        let coll_chans = (COLL_BUDGET / (nranks.max(1) * COLL_SLOT)).clamp(1, COLL_MAX_CHANS);
+        let size = coll_offset + coll_chans * nranks * COLL_SLOT;
         Layout {
             nranks,
             slots,
             cell_size,
             ctl_offset,
             cells_offset,
+            coll_chans,
+            coll_offset,
             size,
         }
     }
@@ -493,6 +577,136 @@ impl Segment {
         if self.ctl(rank).sleepers.load(Ordering::Relaxed) != 0 {
             self.ring(rank);
         }
+    }
+}
+
+/// The name of a posting in a collective slot: the *generation* of the
+/// channel claim under which it was posted and the step of that claim's
+/// collective protocol. Members agree on a generation above any they used
+/// on that channel before, so an owner never posts the same token twice.
+/// Never 0, so a fresh (zeroed) slot matches no token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CollToken(u64);
+
+impl CollToken {
+    /// Generations are below this (24 bits; steps have the other 40).
+    pub const GENERATIONS: u64 = (1 << 24) - 1;
+
+    pub fn new(generation: u64, step: u64) -> CollToken {
+        assert!(generation < Self::GENERATIONS);
+        CollToken(((generation + 1) << 40) | (step & ((1 << 40) - 1)))
+    }
+}
+
+/// Collective channels (see the module doc for the protocol).
+impl Segment {
+    fn coll_slot(&self, chan: usize, rank: usize) -> *mut u8 {
+        assert!(chan < self.layout.coll_chans && rank < self.layout.nranks);
+        let idx = chan * self.layout.nranks + rank;
+        // SAFETY: in bounds of the mapping by the layout (checked above).
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(self.layout.coll_offset + idx * COLL_SLOT)
+        }
+    }
+
+    fn coll_ctl(&self, chan: usize, rank: usize, half: usize) -> &CollHalfCtl {
+        // SAFETY: the slot head holds only atomics and padding (valid for
+        // any bit pattern, including the initial zeroes); `half & 1`
+        // indexes one of its two blocks.
+        unsafe { &(*self.coll_slot(chan, rank).cast::<CollSlotHead>()).halves[half & 1] }
+    }
+
+    /// The data of a half: `COLL_HALF` bytes. Who may write or read them,
+    /// and when, is the posting protocol's business (module doc).
+    pub fn coll_data(&self, chan: usize, rank: usize, half: usize) -> *mut u8 {
+        // SAFETY: the data of half 0 then half 1 follow the head inside
+        // the slot.
+        unsafe {
+            self.coll_slot(chan, rank)
+                .add(std::mem::size_of::<CollSlotHead>() + (half & 1) * COLL_HALF)
+        }
+    }
+
+    /// May the owner overwrite this half? (Every reader of the previous
+    /// posting has released it.)
+    pub fn coll_free(&self, chan: usize, rank: usize, half: usize) -> bool {
+        let c = self.coll_ctl(chan, rank, half);
+        // Acquire pairs with the readers' AcqRel in `coll_release`: their
+        // reads of the half happen before our next writes.
+        c.done.load(Ordering::Acquire) >= c.expected.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the owner's new posting in a half, to be read by
+    /// `readers` peers. The owner has waited for `coll_free` and written
+    /// the data.
+    pub fn coll_post(
+        &self,
+        chan: usize,
+        rank: usize,
+        half: usize,
+        t: CollToken,
+        readers: u32,
+        meta: u64,
+    ) {
+        let c = self.coll_ctl(chan, rank, half);
+        c.meta.store(meta, Ordering::Relaxed);
+        c.expected.store(readers, Ordering::Relaxed);
+        c.done.store(0, Ordering::Relaxed);
+        // Release publishes the data and the counters reset above; pairs
+        // with the Acquire in `coll_posted`.
+        c.posted.store(t.0, Ordering::Release);
+    }
+
+    /// Has the owner posted `t` in this half?
+    pub fn coll_posted(&self, chan: usize, rank: usize, half: usize, t: CollToken) -> bool {
+        self.coll_ctl(chan, rank, half)
+            .posted
+            .load(Ordering::Acquire)
+            == t.0
+    }
+
+    /// The word published with the owner's posting (read after seeing the
+    /// posting with `coll_posted`, whose Acquire makes it visible).
+    pub fn coll_meta(&self, chan: usize, rank: usize, half: usize) -> u64 {
+        self.coll_ctl(chan, rank, half).meta.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the owner's result area for posting `t` (partitioned
+    /// reductions).
+    pub fn coll_post_result(&self, chan: usize, rank: usize, half: usize, t: CollToken) {
+        // Release publishes the result bytes; pairs with `coll_result`.
+        self.coll_ctl(chan, rank, half)
+            .result
+            .store(t.0, Ordering::Release);
+    }
+
+    /// Is the owner's result area for posting `t` ready?
+    pub fn coll_result(&self, chan: usize, rank: usize, half: usize, t: CollToken) -> bool {
+        self.coll_ctl(chan, rank, half)
+            .result
+            .load(Ordering::Acquire)
+            == t.0
+    }
+
+    /// A reader has finished with the owner's current posting in this
+    /// half. Returns true for the last expected reader, which must wake the
+    /// owner.
+    pub fn coll_release(&self, chan: usize, rank: usize, half: usize) -> bool {
+        let c = self.coll_ctl(chan, rank, half);
+        // AcqRel: our reads of the half happen before the owner's next
+        // writes (pairs with the Acquire in `coll_free`).
+        let done = c.done.fetch_add(1, Ordering::AcqRel) + 1;
+        done == c.expected.load(Ordering::Relaxed)
+    }
+
+    /// Wakes `rank`'s sleeping threads after publishing something they may
+    /// wait for in shared memory (not through a cell).
+    pub fn notify(&self, rank: usize) {
+        // SeqCst fence: pairs with the one in `prepare_sleep` (module doc).
+        fence(Ordering::SeqCst);
+        self.ring_if_sleeping(rank);
     }
 }
 

@@ -3,14 +3,15 @@
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{
-    CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status, ANY_SOURCE, ANY_TAG,
-    PROC_NULL, TAG_UB, UNDEFINED,
+    Collective, Combine, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status,
+    ANY_SOURCE, ANY_TAG, PROC_NULL, TAG_UB, UNDEFINED,
 };
 use crate::coll::{self, Pt2Pt};
 use crate::datatype::{Basic, Datatype};
 use crate::error::{Error, Result};
 use crate::op::{Op, Predefined};
 
+use super::coll::{ChannelClaim, CollEngine};
 use super::request::{CompletedRequest, Kind, NativeRequest};
 use super::{abort_job, Blocked, Core, Target, Unexpected};
 
@@ -22,18 +23,35 @@ pub struct NativeComm {
     /// Job rank of each member, by communicator rank.
     members: Arc<[i32]>,
     name: Mutex<String>,
+    /// Collective sequencing, worker and shared-memory channel.
+    pub(super) coll: CollEngine,
 }
 
 impl NativeComm {
     pub(crate) fn new(core: Arc<Core>, id: u32, rank: i32, members: Vec<i32>, name: &str) -> Self {
         core.note_comm_id(id);
+        let members: Arc<[i32]> = members.into();
         NativeComm {
+            coll: CollEngine::new(
+                core.clone(),
+                Self::ctx_coll_of(id),
+                id,
+                rank,
+                members.clone(),
+            ),
             core,
             id,
             rank,
-            members: members.into(),
+            members,
             name: Mutex::new(name.to_owned()),
         }
+    }
+
+    /// Gives a new communicator the shared-memory channel its members
+    /// agreed on (see `agree_on_channel`).
+    pub(crate) fn with_coll_channel(mut self, channel: Option<ChannelClaim>) -> Self {
+        self.coll.set_channel(channel);
+        self
     }
 
     #[inline]
@@ -42,8 +60,16 @@ impl NativeComm {
     }
 
     #[inline]
+    #[allow(dead_code)] // used through `Pt2Pt` by communicator management
     fn ctx_coll(&self) -> u32 {
-        self.id * 2 + 1
+        Self::ctx_coll_of(self.id)
+    }
+
+    /// The collective context of communicator `id` (its algorithms'
+    /// messages never match point-to-point ones).
+    #[inline]
+    fn ctx_coll_of(id: u32) -> u32 {
+        id * 2 + 1
     }
 
     fn nmembers(&self) -> i32 {
@@ -178,14 +204,13 @@ impl NativeComm {
     fn agree_on_id(&self) -> Result<u32> {
         let mine = self.core.local_next_comm_id().to_ne_bytes();
         let mut out = [0u8; 4];
-        coll::allreduce(
-            self,
-            &mine,
-            &mut out,
-            1,
-            &Datatype::new(Basic::U32),
-            &Op::Predefined(Predefined::Max),
-        )?;
+        self.run_collective(Collective::Allreduce {
+            send: Some(RawBuf::from_slice(&mine)),
+            recv: RawBuf::from_mut(&mut out),
+            count: 1,
+            dtype: Datatype::new(Basic::U32),
+            op: Op::Predefined(Predefined::Max),
+        })?;
         let id = u32::from_ne_bytes(out);
         self.core.note_comm_id(id);
         Ok(id)
@@ -500,13 +525,11 @@ impl Communicator for NativeComm {
     }
 
     fn barrier(&self) -> Result<()> {
-        coll::barrier(self)
+        self.run_collective(Collective::Barrier)
     }
 
     fn bcast(&self, buf: RawBuf, root: i32) -> Result<()> {
-        self.check_root(root)?;
-        // SAFETY: the caller keeps `buf` valid and unaliased for the call.
-        coll::bcast(self, unsafe { buf.as_mut_slice() }, root)
+        self.run_collective(Collective::Bcast { buf, root })
     }
 
     fn reduce(
@@ -518,30 +541,14 @@ impl Communicator for NativeComm {
         op: &Op,
         root: i32,
     ) -> Result<()> {
-        self.check_root(root)?;
-        let nbytes = count * dtype.size();
-        let is_root = self.rank == root;
-        // The contribution is copied out first, so that IN_PLACE (send
-        // and receive buffer the same) aliases nothing.
-        let data: Vec<u8> = match send {
-            // SAFETY: the caller keeps the buffers valid for the call.
-            Some(s) => unsafe { s.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-            None => unsafe { recv.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-        }
-        .ok_or_else(|| Error::Buffer(format!("send buffer smaller than {nbytes} bytes")))?;
-        let out = if is_root {
-            if recv.len < nbytes {
-                return Err(Error::Buffer(format!(
-                    "receive buffer holds {} bytes, need {nbytes}",
-                    recv.len
-                )));
-            }
-            // SAFETY: valid for the call; no other live reference.
-            Some(unsafe { recv.as_mut_slice() })
-        } else {
-            None
-        };
-        coll::reduce(self, &data, out, count, dtype, op, root)
+        self.run_collective(Collective::Reduce {
+            send,
+            recv,
+            count,
+            dtype: dtype.clone(),
+            op: op.clone(),
+            root,
+        })
     }
 
     fn allreduce(
@@ -552,74 +559,64 @@ impl Communicator for NativeComm {
         dtype: &Datatype,
         op: &Op,
     ) -> Result<()> {
-        let nbytes = count * dtype.size();
-        if recv.len < nbytes {
-            return Err(Error::Buffer(format!(
-                "receive buffer holds {} bytes, need {nbytes}",
-                recv.len
-            )));
-        }
-        let data: Vec<u8> = match send {
-            // SAFETY: the caller keeps the buffers valid for the call.
-            Some(s) => unsafe { s.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-            None => unsafe { recv.as_slice() }.get(..nbytes).map(<[u8]>::to_vec),
-        }
-        .ok_or_else(|| Error::Buffer(format!("send buffer smaller than {nbytes} bytes")))?;
-        // SAFETY: valid for the call; `data` is a copy, so nothing aliases.
-        coll::allreduce(
-            self,
-            &data,
-            unsafe { recv.as_mut_slice() },
+        self.run_collective(Collective::Allreduce {
+            send,
+            recv,
             count,
-            dtype,
-            op,
-        )
+            dtype: dtype.clone(),
+            op: op.clone(),
+        })
     }
 
     fn bcast_bytes(&self, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
         self.check_root(root)?;
-        coll::bcast_bytes(self, data, root)
+        self.coll.run(|c| coll::bcast_bytes(c, data, root))
     }
 
     fn gather_bytes(&self, data: &[u8], root: i32) -> Result<Option<Vec<Vec<u8>>>> {
         self.check_root(root)?;
-        coll::gather_bytes(self, data, root)
+        self.coll.run(|c| coll::gather_bytes(c, data, root))
     }
 
     fn allgather_bytes(&self, data: &[u8]) -> Result<Vec<Vec<u8>>> {
-        coll::allgather_bytes(self, data)
+        self.coll.run(|c| coll::allgather_bytes(c, data))
     }
 
     fn scatter_bytes(&self, data: Option<Vec<Vec<u8>>>, root: i32) -> Result<Vec<u8>> {
         self.check_root(root)?;
-        coll::scatter_bytes(self, data, root)
+        self.coll.run(|c| coll::scatter_bytes(c, data, root))
     }
 
     fn alltoall_bytes(&self, data: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
-        coll::alltoall_bytes(self, data)
+        self.coll.run(|c| coll::alltoall_bytes(c, data))
     }
 
     fn reduce_bytes(
         &self,
         data: Vec<u8>,
         root: Option<i32>,
-        combine: &mut dyn FnMut(&[u8], &[u8]) -> Result<Vec<u8>>,
+        combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>> {
         if let Some(r) = root {
             self.check_root(r)?;
         }
-        coll::reduce_bytes(self, data, root, combine)
+        self.coll
+            .run(|c| coll::reduce_bytes(c, data, root, combine))
     }
 
     fn dup(&self) -> Result<CommRef> {
         let id = self.agree_on_id()?;
-        Ok(Arc::new(NativeComm::new(
-            self.core.clone(),
-            id,
-            self.rank,
-            self.members.to_vec(),
-            &self.name(),
-        )))
+        let channel = self.agree_on_channel(true)?;
+        Ok(Arc::new(
+            NativeComm::new(
+                self.core.clone(),
+                id,
+                self.rank,
+                self.members.to_vec(),
+                &self.name(),
+            )
+            .with_coll_channel(channel),
+        ))
     }
 
     fn split(&self, color: i32, key: i32) -> Result<Option<CommRef>> {
@@ -631,8 +628,9 @@ impl Communicator for NativeComm {
         let mut mine = [0u8; 8];
         mine[..4].copy_from_slice(&color.to_ne_bytes());
         mine[4..].copy_from_slice(&key.to_ne_bytes());
-        let all = coll::allgather_bytes(self, &mine)?;
+        let all = self.allgather_bytes(&mine)?;
         let id = self.agree_on_id()?;
+        let channel = self.agree_on_channel(color != UNDEFINED)?;
         if color == UNDEFINED {
             return Ok(None);
         }
@@ -654,13 +652,9 @@ impl Communicator for NativeComm {
             .iter()
             .position(|&(_, r)| r == self.rank)
             .expect("this rank is in its own colour") as i32;
-        Ok(Some(Arc::new(NativeComm::new(
-            self.core.clone(),
-            id,
-            rank,
-            members,
-            "",
-        ))))
+        Ok(Some(Arc::new(
+            NativeComm::new(self.core.clone(), id, rank, members, "").with_coll_channel(channel),
+        )))
     }
 
     fn world_ranks(&self) -> Vec<i32> {
@@ -669,6 +663,24 @@ impl Communicator for NativeComm {
 
     fn abort(&self, code: i32) -> ! {
         abort_job(&self.core, code, "MPI_Abort")
+    }
+
+    fn collective(&self, op: Collective) -> Result<()> {
+        self.run_collective(op)
+    }
+
+    fn icollective(&self, op: Collective) -> Result<RequestRef> {
+        self.start_collective(op)
+    }
+
+    fn scan_bytes(
+        &self,
+        data: Vec<u8>,
+        exclusive: bool,
+        combine: &mut Combine<'_>,
+    ) -> Result<Option<Vec<u8>>> {
+        self.coll
+            .run(|c| coll::scan_bytes(c, data, exclusive, combine))
     }
 }
 

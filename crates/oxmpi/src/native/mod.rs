@@ -7,6 +7,7 @@
 //! drains the process's inbox, matches, copies, and answers rendezvous
 //! requests, then sleeps on its doorbell (see `shm.rs`).
 
+mod coll;
 pub(crate) mod comm;
 mod request;
 
@@ -178,6 +179,8 @@ pub struct Core {
     next_comm_id: AtomicU32,
     interrupt: RwLock<Option<Box<dyn Fn() -> Result<()> + Send + Sync>>>,
     finalized: AtomicBool,
+    /// Which collective channels of the segment our communicators hold.
+    coll_channels: coll::ChannelPool,
 }
 
 fn env_flag(name: &str) -> Option<bool> {
@@ -249,6 +252,7 @@ impl Core {
             next_comm_id: AtomicU32::new(2),
             interrupt: RwLock::new(None),
             finalized: AtomicBool::new(false),
+            coll_channels: coll::ChannelPool::new(),
         }))
     }
 
@@ -1026,13 +1030,16 @@ impl NativeEngine {
     pub fn init() -> Result<NativeEngine> {
         let core = Core::init()?;
         let n = core.size() as i32;
-        let world: CommRef = Arc::new(NativeComm::new(
-            core.clone(),
-            0,
-            core.rank() as i32,
-            (0..n).collect(),
-            "MPI_COMM_WORLD",
-        ));
+        let world: CommRef = Arc::new(
+            NativeComm::new(
+                core.clone(),
+                0,
+                core.rank() as i32,
+                (0..n).collect(),
+                "MPI_COMM_WORLD",
+            )
+            .with_coll_channel(coll::ChannelClaim::claim(&core, 0)),
+        );
         let self_comm: CommRef = Arc::new(NativeComm::new(
             core.clone(),
             1,
