@@ -172,7 +172,13 @@ pub struct Core {
     head: AtomicU64,
     state: Mutex<State>,
     pmi: Option<Pmi>,
+    /// Most polls a waiter makes before it sleeps (OXMPI_SPIN, or 0 when
+    /// ranks outnumber cores).
     spin_limit: u32,
+    /// The polls a waiter makes now: doubled when polling found what it
+    /// waited for, halved when it had to sleep anyway, so waits for a slow
+    /// or descheduled peer stop costing a core.
+    spin_budget: AtomicU32,
     cma: AtomicBool,
     next_id: AtomicU64,
     /// Next free communicator id (context ids are 2*id and 2*id+1).
@@ -247,6 +253,7 @@ impl Core {
             }),
             pmi,
             spin_limit,
+            spin_budget: AtomicU32::new(spin_limit),
             cma: AtomicBool::new(cma),
             next_id: AtomicU64::new(1),
             next_comm_id: AtomicU32::new(2),
@@ -828,6 +835,7 @@ impl Core {
         describe: &dyn Fn() -> Blocked,
     ) -> Result<()> {
         let mut spins = 0u32;
+        let mut budget = self.spin_budget.load(Ordering::Relaxed);
         let mut last_check = Instant::now();
         let mut idle_since: Option<Instant> = None;
         let mut reported = false;
@@ -849,18 +857,27 @@ impl Core {
                 }
             }
             if done() {
+                if spins > 0 && spins <= budget {
+                    // Polling paid off: allow more of it next time.
+                    let more = (budget * 2 + 16).min(self.spin_limit);
+                    self.spin_budget.store(more, Ordering::Relaxed);
+                }
                 break Ok(());
             }
-            if spins < self.spin_limit {
+            if spins < budget {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
             }
-            if spins == self.spin_limit {
+            if spins == budget {
                 // One yield before sleeping lets a peer on our core run.
                 spins += 1;
                 std::thread::yield_now();
                 continue;
+            }
+            if budget > 0 {
+                self.spin_budget.store(budget / 2, Ordering::Relaxed);
+                budget /= 2;
             }
             let seen = self.seg.prepare_sleep(self.me);
             let head = self.head.load(Ordering::Relaxed);
