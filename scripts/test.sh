@@ -15,6 +15,11 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 python -m pip install -q --disable-pip-version-check --upgrade pip maturin numpy pytest
+# The seeds' ecosystem (Dask-MPI, IPython parallel) runs in tests/test_ecosystem.py;
+# OXMPI_TEST_ECOSYSTEM=0 skips installing it (those tests then skip).
+if [ "${OXMPI_TEST_ECOSYSTEM:-1}" != 0 ]; then
+  python -m pip install -q --disable-pip-version-check dask-mpi "dask[distributed,dataframe]" ipyparallel
+fi
 python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
 
 echo "== cargo test (runtime and launcher)"

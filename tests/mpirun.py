@@ -54,7 +54,7 @@ def _kill_group(proc):
         pass
 
 
-def run_mpi(script_or_args, n, timeout=60, env=None, launcher_args=(), check_timeout=True):
+def run_mpi(script_or_args, n, timeout=60, env=None, launcher_args=(), check_timeout=True, launcher_path=None):
     """Runs a job of ``n`` ranks; returns the CompletedProcess (text mode).
 
     ``script_or_args``: a Python script (str or path-like, run with this
@@ -63,12 +63,13 @@ def run_mpi(script_or_args, n, timeout=60, env=None, launcher_args=(), check_tim
     ``launcher_args``: options for mpiexec itself (e.g. ``["-l"]``).
     ``check_timeout``: when false, a job that times out is returned (with
     returncode -9) instead of failing the test.
+    ``launcher_path``: another of oxmpi's launcher commands (e.g. its mpirun).
     """
     if isinstance(script_or_args, (list, tuple)):
         prog = [str(a) for a in script_or_args]
     else:
         prog = [sys.executable, str(script_or_args)]
-    cmd = [launcher(), *launcher_args, "-n", str(n), *prog]
+    cmd = [launcher_path or launcher(), *launcher_args, "-n", str(n), *prog]
     job_env = dict(os.environ)
     if env:
         job_env.update(env)

@@ -45,3 +45,20 @@ def test_hello():
     assert len(lines) == 3 and len(set(lines)) == 3, f"expected 3 distinct greetings\n{describe(res)}"
     ranks = sorted(int(re.match(r"Hello from rank (\d+) of 3 on \S+", l).group(1)) for l in lines)
     assert ranks == [0, 1, 2], describe(res)
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_cheatsheet_seed_003(n):
+    """Seed 003's cheat-sheet calls, unchanged mpi4py code (from mpi4py import MPI)."""
+    res = run_mpi(EXAMPLES / "cheatsheet.py", n, timeout=120)
+    assert_ok(res)
+    for r in range(n):
+        assert f"cheatsheet ok on rank {r} of {n}" in res.stdout, describe(res)
+
+
+def test_psum_seed_001():
+    res = run_mpi(EXAMPLES / "psum.py", 4, timeout=120)
+    assert_ok(res)
+    sums = re.findall(r"^\[(\d)\] psum = (\S+)$", res.stdout, re.M)
+    assert sorted(int(r) for r, _ in sums) == [0, 1, 2, 3], describe(res)
+    assert len({s for _, s in sums}) == 1, f"ranks disagree on the sum\n{describe(res)}"
