@@ -50,23 +50,64 @@ struct Config {
     loads: Py<PyAny>,
     /// None: call `dumps(obj)` without a protocol.
     protocol: Option<i32>,
+    /// `protocol` as a Python int, made once.
+    protocol_obj: Option<Py<PyAny>>,
     /// Buffers at least this large travel out of band.
     threshold: usize,
+    /// The standard pickle at protocol 5 or more: buffers may go out of
+    /// band.
+    out_of_band: bool,
+}
+
+impl Config {
+    fn new(
+        py: Python<'_>,
+        dumps: Py<PyAny>,
+        loads: Py<PyAny>,
+        protocol: Option<i32>,
+        threshold: usize,
+    ) -> PyResult<Config> {
+        let std = std_pickle(py)?;
+        // None calls dumps(obj) with pickle's default protocol, which may
+        // be below 5: then nothing goes out of band.
+        let effective = match protocol {
+            Some(p) if p >= 0 => p,
+            Some(_) => std.highest,
+            None => 0,
+        };
+        let out_of_band = dumps.bind(py).is(std.dumps.bind(py)) && effective >= 5;
+        Ok(Config {
+            protocol_obj: protocol
+                .map(|p| p.into_pyobject(py).map(|o| o.into_any().unbind()))
+                .transpose()?,
+            dumps,
+            loads,
+            protocol,
+            threshold,
+            out_of_band,
+        })
+    }
 }
 
 static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
 
+/// The current settings; the defaults (the standard pickle at its highest
+/// protocol) are made once, on first use.
 fn config(py: Python<'_>) -> PyResult<Arc<Config>> {
-    if let Some(c) = CONFIG.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+    let mut guard = CONFIG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = guard.as_ref() {
         return Ok(c.clone());
     }
     let std = std_pickle(py)?;
-    Ok(Arc::new(Config {
-        dumps: std.dumps.clone_ref(py),
-        loads: std.loads.clone_ref(py),
-        protocol: Some(std.highest),
-        threshold: DEFAULT_THRESHOLD,
-    }))
+    let cfg = Arc::new(Config::new(
+        py,
+        std.dumps.clone_ref(py),
+        std.loads.clone_ref(py),
+        Some(std.highest),
+        DEFAULT_THRESHOLD,
+    )?);
+    *guard = Some(cfg.clone());
+    Ok(cfg)
 }
 
 /// mpi4py's default out-of-band threshold (`MPI.pickle.THRESHOLD`).
@@ -74,26 +115,40 @@ pub const DEFAULT_THRESHOLD: usize = 256 * 1024;
 
 /// Sets the serialiser of object messages (called by `MPI.pickle`).
 #[pyfunction]
-pub fn set_pickle(dumps: Py<PyAny>, loads: Py<PyAny>, protocol: Option<i32>, threshold: isize) {
-    *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Config {
-        dumps,
-        loads,
-        protocol,
-        threshold: threshold.max(0) as usize,
-    }));
+pub fn set_pickle(
+    py: Python<'_>,
+    dumps: Py<PyAny>,
+    loads: Py<PyAny>,
+    protocol: Option<i32>,
+    threshold: isize,
+) -> PyResult<()> {
+    let cfg = Config::new(py, dumps, loads, protocol, threshold.max(0) as usize)?;
+    *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(cfg));
+    Ok(())
 }
 
-impl Config {
-    /// The standard pickle at protocol 5 or more: buffers may go out of
-    /// band.
-    fn out_of_band(&self, py: Python<'_>) -> PyResult<bool> {
-        let std = std_pickle(py)?;
-        let protocol = match self.protocol {
-            Some(p) if p < 0 => std.highest,
-            Some(p) => p,
-            None => std.highest,
-        };
-        Ok(self.dumps.is(&std.dumps) && protocol >= 5)
+/// `dumps(obj, protocol, buffer_callback=cb)` through vectorcall, without
+/// building a keyword dict for every message.
+fn dumps_with_callback<'py>(
+    py: Python<'py>,
+    cfg: &Config,
+    obj: &Bound<'py, PyAny>,
+    cb: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static KWNAMES: PyOnceLock<Py<pyo3::types::PyTuple>> = PyOnceLock::new();
+    let kwnames = KWNAMES.get_or_try_init(py, || {
+        Ok::<_, PyErr>(pyo3::types::PyTuple::new(py, ["buffer_callback"])?.unbind())
+    })?;
+    let none = py.None();
+    let protocol = cfg.protocol_obj.as_ref().unwrap_or(&none);
+    let args = [obj.as_ptr(), protocol.as_ptr(), cb.as_ptr()];
+    // SAFETY: `args` holds three borrowed, live object pointers (two
+    // positional, one keyword named by `kwnames`); vectorcall does not keep
+    // them beyond the call and returns a new reference or NULL with an
+    // exception set.
+    unsafe {
+        let r = ffi::PyObject_Vectorcall(cfg.dumps.as_ptr(), args.as_ptr(), 2, kwnames.as_ptr());
+        Bound::from_owned_ptr_or_err(py, r)
     }
 }
 
@@ -147,7 +202,7 @@ impl OutOfBand {
 pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
     let cfg = config(py)?;
     let dumps = cfg.dumps.bind(py);
-    let (data, bufs) = if cfg.out_of_band(py)? {
+    let (data, bufs) = if cfg.out_of_band {
         let oob = Bound::new(
             py,
             OutOfBand {
@@ -155,9 +210,7 @@ pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
                 threshold: cfg.threshold,
             },
         )?;
-        let kw = PyDict::new(py);
-        kw.set_item("buffer_callback", &oob)?;
-        let data = dumps.call((obj, cfg.protocol), Some(&kw))?;
+        let data = dumps_with_callback(py, &cfg, obj, oob.as_any())?;
         let bufs = std::mem::take(&mut oob.borrow_mut().bufs);
         (data, bufs)
     } else {
