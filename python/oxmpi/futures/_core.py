@@ -1,0 +1,630 @@
+"""Workers and the client's scheduler for ``oxmpi.futures``.
+
+One process (the *client*) hands tasks to the others (the *workers*) over a
+private duplicate of the communicator they share, so user messages on the
+original communicator never match the protocol's.  The protocol:
+
+* client -> worker, tag ``_TAG_CMD``: ``(kind, data)`` with kind ``_SYNC``
+  (set up sys.path, cwd, env, import the client's ``__main__``), ``_INIT``
+  (run an executor's initializer) or ``_TASK`` (``(fn, args, kwargs)``);
+  ``None`` tells the worker to stop.
+* worker -> client, tag ``_TAG_REPLY``: ``(ok, value)`` for every command.
+
+A worker holds at most one command at a time, so the source of a reply says
+which job it answers.  Workers wait for commands in a blocking receive (the
+runtime parks them on a futex: idle workers use no CPU); the client's one
+receiver thread blocks in a matched probe only while some worker is busy.
+"""
+
+import collections
+import os
+import sys
+import threading
+import traceback
+import types
+
+from .. import MPI
+from ._base import BrokenExecutor
+
+_TAG_CMD = 1
+_TAG_REPLY = 2
+
+_SYNC = "sync"
+_INIT = "init"
+_TASK = "task"
+
+MAIN_RUN_NAME = "__worker__"
+
+_tls = threading.local()
+
+SPAWN_UNSUPPORTED = (
+    "MPIPoolExecutor has no workers to use: spawning worker processes "
+    "(MPI.Comm.Spawn) is not supported by oxmpi yet. Launch the program with "
+    "its workers instead: 'mpiexec -n N python -m oxmpi.futures script.py' "
+    "(or '-m mpi4py.futures'), where rank 0 runs the script and the other "
+    "N-1 ranks serve it; or use MPICommExecutor(comm, root)."
+)
+
+
+def os_environ_get(name, default=None):
+    """``MPI4PY_FUTURES_<name>`` (or the deprecated ``MPI4PY_<name>``)."""
+    value = os.environ.get(f"MPI4PY_FUTURES_{name}")
+    if value is None:
+        value = os.environ.get(f"MPI4PY_{name}", default)
+    return value
+
+
+def getenv_bool(name):
+    value = os_environ_get(name)
+    if value is None:
+        return None
+    low = value.lower()
+    if low in ("true", "yes", "on", "y", "1"):
+        return True
+    if low in ("false", "no", "off", "n", "0"):
+        return False
+    import warnings
+
+    warnings.warn(f"environment variable MPI4PY_FUTURES_{name}: unexpected value {value!r}",
+                  RuntimeWarning, stacklevel=2)
+    return False
+
+
+# --- exceptions travelling back from workers
+
+
+class RemoteTraceback(Exception):
+    """The formatted traceback of an exception raised in a worker."""
+
+    def __str__(self):
+        return self.args[0] if self.args else ""
+
+
+def _attach_remote_traceback(exc, text):
+    exc.__cause__ = RemoteTraceback(text)
+    return exc
+
+
+class _RemoteException(Exception):
+    """Carries a worker's exception and its formatted traceback; unpickles
+    as the original exception with the traceback as its ``__cause__``."""
+
+    def __reduce__(self):
+        return _attach_remote_traceback, self.args
+
+
+def _describe_exception(exc, comm):
+    body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    where = f"### Worker {comm.Get_rank()} of {comm.Get_size()} on {MPI.Get_processor_name()}"
+    return f'\n{where}\n"""\n{body}"""'
+
+
+def _wrap_exception(exc, comm):
+    text = _describe_exception(exc, comm)
+    exc.__cause__ = None
+    exc.__context__ = None
+    exc.__traceback__ = None
+    return _RemoteException(exc, text)
+
+
+def _picklable_exception(exc, comm):
+    """The exception to send back: the original, or a RuntimeError holding its
+    description when the original does not survive pickling."""
+    wrapped = _wrap_exception(exc, comm)
+    try:
+        MPI.pickle.loads(MPI.pickle.dumps(wrapped))
+        return wrapped
+    except BaseException:  # noqa: BLE001 - any pickling failure
+        text = wrapped.args[1]
+        return _RemoteException(RuntimeError(f"{type(exc).__name__}: {exc}"), text)
+
+
+# --- the worker's side
+
+
+def get_comm_server():
+    try:
+        return _tls.comm_server
+    except AttributeError:
+        raise RuntimeError("communicator is not accessible") from None
+
+
+def set_comm_server(comm):
+    _tls.comm_server = comm
+
+
+def del_comm_server():
+    try:
+        del _tls.comm_server
+    except AttributeError:
+        pass
+
+
+def import_main(mod_name, mod_path, init_globals):
+    """Load the client's main script or module as ``__worker__`` and make it
+    ``sys.modules['__main__']``, so functions pickled as ``__main__.f`` resolve
+    while the script's ``if __name__ == '__main__':`` block does not run."""
+    module = types.ModuleType(MAIN_RUN_NAME)
+    if init_globals:
+        module.__dict__.update(init_globals)
+        module.__name__ = MAIN_RUN_NAME
+    saved_main = sys.modules["__main__"]
+    sys.modules["__main__"] = sys.modules[MAIN_RUN_NAME] = module
+    try:
+        if mod_name:
+            import importlib.util
+
+            spec = importlib.util.find_spec(mod_name)
+            if spec is not None and spec.submodule_search_locations is not None:
+                spec = importlib.util.find_spec(mod_name + ".__main__")
+            if spec is None or spec.loader is None:
+                raise ImportError(f"no module named {mod_name!r}")
+            code = spec.loader.get_code(spec.name)
+            module.__spec__ = spec
+            module.__file__ = spec.origin
+            module.__loader__ = spec.loader
+            module.__package__ = spec.parent
+            exec(code, module.__dict__)  # noqa: S102 - the user's own program
+        elif mod_path:
+            if not getattr(sys.flags, "safe_path", False):
+                sys.path[0] = os.path.realpath(os.path.dirname(mod_path))
+            if os.path.isfile(mod_path) and not mod_path.endswith((".zip", ".pyz")):
+                with open(mod_path, "rb") as source:
+                    code = compile(source.read(), mod_path, "exec")
+                module.__file__ = mod_path
+                exec(code, module.__dict__)  # noqa: S102 - the user's own program
+            else:
+                import runpy
+
+                module.__dict__.update(runpy.run_path(mod_path, run_name=MAIN_RUN_NAME))
+        sys.modules["__main__"] = sys.modules[MAIN_RUN_NAME] = module
+    except BaseException:
+        sys.modules["__main__"] = saved_main
+        raise
+
+
+def _apply_sync(data):
+    if data.get("path"):
+        sys.path.extend(data["path"])
+    if data.get("wdir") is not None:
+        os.chdir(data["wdir"])
+    if data.get("env"):
+        os.environ.update({str(k): str(v) for k, v in data["env"].items()})
+    if data.get("main", True) and (data.get("mod_name") or data.get("mod_path")):
+        import_main(data.get("mod_name"), data.get("mod_path"), data.get("globals"))
+    elif data.get("globals"):
+        sys.modules["__main__"].__dict__.update(data["globals"])
+
+
+def serve(comm, root):
+    """Run commands from ``root`` until it says stop."""
+    while True:
+        try:
+            message = comm.recv(source=root, tag=_TAG_CMD)
+        except BaseException as exc:  # noqa: BLE001 - e.g. a task that fails to unpickle
+            reply = (False, _picklable_exception(exc, comm))
+        else:
+            if message is None:
+                return
+            kind, data = message
+            del message
+            try:
+                if kind == _TASK:
+                    fn, args, kwargs = data
+                    del data
+                    reply = (True, fn(*args, **kwargs))
+                    del fn, args, kwargs
+                elif kind == _INIT:
+                    initializer, initargs, initkwargs = data
+                    initializer(*initargs, **initkwargs)
+                    reply = (True, None)
+                elif kind == _SYNC:
+                    _apply_sync(data)
+                    reply = (True, None)
+                else:
+                    raise RuntimeError(f"oxmpi.futures: unknown command {kind!r}")
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the client
+                reply = (False, _picklable_exception(exc, comm))
+        try:
+            comm.send(reply, dest=root, tag=_TAG_REPLY)
+        except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable result
+            comm.send((False, _picklable_exception(exc, comm)), dest=root, tag=_TAG_REPLY)
+        del reply
+
+
+# --- the client's side
+
+
+class _Job:
+    __slots__ = ("kind", "data", "future", "on_reply", "request")
+
+    def __init__(self, kind, data, future=None, on_reply=None):
+        self.kind = kind
+        self.data = data
+        self.future = future
+        self.on_reply = on_reply
+        self.request = None
+
+
+class Client:
+    """Hands jobs to the workers of ``comm`` (all ranks but ``root``)."""
+
+    def __init__(self, comm, root):
+        self.comm = comm
+        self.root = root
+        self.workers = [rank for rank in range(comm.Get_size()) if rank != root]
+        self.cond = threading.Condition()
+        self.free = collections.deque(self.workers)
+        self.jobs = collections.deque()
+        self.pinned = {rank: collections.deque() for rank in self.workers}
+        self.busy = {}
+        self.synced = False
+        self.closing = False
+        self.receiver = None
+
+    # dispatching: called with no lock held, from any thread
+
+    def _take_sends(self):
+        """Under the lock: pairs (worker, job) to send now."""
+        sends = []
+        for rank in list(self.free):
+            if self.pinned[rank]:
+                self.free.remove(rank)
+                job = self.pinned[rank].popleft()
+                self.busy[rank] = job
+                sends.append((rank, job))
+        while self.free and self.jobs:
+            job = self.jobs.popleft()
+            if job.future is not None and not job.future.set_running_or_notify_cancel():
+                continue
+            rank = self.free.popleft()
+            self.busy[rank] = job
+            sends.append((rank, job))
+        if sends:
+            self._start_receiver()
+            self.cond.notify_all()
+        return sends
+
+    def _send(self, sends):
+        while sends:
+            rank, job = sends.pop(0)
+            try:
+                job.request = self.comm.isend((job.kind, job.data), dest=rank, tag=_TAG_CMD)
+                job.data = None
+            except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable task
+                with self.cond:
+                    del self.busy[rank]
+                    self.free.appendleft(rank)
+                    sends.extend(self._take_sends())
+                self._complete(job, False, exc)
+
+    def dispatch(self):
+        with self.cond:
+            sends = self._take_sends()
+        self._send(sends)
+
+    def push(self, jobs):
+        with self.cond:
+            if self.closing:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            self.jobs.extend(jobs)
+            sends = self._take_sends()
+        self._send(sends)
+
+    def pin(self, rank, job):
+        with self.cond:
+            self.pinned[rank].append(job)
+            sends = self._take_sends()
+        self._send(sends)
+
+    @staticmethod
+    def _complete(job, ok, value):
+        if job.on_reply is not None:
+            job.on_reply(ok, value)
+        elif job.future is not None:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    # receiving
+
+    def _start_receiver(self):
+        if self.receiver is None:
+            self.receiver = threading.Thread(target=self._receive, name="oxmpi.futures.receiver",
+                                             daemon=True)
+            self.receiver.start()
+
+    def _receive(self):
+        status = MPI.Status()
+        while True:
+            with self.cond:
+                while not self.busy and not self.closing:
+                    self.cond.wait()
+                if not self.busy:
+                    return
+            message = self.comm.mprobe(source=MPI.ANY_SOURCE, tag=_TAG_REPLY, status=status)
+            rank = status.Get_source()
+            try:
+                ok, value = message.recv()
+            except BaseException as exc:  # noqa: BLE001 - a result that fails to unpickle
+                ok, value = False, exc
+            del message
+            with self.cond:
+                job = self.busy.pop(rank)
+                self.free.append(rank)
+                sends = self._take_sends()
+                self.cond.notify_all()
+            if job.request is not None:
+                job.request.wait()
+                job.request = None
+            try:
+                self._complete(job, ok, value)
+            except BaseException:  # noqa: BLE001 - a failing callback must not stop the receiver
+                traceback.print_exc()
+            del job, value
+            self._send(sends)
+
+    def close(self):
+        """Run what is queued, then stop the workers and the receiver."""
+        with self.cond:
+            while self.jobs or self.busy or any(self.pinned.values()):
+                self.cond.wait()
+            self.closing = True
+            self.cond.notify_all()
+        requests = [self.comm.isend(None, dest=rank, tag=_TAG_CMD) for rank in self.workers]
+        MPI.Request.waitall(requests)
+        if self.receiver is not None:
+            self.receiver.join()
+
+
+class ClientPool:
+    """One executor's view of a Client: its boot (sync, initializer), the
+    futures it still owes and its shutdown."""
+
+    def __init__(self, executor, client):
+        self.client = client
+        self.options = dict(executor._options)
+        self.cond = threading.Condition()
+        self.ready = False
+        self.broken = None
+        self.held = []
+        self.unfinished = set()
+        self.waiting = 0
+        self.size = len(client.workers)
+        self._executor = executor
+        self._boot()
+
+    def _boot(self):
+        client = self.client
+        steps = []
+        with client.cond:
+            if not client.synced:
+                client.synced = True
+                steps.append((_SYNC, sync_data(self.options)))
+        initializer = self.options.get("initializer")
+        if initializer is not None:
+            init = (initializer, tuple(self.options.get("initargs", ())),
+                    dict(self.options.get("initkwargs", {})))
+            steps.append((_INIT, init))
+        if not steps:
+            self.ready = True
+            return
+        self.waiting = len(steps) * len(client.workers)
+        for kind, data in steps:
+            for rank in client.workers:
+                client.pin(rank, _Job(kind, data, on_reply=self._boot_reply_for(kind)))
+
+    def _boot_reply_for(self, kind):
+        def on_reply(ok, value):
+            release = None
+            with self.cond:
+                self.waiting -= 1
+                if not ok and self.broken is None:
+                    what = "initializer failed" if kind == _INIT else "worker setup failed"
+                    self.broken = f"{what}: {type(value).__name__}: {value}"
+                if self.waiting == 0:
+                    self.ready = True
+                    release, self.held = self.held, []
+                    self.cond.notify_all()
+            if release is not None:
+                if self.broken is not None:
+                    self._fail(release)
+                elif release:
+                    self.client.push(release)
+        return on_reply
+
+    def _fail(self, jobs):
+        executor = self._executor
+        executor._broken = self.broken
+        for job in jobs:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(BrokenExecutor(self.broken))
+
+    def wait(self):
+        with self.cond:
+            while not self.ready:
+                self.cond.wait()
+        if self.broken is not None:
+            self._executor._broken = self.broken
+
+    def push(self, future, task):
+        job = _Job(_TASK, task, future)
+        with self.cond:
+            if self.broken is not None:
+                raise BrokenExecutor(self.broken)
+            self.unfinished.add(future)
+            held = not self.ready
+            if held:
+                self.held.append(job)
+        future.add_done_callback(self._finished)
+        if not held:
+            self.client.push([job])
+
+    def _finished(self, future):
+        with self.cond:
+            self.unfinished.discard(future)
+            if not self.unfinished:
+                self.cond.notify_all()
+
+    def done(self):
+        pass
+
+    def cancel(self):
+        with self.cond:
+            futures = list(self.unfinished)
+        for future in futures:
+            if future.cancel():
+                future.set_running_or_notify_cancel()
+
+    def join(self):
+        with self.cond:
+            while not self.ready or self.unfinished:
+                self.cond.wait()
+
+
+def sync_data(options):
+    """What workers need to load the client's program (sent once)."""
+    data = {key: options[key] for key in ("path", "wdir", "env", "globals") if key in options}
+    data["main"] = bool(options.get("main", True))
+    if data["main"]:
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        name = getattr(spec, "name", None)
+        path = getattr(main, "__file__", None)
+        if name is not None:
+            data["mod_name"] = name
+        elif path is not None:
+            data["mod_path"] = os.path.abspath(path)
+    if "path" in data:
+        data["path"] = list(data["path"])
+    if "env" in data:
+        data["env"] = dict(data["env"])
+    if "globals" in data:
+        data["globals"] = dict(data["globals"])
+    return data
+
+
+class ThreadPool:
+    """Tasks run in threads of this process (one MPI process: no workers).
+
+    ``get_comm_workers()`` in these threads is ``MPI.COMM_SELF``."""
+
+    def __init__(self, executor, size=None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        options = executor._options
+        if size is None:
+            size = options.get("max_workers", 1)
+        initializer = options.get("initializer")
+        initargs = tuple(options.get("initargs", ()))
+        initkwargs = dict(options.get("initkwargs", {}))
+
+        def init():
+            set_comm_server(MPI.COMM_SELF)
+            if initializer is not None:
+                initializer(*initargs, **initkwargs)
+
+        self.size = size
+        self._executor = executor
+        self._threads = ThreadPoolExecutor(max_workers=size, initializer=init,
+                                           thread_name_prefix="oxmpi.futures")
+
+    def wait(self):
+        pass
+
+    def push(self, future, task):
+        fn, args, kwargs = task
+        inner = self._threads.submit(fn, *args, **kwargs)
+
+        def forward(done):
+            if done.cancelled():
+                future.cancel()
+                future.set_running_or_notify_cancel()
+                return
+            exc = done.exception()
+            if future.set_running_or_notify_cancel():
+                if exc is None:
+                    future.set_result(done.result())
+                else:
+                    if isinstance(exc, BrokenExecutor):
+                        self._executor._broken = "initializer failed"
+                    future.set_exception(exc)
+
+        def propagate_cancel(outer):
+            if outer.cancelled():
+                inner.cancel()
+
+        future.add_done_callback(propagate_cancel)
+        inner.add_done_callback(forward)
+
+    def done(self):
+        self._threads.shutdown(wait=False)
+
+    def cancel(self):
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def join(self):
+        self._threads.shutdown(wait=True)
+
+
+class NoWorkers:
+    """Stands for a pool that would have to spawn its workers."""
+
+    size = 0
+
+    def __init__(self, executor):
+        raise NotImplementedError(SPAWN_UNSUPPORTED)
+
+
+# --- the shared pool of ``python -m oxmpi.futures``
+
+
+class SharedPool:
+    """The workers of ``mpiexec -n N python -m oxmpi.futures``: rank 0 of
+    COMM_WORLD is the client, ranks 1..N-1 serve every executor it makes."""
+
+    def __init__(self):
+        world = MPI.COMM_WORLD
+        self.comm = world.Dup()
+        self.rank = self.comm.Get_rank()
+        self.root = 0
+        # The workers' own communicator (get_comm_workers); collective over all.
+        self.workers_comm = self.comm.Split(0 if self.rank == self.root else 1, 0)
+        self.client = Client(self.comm, self.root) if self.rank == self.root else None
+
+    def pool_for(self, executor):
+        if self.client is None or not self.client.workers:
+            return ThreadPool(executor, size=1)
+        return ClientPool(executor, self.client)
+
+    def serve(self):
+        set_comm_server(self.workers_comm)
+        try:
+            serve(self.comm, self.root)
+        finally:
+            del_comm_server()
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+
+
+_shared_pool = None
+
+
+def shared_pool():
+    return _shared_pool
+
+
+def set_shared_pool(pool):
+    global _shared_pool
+    _shared_pool = pool
+
+
+def worker_pool(executor):
+    """The pool an MPIPoolExecutor gets: the shared workers when there are
+    any, else it would have to spawn them."""
+    if _shared_pool is not None:
+        return _shared_pool.pool_for(executor)
+    return NoWorkers(executor)

@@ -1,0 +1,1 @@
+"""Utilities on top of ``oxmpi.MPI``: ``pkl5`` and ``pool``."""
