@@ -246,6 +246,17 @@ class _Job:
         self.request = None
 
 
+def _start(future):
+    """Mark a queued future running; False when it was cancelled (the
+    canceller may have notified its waiters already)."""
+    if future.cancelled():
+        return False
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:
+        return False
+
+
 class Client:
     """Hands jobs to the workers of ``comm`` (all ranks but ``root``)."""
 
@@ -275,7 +286,7 @@ class Client:
                 sends.append((rank, job))
         while self.free and self.jobs:
             job = self.jobs.popleft()
-            if job.future is not None and not job.future.set_running_or_notify_cancel():
+            if job.future is not None and not _start(job.future):
                 continue
             rank = self.free.popleft()
             self.busy[rank] = job
@@ -438,7 +449,7 @@ class ClientPool:
         executor = self._executor
         executor._broken = self.broken
         for job in jobs:
-            if job.future.set_running_or_notify_cancel():
+            if _start(job.future):
                 job.future.set_exception(BrokenExecutor(self.broken))
 
     def wait(self):
