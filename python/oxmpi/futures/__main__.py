@@ -49,7 +49,7 @@ def main(prog=None):
 
     # Every rank checks (and only rank 0 prints), so that all leave together.
     _check_command_line(prog)
-    pool = _core.SharedPool()
+    pool = _core.SharedWorkers()
     _core.set_shared_pool(pool)
     try:
         if pool.client is None:

@@ -591,7 +591,7 @@ class NoWorkers:
 # --- the shared pool of ``python -m oxmpi.futures``
 
 
-class SharedPool:
+class SharedWorkers:
     """The workers of ``mpiexec -n N python -m oxmpi.futures``: rank 0 of
     COMM_WORLD is the client, ranks 1..N-1 serve every executor it makes."""
 
@@ -622,6 +622,8 @@ class SharedPool:
 
 
 _shared_pool = None
+# mpi4py's name for it, which programs test (``_core.SharedPool is not None``).
+SharedPool = None
 
 
 def shared_pool():
@@ -629,8 +631,27 @@ def shared_pool():
 
 
 def set_shared_pool(pool):
-    global _shared_pool
-    _shared_pool = pool
+    global _shared_pool, SharedPool
+    _shared_pool = SharedPool = pool
+
+
+def setup_mpi_threads():
+    """oxmpi always provides MPI_THREAD_MULTIPLE: calls need no serializing."""
+
+
+def serialized(function):
+    """mpi4py serializes MPI calls below THREAD_MULTIPLE; oxmpi needs not."""
+    if serialized.lock is None:
+        return function
+
+    def wrapper(*args, **kwargs):
+        with serialized.lock:
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+serialized.lock = None
 
 
 def worker_pool(executor):
