@@ -128,6 +128,9 @@ def main():
     ap.add_argument("-i", dest="include", action="append", default=[], help="test module regex")
     ap.add_argument("--timeout", type=int, default=420, help="seconds per suite run")
     ap.add_argument("--out", default=str(ROOT / "docs" / "conformance.md"))
+    ap.add_argument("--save", help="also save the raw counts as JSON here")
+    ap.add_argument("--load", action="append", default=[],
+                    help="include raw counts saved by an earlier --save (e.g. the reference)")
     a = ap.parse_args()
     testdir = fetch_tests()
     table = {}  # (impl, n) -> {module: counts}
@@ -138,6 +141,17 @@ def main():
             continue
         for n in a.np:
             table[impl, n], hung[impl, n] = run_suite(impl, launcher, python, env, n, testdir, a.include, a.timeout)
+    import json
+
+    if a.save:
+        Path(a.save).write_text(json.dumps(
+            {f"{i}|{n}": {"counts": table[i, n], "hung": hung[i, n]} for (i, n) in table}, indent=1))
+    for path in a.load:
+        for key, v in json.loads(Path(path).read_text()).items():
+            i, n = key.split("|")
+            if (i, int(n)) not in table:
+                table[i, int(n)] = v["counts"]
+                hung[i, int(n)] = v["hung"]
     mods = sorted({m for v in table.values() for m in v} | {m for v in hung.values() for m in v})
     impls = sorted({k[0] for k in table}, key=lambda s: s != "oxmpi")
     nps = sorted({k[1] for k in table})
@@ -154,7 +168,7 @@ def main():
         "# Conformance: mpi4py's test suite on oxmpi",
         "",
         f"mpi4py test suite {testdir.parent.name}, run by `python scripts/conformance.py` "
-        f"in {time.time() - t0:.0f} s. Each cell: passed/failed/errors/skipped on rank 0; "
+        f"(this run: {time.time() - t0:.0f} s). Each cell: passed/failed/errors/skipped on rank 0; "
         "`hung`: the run was stopped at its time limit in that file. The reference is "
         "mpi4py on the `mpich` wheel, same machine, same run. Excluded (they test how "
         f"mpi4py is built): {', '.join(EXCLUDED)}.",
