@@ -93,6 +93,11 @@ pub struct Msg {
     pub count: usize,
     pub dtype: Datatype,
     pub pytype: PyDatatype,
+    /// For a non-contiguous datatype: the packed copy `raw` points at
+    /// (declared before `view`, so that it unpacks into the user's memory
+    /// while the view still pins it).
+    #[allow(dead_code)]
+    pub packed: Option<crate::datatype::Packed>,
     /// Keeps the exporter's memory alive and pinned (held, never read).
     #[allow(dead_code)]
     pub view: Option<BufView>,
@@ -106,6 +111,7 @@ impl Msg {
             count: 0,
             dtype: pytype.get()?.clone(),
             pytype,
+            packed: None,
             view: None,
         })
     }
@@ -180,6 +186,13 @@ pub fn parse(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Msg> {
             )))
         }
     };
+    if crate::comm::is_bottom(buf) {
+        let pytype = match ty {
+            Some(t) => datatype::from_py(t)?,
+            None => return Err(PyValueError::new_err("message: BOTTOM needs a datatype")),
+        };
+        return crate::datatype::bottom_message(pytype, count.unwrap_or(0), writable);
+    }
     if buf.is_none() {
         let pytype = match ty {
             Some(t) => datatype::from_py(t)?,
@@ -197,6 +210,9 @@ pub fn parse(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Msg> {
         Some(t) => datatype::from_py(t)?,
         None => datatype::from_format(view.format())?,
     };
+    if !pytype.get()?.is_contiguous() {
+        return crate::datatype::packed_message(view, pytype, count, displ, writable);
+    }
     finish(view, pytype, count, displ)
 }
 
@@ -245,6 +261,7 @@ fn finish(view: BufView, pytype: PyDatatype, count: Option<usize>, displ: usize)
         count,
         dtype,
         pytype,
+        packed: None,
         view: Some(view),
     })
 }

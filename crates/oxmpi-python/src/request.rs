@@ -22,6 +22,9 @@ pub enum Payload {
     Pickled(Pickled),
     /// An object receive: the message is unpickled on completion.
     ObjRecv,
+    /// Anything else an operation needs alive until it completes (the
+    /// blocks of a neighbour collective; packed blocks unpack on drop).
+    Keep(Box<dyn std::any::Any + Send + Sync>),
 }
 
 /// A nonblocking operation.

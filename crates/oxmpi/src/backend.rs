@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::datatype::Datatype;
 use crate::error::Result;
 use crate::op::Op;
+use crate::topo::Topology;
 
 /// MPI_PROC_NULL: a peer that sends and receives nothing.
 pub const PROC_NULL: i32 = -1;
@@ -214,6 +215,59 @@ pub trait Communicator: Send + Sync {
     fn world_ranks(&self) -> Vec<i32>;
     /// Aborts the job.
     fn abort(&self, code: i32) -> !;
+
+    // ------------------------------------ communicator management (ch. 7)
+
+    /// MPI_Comm_free: gives the communicator's context back. Other handles
+    /// to it must not be used afterwards.
+    fn free(&self) -> Result<()>;
+    /// Whether this is an intercommunicator.
+    fn is_inter(&self) -> bool;
+    /// Job ranks of an intercommunicator's remote group, in remote rank
+    /// order (empty for an intracommunicator).
+    fn remote_world_ranks(&self) -> Vec<i32>;
+    /// MPI_Comm_create: collective over this communicator; `group` holds
+    /// job ranks, a subset of the members. None at non-members.
+    fn create(&self, group: &[i32]) -> Result<Option<CommRef>>;
+    /// MPI_Comm_create_group: collective over the members of `group` only.
+    fn create_group(&self, group: &[i32], tag: i32) -> Result<CommRef>;
+    /// MPI_Intercomm_create with this communicator as the local one;
+    /// `peer` is significant at the local leader only.
+    fn create_intercomm(
+        &self,
+        local_leader: i32,
+        peer: Option<&dyn Communicator>,
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef>;
+    /// MPI_Intercomm_create_from_groups, called on COMM_WORLD (whose
+    /// spare contexts carry the agreement); groups hold job ranks.
+    fn create_from_groups(
+        &self,
+        local: &[i32],
+        local_leader: i32,
+        remote: &[i32],
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef>;
+    /// MPI_Intercomm_merge.
+    fn merge(&self, high: bool) -> Result<CommRef>;
+
+    // ----------------------------------------------- topologies (ch. 8)
+
+    /// The virtual topology, if any.
+    fn topology(&self) -> Option<Arc<Topology>>;
+    /// Attaches a topology to a communicator that has none (right after
+    /// creating it, before anyone else sees it).
+    fn set_topology(&self, topo: Topology) -> Result<()>;
+    /// Starts a neighbour exchange: `sends[i]` goes to the i-th destination
+    /// and `recvs[j]` receives from the j-th source of the topology's
+    /// neighbourhood (MPI order); blocks of PROC_NULL neighbours are
+    /// skipped. The buffers must stay valid until the request completes.
+    fn ineighbor_exchange(&self, sends: &[RawBuf], recvs: &[RawBuf]) -> Result<RequestRef>;
+    /// Blocking neighbour exchange of blobs of any length, one per
+    /// destination; returns one per source (empty for PROC_NULL).
+    fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
 }
 
 /// A shared handle to a communicator.

@@ -305,7 +305,7 @@ fn apply_predefined(p: Predefined, basic: Basic, input: &[u8], inout: &mut [u8])
             2,
             4,
         )?,
-        LongDouble | LongDoubleInt | F16 => {
+        LongDouble | LongDoubleInt | F16 | CLongDouble => {
             return Err(Error::NotImplemented(format!(
                 "reductions on {basic:?} are not implemented"
             )))

@@ -1,60 +1,147 @@
 //! Communicators of the native engine (MPI-4.1 chapters 3, 6 and 7).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{
     CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status, ANY_SOURCE, ANY_TAG,
-    PROC_NULL, TAG_UB, UNDEFINED,
+    PROC_NULL, TAG_UB,
 };
 use crate::coll::{self, Pt2Pt};
-use crate::datatype::{Basic, Datatype};
+use crate::datatype::Datatype;
 use crate::error::{Error, Result};
-use crate::op::{Op, Predefined};
+use crate::op::Op;
+use crate::topo::Topology;
 
 use super::request::{CompletedRequest, Kind, NativeRequest};
 use super::{abort_job, Core, Target, Unexpected};
 
-/// A communicator: an id (giving its two context ids) and its members.
+/// A communicator: an id (giving its context ids) and its members.
+///
+/// Communicator id `i` owns four matching contexts: `4i` for point-to-point,
+/// `4i+1` for collectives, `4i+2` for the local group of an
+/// intercommunicator (or the helper of `create_group`), and `4i+3` for
+/// neighbour collectives. Ids are agreed on by the members (`ctxid.rs`).
 pub struct NativeComm {
-    core: Arc<Core>,
-    id: u32,
-    rank: i32,
-    /// Job rank of each member, by communicator rank.
-    members: Arc<[i32]>,
-    name: Mutex<String>,
+    pub(super) core: Arc<Core>,
+    pub(super) id: u32,
+    pub(super) rank: i32,
+    /// Job rank of each member of the (local) group, by rank.
+    pub(super) members: Arc<[i32]>,
+    /// An intercommunicator's remote group: job ranks by remote rank.
+    pub(super) remote: Option<Arc<[i32]>>,
+    /// An intercommunicator's local group as an intracommunicator, for the
+    /// local phases of its collectives.
+    pub(super) local: Option<Box<NativeComm>>,
+    pub(super) ctx_p2p: u32,
+    pub(super) ctx_coll: u32,
+    pub(super) topo: OnceLock<Arc<Topology>>,
+    pub(super) name: Mutex<String>,
+    /// Whether this communicator gives its id back when freed (helpers
+    /// borrowing a context of another communicator do not).
+    pub(super) owns_id: bool,
+    pub(super) freed: AtomicBool,
+}
+
+/// Context `k` (0..4) of communicator id `id`.
+pub(super) fn ctx(id: u32, k: u32) -> u32 {
+    id * 4 + k
 }
 
 impl NativeComm {
     pub(crate) fn new(core: Arc<Core>, id: u32, rank: i32, members: Vec<i32>, name: &str) -> Self {
-        core.note_comm_id(id);
         NativeComm {
             core,
             id,
             rank,
             members: members.into(),
+            remote: None,
+            local: None,
+            ctx_p2p: ctx(id, 0),
+            ctx_coll: ctx(id, 1),
+            topo: OnceLock::new(),
             name: Mutex::new(name.to_owned()),
+            owns_id: true,
+            freed: AtomicBool::new(false),
+        }
+    }
+
+    /// A communicator over `members` that only runs collectives, on context
+    /// `ctx_coll` borrowed from another communicator (it owns no id).
+    pub(super) fn helper(core: Arc<Core>, rank: i32, members: Arc<[i32]>, ctx_coll: u32) -> Self {
+        NativeComm {
+            core,
+            id: ctx_coll / 4,
+            rank,
+            members,
+            remote: None,
+            local: None,
+            ctx_p2p: ctx_coll,
+            ctx_coll,
+            topo: OnceLock::new(),
+            name: Mutex::new(String::new()),
+            owns_id: false,
+            freed: AtomicBool::new(false),
+        }
+    }
+
+    /// An intercommunicator with id `id`.
+    pub(super) fn inter(
+        core: Arc<Core>,
+        id: u32,
+        rank: i32,
+        members: Arc<[i32]>,
+        remote: Arc<[i32]>,
+    ) -> Self {
+        let local = NativeComm::helper(core.clone(), rank, members.clone(), ctx(id, 2));
+        NativeComm {
+            core,
+            id,
+            rank,
+            members,
+            remote: Some(remote),
+            local: Some(Box::new(local)),
+            ctx_p2p: ctx(id, 0),
+            ctx_coll: ctx(id, 1),
+            topo: OnceLock::new(),
+            name: Mutex::new(String::new()),
+            owns_id: true,
+            freed: AtomicBool::new(false),
         }
     }
 
     #[inline]
     fn ctx_p2p(&self) -> u32 {
-        self.id * 2
+        self.ctx_p2p
     }
 
     #[inline]
     fn ctx_coll(&self) -> u32 {
-        self.id * 2 + 1
+        self.ctx_coll
     }
 
     fn nmembers(&self) -> i32 {
         self.members.len() as i32
     }
 
+    /// The group that point-to-point ranks name: the remote group of an
+    /// intercommunicator, else the members.
+    fn peers(&self) -> &[i32] {
+        self.remote.as_deref().unwrap_or(&self.members)
+    }
+
+    /// Job rank of peer `r` (checked by the caller).
+    #[inline]
+    pub(super) fn peer_world(&self, r: i32) -> usize {
+        self.peers()[r as usize] as usize
+    }
+
     fn check_dest(&self, dest: i32) -> Result<()> {
-        if dest < 0 || dest >= self.nmembers() {
+        let n = self.peers().len() as i32;
+        if dest < 0 || dest >= n {
             return Err(Error::Rank {
                 rank: dest,
-                size: self.nmembers(),
+                size: n,
             });
         }
         Ok(())
@@ -93,7 +180,7 @@ impl NativeComm {
         tag: i32,
         mode: SendMode,
     ) -> Result<()> {
-        let world = self.members[dest as usize] as usize;
+        let world = self.peer_world(dest);
         if let Some(req) = self
             .core
             .start_send(ctx, self.rank, world, tag, parts, mode)?
@@ -120,24 +207,11 @@ impl NativeComm {
         })?;
         Ok(found.expect("wait_until returned with a message"))
     }
+}
 
-    /// A new communicator id agreed on by every member: the largest id any
-    /// member has not used yet. A process shares a context id with no other
-    /// communicator it belongs to, which is all that matching needs.
-    fn agree_on_id(&self) -> Result<u32> {
-        let mine = self.core.local_next_comm_id().to_ne_bytes();
-        let mut out = [0u8; 4];
-        coll::allreduce(
-            self,
-            &mine,
-            &mut out,
-            1,
-            &Datatype::new(Basic::U32),
-            &Op::Predefined(Predefined::Max),
-        )?;
-        let id = u32::from_ne_bytes(out);
-        self.core.note_comm_id(id);
-        Ok(id)
+impl Drop for NativeComm {
+    fn drop(&mut self) {
+        self.release_id();
     }
 }
 
@@ -188,7 +262,7 @@ impl Pt2Pt for NativeComm {
     }
 
     fn csendrecv_vec(&self, data: &[u8], dest: i32, src: i32, tag: i32) -> Result<Vec<u8>> {
-        let world = self.members[dest as usize] as usize;
+        let world = self.peer_world(dest);
         let parts = [RawBuf::from_slice(data)];
         let sreq = self.core.start_send(
             self.ctx_coll(),
@@ -278,7 +352,7 @@ impl Communicator for NativeComm {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
         }
         self.check_dest(dest)?;
-        let world = self.members[dest as usize] as usize;
+        let world = self.peer_world(dest);
         match self
             .core
             .start_send(self.ctx_p2p(), self.rank, world, tag, parts, mode)?
@@ -488,55 +562,11 @@ impl Communicator for NativeComm {
     }
 
     fn dup(&self) -> Result<CommRef> {
-        let id = self.agree_on_id()?;
-        Ok(Arc::new(NativeComm::new(
-            self.core.clone(),
-            id,
-            self.rank,
-            self.members.to_vec(),
-            &self.name(),
-        )))
+        self.dup_comm()
     }
 
     fn split(&self, color: i32, key: i32) -> Result<Option<CommRef>> {
-        if color < 0 && color != UNDEFINED {
-            return Err(Error::Arg(format!(
-                "split colour must be non-negative or UNDEFINED, got {color}"
-            )));
-        }
-        let mut mine = [0u8; 8];
-        mine[..4].copy_from_slice(&color.to_ne_bytes());
-        mine[4..].copy_from_slice(&key.to_ne_bytes());
-        let all = coll::allgather_bytes(self, &mine)?;
-        let id = self.agree_on_id()?;
-        if color == UNDEFINED {
-            return Ok(None);
-        }
-        let mut group: Vec<(i32, i32)> = all
-            .iter()
-            .enumerate()
-            .filter_map(|(r, b)| {
-                let c = i32::from_ne_bytes(b[..4].try_into().ok()?);
-                let k = i32::from_ne_bytes(b[4..8].try_into().ok()?);
-                (c == color).then_some((k, r as i32))
-            })
-            .collect();
-        group.sort_unstable();
-        let members: Vec<i32> = group
-            .iter()
-            .map(|&(_, r)| self.members[r as usize])
-            .collect();
-        let rank = group
-            .iter()
-            .position(|&(_, r)| r == self.rank)
-            .expect("this rank is in its own colour") as i32;
-        Ok(Some(Arc::new(NativeComm::new(
-            self.core.clone(),
-            id,
-            rank,
-            members,
-            "",
-        ))))
+        self.split_comm(color, key)
     }
 
     fn world_ranks(&self) -> Vec<i32> {
@@ -545,5 +575,69 @@ impl Communicator for NativeComm {
 
     fn abort(&self, code: i32) -> ! {
         abort_job(&self.core, code, "MPI_Abort")
+    }
+
+    fn free(&self) -> Result<()> {
+        self.free_comm()
+    }
+
+    fn is_inter(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    fn remote_world_ranks(&self) -> Vec<i32> {
+        self.remote
+            .as_deref()
+            .map(<[i32]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    fn create(&self, group: &[i32]) -> Result<Option<CommRef>> {
+        self.create_comm(group)
+    }
+
+    fn create_group(&self, group: &[i32], tag: i32) -> Result<CommRef> {
+        self.create_group_comm(group, tag)
+    }
+
+    fn create_intercomm(
+        &self,
+        local_leader: i32,
+        peer: Option<&dyn Communicator>,
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef> {
+        self.create_intercomm_comm(local_leader, peer, remote_leader, tag)
+    }
+
+    fn create_from_groups(
+        &self,
+        local: &[i32],
+        local_leader: i32,
+        remote: &[i32],
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef> {
+        self.create_from_groups_comm(local, local_leader, remote, remote_leader, tag)
+    }
+
+    fn merge(&self, high: bool) -> Result<CommRef> {
+        self.merge_comm(high)
+    }
+
+    fn topology(&self) -> Option<Arc<Topology>> {
+        self.topo.get().cloned()
+    }
+
+    fn set_topology(&self, topo: Topology) -> Result<()> {
+        self.set_topology_comm(topo)
+    }
+
+    fn ineighbor_exchange(&self, sends: &[RawBuf], recvs: &[RawBuf]) -> Result<RequestRef> {
+        self.ineighbor_exchange_comm(sends, recvs)
+    }
+
+    fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        self.neighbor_exchange_bytes_comm(sends)
     }
 }

@@ -1,0 +1,217 @@
+//! Neighbour collectives of the native engine (MPI-4.1 §8.6): one round of
+//! point-to-point on the communicator's neighbourhood context (`4id+3`),
+//! so they never match user messages or other collectives, and several
+//! can be in flight at once (they match in the order they were started).
+
+use std::sync::Arc;
+
+use crate::backend::{RawBuf, Request, RequestRef, SendMode, Status, PROC_NULL};
+use crate::error::{Error, Result};
+use crate::topo::Topology;
+
+use super::comm::{ctx, NativeComm};
+use super::request::ReqState;
+use super::{Core, Target};
+
+/// Tag of a neighbour message: general graphs match in order (one tag);
+/// on a Cartesian grid the direction is part of the tag, so that with a
+/// periodic dimension of extent 1 or 2 (both neighbours the same process)
+/// each block still reaches the right slot: the block a process sends
+/// towards -1 along `d` is what its -1 neighbour receives from +1.
+fn send_tag(topo: &Topology, i: usize) -> i32 {
+    match topo {
+        Topology::Cart { .. } => i as i32,
+        _ => 0,
+    }
+}
+
+fn recv_tag(topo: &Topology, j: usize) -> i32 {
+    match topo {
+        // Source 2d is the neighbour at -1: it sent towards +1 (tag 2d+1).
+        Topology::Cart { .. } => (j ^ 1) as i32,
+        _ => 0,
+    }
+}
+
+/// Several sends and receives completing together.
+struct MultiRequest {
+    core: Arc<Core>,
+    parts: Vec<Arc<ReqState>>,
+}
+
+impl MultiRequest {
+    fn all_done(&self) -> bool {
+        self.parts.iter().all(|p| p.is_done())
+    }
+
+    fn outcome(&self) -> Result<Status> {
+        let mut first_err = None;
+        for p in &self.parts {
+            if let Err(e) = p.take() {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(Status::default()),
+        }
+    }
+}
+
+impl Request for MultiRequest {
+    fn test(&self) -> Result<Option<Status>> {
+        if !self.all_done() {
+            self.core.progress();
+            if !self.all_done() {
+                return Ok(None);
+            }
+        }
+        self.outcome().map(Some)
+    }
+
+    fn wait(&self) -> Result<Status> {
+        self.core.wait_until(|| self.all_done())?;
+        self.outcome()
+    }
+
+    fn is_complete(&self) -> bool {
+        self.all_done()
+    }
+
+    fn cancel(&self) -> Result<()> {
+        // Collective operations cannot be cancelled (MPI-4.1 §3.8.4).
+        Ok(())
+    }
+}
+
+impl NativeComm {
+    /// Starts a neighbour exchange: `sends[i]` to the i-th destination,
+    /// `recvs[j]` from the j-th source of this process's neighbourhood.
+    pub(super) fn ineighbor_exchange_comm(
+        &self,
+        sends: &[RawBuf],
+        recvs: &[RawBuf],
+    ) -> Result<RequestRef> {
+        let topo = self
+            .topo
+            .get()
+            .ok_or_else(|| Error::Topology("the communicator has no topology".into()))?;
+        let (sources, destinations) = topo.neighbors(self.rank)?;
+        if sends.len() != destinations.len() || recvs.len() != sources.len() {
+            return Err(Error::Arg(format!(
+                "neighbour exchange with {} send and {} receive blocks for {} destinations \
+                 and {} sources",
+                sends.len(),
+                recvs.len(),
+                destinations.len(),
+                sources.len()
+            )));
+        }
+        let n = self.members.len() as i32;
+        for &r in sources.iter().chain(&destinations) {
+            if r != PROC_NULL && (r < 0 || r >= n) {
+                return Err(Error::Rank { rank: r, size: n });
+            }
+        }
+        let context = ctx(self.id, 3);
+        let mut parts = Vec::with_capacity(sends.len() + recvs.len());
+        // Receives first, so that messages find them posted.
+        for (j, (&src, &buf)) in sources.iter().zip(recvs).enumerate() {
+            if src != PROC_NULL {
+                parts.push(
+                    self.core
+                        .post_recv(context, src, recv_tag(topo, j), Target::Buf(buf)),
+                );
+            }
+        }
+        for (i, (&dst, &buf)) in destinations.iter().zip(sends).enumerate() {
+            if dst != PROC_NULL {
+                let sent = self.core.start_send(
+                    context,
+                    self.rank,
+                    self.peer_world(dst),
+                    send_tag(topo, i),
+                    &[buf],
+                    SendMode::Standard,
+                );
+                match sent {
+                    Ok(Some(s)) => parts.push(s),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Nothing may keep writing into the caller's
+                        // buffers once we return.
+                        for p in &parts {
+                            self.core.cancel_recv(p);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(Arc::new(MultiRequest {
+            core: self.core.clone(),
+            parts,
+        }))
+    }
+
+    /// Blocking neighbour exchange of blobs of any length (for pickled
+    /// objects): one blob per destination in, one per source out (empty
+    /// for a PROC_NULL source).
+    pub(super) fn neighbor_exchange_bytes_comm(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        let topo = self
+            .topo
+            .get()
+            .ok_or_else(|| Error::Topology("the communicator has no topology".into()))?;
+        let (sources, destinations) = topo.neighbors(self.rank)?;
+        if sends.len() != destinations.len() {
+            return Err(Error::Arg(format!(
+                "neighbour exchange with {} blocks for {} destinations",
+                sends.len(),
+                destinations.len()
+            )));
+        }
+        let context = ctx(self.id, 3);
+        let recvs: Vec<Option<Arc<ReqState>>> = sources
+            .iter()
+            .enumerate()
+            .map(|(j, &src)| {
+                (src != PROC_NULL).then(|| {
+                    self.core
+                        .post_recv(context, src, recv_tag(topo, j), Target::Owned)
+                })
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for (i, (&dst, blob)) in destinations.iter().zip(&sends).enumerate() {
+            if dst != PROC_NULL {
+                let parts = [RawBuf::from_slice(blob)];
+                if let Some(s) = self.core.start_send(
+                    context,
+                    self.rank,
+                    self.peer_world(dst),
+                    send_tag(topo, i),
+                    &parts,
+                    SendMode::Standard,
+                )? {
+                    pending.push(s);
+                }
+            }
+        }
+        self.core.wait_until(|| {
+            pending.iter().all(|p| p.is_done()) && recvs.iter().flatten().all(|r| r.is_done())
+        })?;
+        for p in &pending {
+            p.take()?;
+        }
+        recvs
+            .into_iter()
+            .map(|r| match r {
+                None => Ok(Vec::new()),
+                Some(r) => {
+                    r.take()?;
+                    Ok(r.take_data().unwrap_or_default())
+                }
+            })
+            .collect()
+    }
+}
