@@ -888,8 +888,8 @@ impl PyDistgraphcomm {
 /// neighbour, with what keeps their memory valid (packed copies unpack
 /// into the user's buffer when dropped, before the view is released).
 #[derive(Default)]
-struct Blocks {
-    raws: Vec<RawBuf>,
+pub(crate) struct Blocks {
+    pub(crate) raws: Vec<RawBuf>,
     packs: Vec<Packed>,
     #[allow(dead_code)]
     views: Vec<BufView>,
@@ -951,7 +951,7 @@ fn is_datatype(o: &Bound<'_, PyAny>) -> bool {
 /// Parses a buffer specification into `nblocks` blocks: `vector` allows
 /// per-block counts and displacements (mpi4py's message_vector), else one
 /// count for every block (message_simple with blocks).
-fn parse_blocks(
+pub(crate) fn parse_blocks(
     obj: &Bound<'_, PyAny>,
     writable: bool,
     nblocks: usize,
@@ -1121,7 +1121,11 @@ fn parse_blocks(
 
 /// mpi4py's message_vector_w: (buf, (counts, displs), types),
 /// (buf, counts, displs, types) or (buf, types); displacements in bytes.
-fn parse_blocks_w(obj: &Bound<'_, PyAny>, writable: bool, nblocks: usize) -> PyResult<Blocks> {
+pub(crate) fn parse_blocks_w(
+    obj: &Bound<'_, PyAny>,
+    writable: bool,
+    nblocks: usize,
+) -> PyResult<Blocks> {
     let items: Vec<Bound<'_, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
     let (buf, counts, displs, types) = match items.as_slice() {
         [b, t] => (b.clone(), None, None, t.clone()),

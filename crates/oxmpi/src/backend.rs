@@ -268,6 +268,17 @@ pub trait Communicator: Send + Sync {
     /// Blocking neighbour exchange of blobs of any length, one per
     /// destination; returns one per source (empty for PROC_NULL).
     fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
+
+    /// Starts one round of point-to-point on a context of its own, for
+    /// collectives composed above the runtime (intercommunicator
+    /// collectives): each of `sends` and `recvs` is (peer, buffer), peers
+    /// being remote ranks on an intercommunicator; PROC_NULL peers are
+    /// skipped. Rounds match in the order every process starts them.
+    fn iexchange(&self, sends: &[(i32, RawBuf)], recvs: &[(i32, RawBuf)]) -> Result<RequestRef>;
+    /// A blocking `iexchange` of blobs of any length; returns one blob per
+    /// peer of `recv_from` (empty for PROC_NULL).
+    fn exchange_bytes(&self, sends: Vec<(i32, Vec<u8>)>, recv_from: &[i32])
+        -> Result<Vec<Vec<u8>>>;
 }
 
 /// A shared handle to a communicator.

@@ -126,7 +126,7 @@ impl NativeComm {
 
     /// The group that point-to-point ranks name: the remote group of an
     /// intercommunicator, else the members.
-    fn peers(&self) -> &[i32] {
+    pub(super) fn peers(&self) -> &[i32] {
         self.remote.as_deref().unwrap_or(&self.members)
     }
 
@@ -639,5 +639,17 @@ impl Communicator for NativeComm {
 
     fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
         self.neighbor_exchange_bytes_comm(sends)
+    }
+
+    fn iexchange(&self, sends: &[(i32, RawBuf)], recvs: &[(i32, RawBuf)]) -> Result<RequestRef> {
+        self.iexchange_comm(sends, recvs)
+    }
+
+    fn exchange_bytes(
+        &self,
+        sends: Vec<(i32, Vec<u8>)>,
+        recv_from: &[i32],
+    ) -> Result<Vec<Vec<u8>>> {
+        self.exchange_bytes_comm(sends, recv_from)
     }
 }

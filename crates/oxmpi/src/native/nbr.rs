@@ -84,7 +84,112 @@ impl Request for MultiRequest {
     }
 }
 
+/// Tag of the rounds of `iexchange` (distinct from the neighbour tags,
+/// which are below 2 * (number of dimensions)).
+const TAG_EXCHANGE: i32 = 0x4f58_4558;
+
 impl NativeComm {
+    /// Starts one round of sends and receives on the neighbourhood context:
+    /// (peer, tag, buffer) each. On error nothing stays posted.
+    fn start_round(
+        &self,
+        sends: &[(i32, i32, RawBuf)],
+        recvs: &[(i32, i32, RawBuf)],
+    ) -> Result<RequestRef> {
+        let n = self.peers().len() as i32;
+        for &(r, _, _) in sends.iter().chain(recvs) {
+            if r != PROC_NULL && (r < 0 || r >= n) {
+                return Err(Error::Rank { rank: r, size: n });
+            }
+        }
+        let context = ctx(self.id, 3);
+        let mut parts = Vec::with_capacity(sends.len() + recvs.len());
+        // Receives first, so that messages find them posted.
+        for &(src, tag, buf) in recvs {
+            if src != PROC_NULL {
+                parts.push(self.core.post_recv(context, src, tag, Target::Buf(buf)));
+            }
+        }
+        for &(dst, tag, buf) in sends {
+            if dst == PROC_NULL {
+                continue;
+            }
+            let sent = self.core.start_send(
+                context,
+                self.rank,
+                self.peer_world(dst),
+                tag,
+                &[buf],
+                SendMode::Standard,
+            );
+            match sent {
+                Ok(Some(s)) => parts.push(s),
+                Ok(None) => {}
+                Err(e) => {
+                    // Nothing may keep writing into the caller's buffers
+                    // once we return.
+                    for p in &parts {
+                        self.core.cancel_recv(p);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Arc::new(MultiRequest {
+            core: self.core.clone(),
+            parts,
+        }))
+    }
+
+    /// One blocking round with blobs of any length: returns one blob per
+    /// receive (empty for PROC_NULL).
+    fn round_bytes(
+        &self,
+        sends: &[(i32, i32, Vec<u8>)],
+        recvs: &[(i32, i32)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let n = self.peers().len() as i32;
+        for &(r, _) in recvs {
+            if r != PROC_NULL && (r < 0 || r >= n) {
+                return Err(Error::Rank { rank: r, size: n });
+            }
+        }
+        let context = ctx(self.id, 3);
+        let posted: Vec<Option<Arc<ReqState>>> = recvs
+            .iter()
+            .map(|&(src, tag)| {
+                (src != PROC_NULL).then(|| self.core.post_recv(context, src, tag, Target::Owned))
+            })
+            .collect();
+        let raw: Vec<(i32, i32, RawBuf)> = sends
+            .iter()
+            .map(|(d, t, b)| (*d, *t, RawBuf::from_slice(b)))
+            .collect();
+        let sent = self.start_round(&raw, &[]);
+        let sent = match sent {
+            Ok(s) => s,
+            Err(e) => {
+                for p in posted.iter().flatten() {
+                    self.core.cancel_recv(p);
+                }
+                return Err(e);
+            }
+        };
+        self.core
+            .wait_until(|| sent.is_complete() && posted.iter().flatten().all(|r| r.is_done()))?;
+        sent.wait()?;
+        posted
+            .into_iter()
+            .map(|r| match r {
+                None => Ok(Vec::new()),
+                Some(r) => {
+                    r.take()?;
+                    Ok(r.take_data().unwrap_or_default())
+                }
+            })
+            .collect()
+    }
+
     /// Starts a neighbour exchange: `sends[i]` to the i-th destination,
     /// `recvs[j]` from the j-th source of this process's neighbourhood.
     pub(super) fn ineighbor_exchange_comm(
@@ -92,10 +197,7 @@ impl NativeComm {
         sends: &[RawBuf],
         recvs: &[RawBuf],
     ) -> Result<RequestRef> {
-        let topo = self
-            .topo
-            .get()
-            .ok_or_else(|| Error::Topology("the communicator has no topology".into()))?;
+        let topo = self.topology_or_err()?;
         let (sources, destinations) = topo.neighbors(self.rank)?;
         if sends.len() != destinations.len() || recvs.len() != sources.len() {
             return Err(Error::Arg(format!(
@@ -107,61 +209,26 @@ impl NativeComm {
                 sources.len()
             )));
         }
-        let n = self.members.len() as i32;
-        for &r in sources.iter().chain(&destinations) {
-            if r != PROC_NULL && (r < 0 || r >= n) {
-                return Err(Error::Rank { rank: r, size: n });
-            }
-        }
-        let context = ctx(self.id, 3);
-        let mut parts = Vec::with_capacity(sends.len() + recvs.len());
-        // Receives first, so that messages find them posted.
-        for (j, (&src, &buf)) in sources.iter().zip(recvs).enumerate() {
-            if src != PROC_NULL {
-                parts.push(
-                    self.core
-                        .post_recv(context, src, recv_tag(topo, j), Target::Buf(buf)),
-                );
-            }
-        }
-        for (i, (&dst, &buf)) in destinations.iter().zip(sends).enumerate() {
-            if dst != PROC_NULL {
-                let sent = self.core.start_send(
-                    context,
-                    self.rank,
-                    self.peer_world(dst),
-                    send_tag(topo, i),
-                    &[buf],
-                    SendMode::Standard,
-                );
-                match sent {
-                    Ok(Some(s)) => parts.push(s),
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Nothing may keep writing into the caller's
-                        // buffers once we return.
-                        for p in &parts {
-                            self.core.cancel_recv(p);
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        Ok(Arc::new(MultiRequest {
-            core: self.core.clone(),
-            parts,
-        }))
+        let s: Vec<(i32, i32, RawBuf)> = destinations
+            .iter()
+            .zip(sends)
+            .enumerate()
+            .map(|(i, (&d, &b))| (d, send_tag(&topo, i), b))
+            .collect();
+        let r: Vec<(i32, i32, RawBuf)> = sources
+            .iter()
+            .zip(recvs)
+            .enumerate()
+            .map(|(j, (&src, &b))| (src, recv_tag(&topo, j), b))
+            .collect();
+        self.start_round(&s, &r)
     }
 
     /// Blocking neighbour exchange of blobs of any length (for pickled
     /// objects): one blob per destination in, one per source out (empty
     /// for a PROC_NULL source).
     pub(super) fn neighbor_exchange_bytes_comm(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
-        let topo = self
-            .topo
-            .get()
-            .ok_or_else(|| Error::Topology("the communicator has no topology".into()))?;
+        let topo = self.topology_or_err()?;
         let (sources, destinations) = topo.neighbors(self.rank)?;
         if sends.len() != destinations.len() {
             return Err(Error::Arg(format!(
@@ -170,48 +237,51 @@ impl NativeComm {
                 destinations.len()
             )));
         }
-        let context = ctx(self.id, 3);
-        let recvs: Vec<Option<Arc<ReqState>>> = sources
+        let s: Vec<(i32, i32, Vec<u8>)> = destinations
+            .iter()
+            .zip(sends)
+            .enumerate()
+            .map(|(i, (&d, b))| (d, send_tag(&topo, i), b))
+            .collect();
+        let r: Vec<(i32, i32)> = sources
             .iter()
             .enumerate()
-            .map(|(j, &src)| {
-                (src != PROC_NULL).then(|| {
-                    self.core
-                        .post_recv(context, src, recv_tag(topo, j), Target::Owned)
-                })
-            })
+            .map(|(j, &src)| (src, recv_tag(&topo, j)))
             .collect();
-        let mut pending = Vec::new();
-        for (i, (&dst, blob)) in destinations.iter().zip(&sends).enumerate() {
-            if dst != PROC_NULL {
-                let parts = [RawBuf::from_slice(blob)];
-                if let Some(s) = self.core.start_send(
-                    context,
-                    self.rank,
-                    self.peer_world(dst),
-                    send_tag(topo, i),
-                    &parts,
-                    SendMode::Standard,
-                )? {
-                    pending.push(s);
-                }
-            }
-        }
-        self.core.wait_until(|| {
-            pending.iter().all(|p| p.is_done()) && recvs.iter().flatten().all(|r| r.is_done())
-        })?;
-        for p in &pending {
-            p.take()?;
-        }
-        recvs
+        self.round_bytes(&s, &r)
+    }
+
+    fn topology_or_err(&self) -> Result<Arc<Topology>> {
+        self.topo
+            .get()
+            .cloned()
+            .ok_or_else(|| Error::Topology("the communicator has no topology".into()))
+    }
+
+    /// One round of point-to-point for collectives composed above the
+    /// runtime (intercommunicator collectives): peers are ranks of the
+    /// remote group on an intercommunicator.
+    pub(super) fn iexchange_comm(
+        &self,
+        sends: &[(i32, RawBuf)],
+        recvs: &[(i32, RawBuf)],
+    ) -> Result<RequestRef> {
+        let s: Vec<_> = sends.iter().map(|&(p, b)| (p, TAG_EXCHANGE, b)).collect();
+        let r: Vec<_> = recvs.iter().map(|&(p, b)| (p, TAG_EXCHANGE, b)).collect();
+        self.start_round(&s, &r)
+    }
+
+    /// `iexchange` with blobs of any length, blocking.
+    pub(super) fn exchange_bytes_comm(
+        &self,
+        sends: Vec<(i32, Vec<u8>)>,
+        recv_from: &[i32],
+    ) -> Result<Vec<Vec<u8>>> {
+        let s: Vec<_> = sends
             .into_iter()
-            .map(|r| match r {
-                None => Ok(Vec::new()),
-                Some(r) => {
-                    r.take()?;
-                    Ok(r.take_data().unwrap_or_default())
-                }
-            })
-            .collect()
+            .map(|(p, b)| (p, TAG_EXCHANGE, b))
+            .collect();
+        let r: Vec<_> = recv_from.iter().map(|&p| (p, TAG_EXCHANGE)).collect();
+        self.round_bytes(&s, &r)
     }
 }
