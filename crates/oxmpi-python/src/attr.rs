@@ -200,7 +200,7 @@ impl Attrs {
                     let r = f
                         .call1(py, (obj, k.id, v.clone_ref(py)))
                         .map_err(|e| callback_failed(py, e, "copy"))?;
-                    if r.is(&py.NotImplemented()) {
+                    if r.is(py.NotImplemented()) {
                         continue;
                     }
                     r

@@ -25,9 +25,10 @@ use oxmpi::group::{Comparison, Group};
 use crate::attr::{self, AttrKind, Attrs};
 use crate::buffer::{self, Msg};
 use crate::engine::{blocking, engine};
-use crate::errhandler::{self, Errh, ObjKind, PyErrhandler};
+use crate::errhandler::{self, Errh, PyErrhandler};
 use crate::errors::{mpi_error, IntoPy};
-use crate::group::{reduce_handle, PyGroup};
+use crate::group::PyGroup;
+use crate::handle;
 use crate::info::PyInfo;
 
 /// `MPI.IN_PLACE`.
@@ -175,7 +176,7 @@ pub(crate) fn recv_buf_parse<'py>(buf: &Bound<'py, PyAny>) -> PyResult<Msg> {
 
 /// Splits `n` bytes into `parts` equal chunks.
 pub(crate) fn chunk_len(total: usize, parts: usize, what: &str) -> PyResult<usize> {
-    if parts == 0 || total % parts != 0 {
+    if parts == 0 || !total.is_multiple_of(parts) {
         return Err(PyValueError::new_err(format!(
             "{what}: buffer of {total} bytes does not split into {parts} equal blocks"
         )));
@@ -475,29 +476,17 @@ impl PyComm {
         }
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        match other.cast::<PyComm>() {
-            Ok(o) => {
-                let eq = match (&self.inner, &o.borrow().inner) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    _ => false,
-                };
-                Ok(eq.into_pyobject(py)?.to_owned().into_any().unbind())
-            }
-            Err(_) => Ok(py.NotImplemented()),
-        }
-    }
-
-    fn __ne__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let eq = self.__eq__(other)?;
-        if eq.is(&py.NotImplemented()) {
-            return Ok(eq);
-        }
-        let v: bool = eq.extract(py)?;
-        Ok((!v).into_pyobject(py)?.to_owned().into_any().unbind())
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let me = slf.borrow();
+        let same = other
+            .cast::<PyComm>()
+            .ok()
+            .map(|o| handle::same(me.inner.as_ref(), o.borrow().inner.as_ref()));
+        handle::richcmp(slf.as_any(), same, op)
     }
 
     fn __hash__(&self) -> usize {
@@ -528,7 +517,7 @@ impl PyComm {
                 }
             }
         };
-        reduce_handle(slf.as_any(), name)
+        handle::reduce(slf.as_any(), name)
     }
 
     // ------------------------------------------------------------ queries
@@ -878,7 +867,7 @@ impl PyComm {
         _cls: &Bound<'_, PyType>,
         errhandler_fn: Py<PyAny>,
     ) -> PyResult<PyErrhandler> {
-        PyErrhandler::create(errhandler_fn, ObjKind::Comm)
+        PyErrhandler::create(errhandler_fn)
     }
 
     fn Get_errhandler(&self) -> PyResult<PyErrhandler> {
@@ -891,17 +880,6 @@ impl PyComm {
     fn Set_errhandler(&self, errhandler: &Bound<'_, PyErrhandler>) -> PyResult<()> {
         let c = self.c()?;
         let h = errhandler.borrow().get()?.clone();
-        if let Errh::User { kind, .. } = &*h {
-            if *kind != ObjKind::Comm {
-                return Err(Python::attach(|py| {
-                    mpi_error(
-                        py,
-                        class::ERR_ARG,
-                        "this error handler is not for communicators",
-                    )
-                }));
-            }
-        }
         with_state(c, |s| s.errhandler = h);
         Ok(())
     }

@@ -22,7 +22,7 @@ use oxmpi::error::class;
 use crate::attr::{self, AttrKind, Attrs};
 use crate::buffer::BufView;
 use crate::errors::mpi_error;
-use crate::group::reduce_handle;
+use crate::handle;
 
 /// Combiner values (MPI_COMBINER_*), numbered as MPICH numbers them.
 pub mod combiner {
@@ -265,6 +265,9 @@ pub struct Contents {
     pub counts: Vec<i64>,
     pub types: Vec<PyDatatype>,
 }
+
+/// Get_contents: (integers, addresses, counts, datatypes).
+type ContentsTuple = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<PyDatatype>);
 
 /// A datatype handle: the layout, and what MPI keeps about the type.
 pub struct TypeHandle {
@@ -739,33 +742,21 @@ impl PyDatatype {
         }
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        match other.cast::<PyDatatype>() {
-            Ok(o) => {
-                let o = o.get();
-                let eq = match (self.is_null(), o.is_null()) {
-                    (true, true) => true,
-                    (false, false) => Arc::ptr_eq(
-                        self.h.as_ref().expect("not null"),
-                        o.h.as_ref().expect("not null"),
-                    ),
-                    _ => false,
-                };
-                Ok(eq.into_pyobject(py)?.to_owned().into_any().unbind())
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let me = slf.get();
+        let same = other.cast::<PyDatatype>().ok().map(|o| {
+            let o = o.get();
+            match (me.is_null(), o.is_null()) {
+                (true, true) => true,
+                (false, false) => handle::same(me.h.as_ref(), o.h.as_ref()),
+                _ => false,
             }
-            Err(_) => Ok(py.NotImplemented()),
-        }
-    }
-
-    fn __ne__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let eq = self.__eq__(other)?;
-        if eq.is(&py.NotImplemented()) {
-            return Ok(eq);
-        }
-        let v: bool = eq.extract(py)?;
-        Ok((!v).into_pyobject(py)?.to_owned().into_any().unbind())
+        });
+        handle::richcmp(slf.as_any(), same, op)
     }
 
     fn __hash__(&self) -> usize {
@@ -797,7 +788,7 @@ impl PyDatatype {
         let py = slf.py();
         let me = slf.get();
         if me.is_null() {
-            return reduce_handle(slf.as_any(), Some("DATATYPE_NULL"));
+            return handle::reduce(slf.as_any(), Some("DATATYPE_NULL"));
         }
         let h = me.handle()?;
         if let Some(p) = h.named {
@@ -813,7 +804,7 @@ impl PyDatatype {
             .into_iter()
             .find(|n| m.getattr(*n).is_ok_and(|o| o.is(slf)))
             .unwrap_or(p.name);
-            return reduce_handle(slf.as_any(), Some(canonical));
+            return handle::reduce(slf.as_any(), Some(canonical));
         }
         let (base, comb, params) = PyDatatype::decode(slf)?;
         let f = py.import("oxmpi._oxmpi")?.getattr("_datatype_create")?;
@@ -1397,7 +1388,7 @@ impl PyDatatype {
         self.Get_envelope()
     }
 
-    fn Get_contents(&self) -> PyResult<(Vec<i64>, Vec<i64>, Vec<i64>, Vec<PyDatatype>)> {
+    fn Get_contents(&self) -> PyResult<ContentsTuple> {
         let h = self.handle()?;
         Ok(match &h.contents {
             None => (vec![], vec![], vec![], vec![]),
@@ -1411,7 +1402,7 @@ impl PyDatatype {
     }
 
     #[getter]
-    fn contents(&self) -> PyResult<(Vec<i64>, Vec<i64>, Vec<i64>, Vec<PyDatatype>)> {
+    fn contents(&self) -> PyResult<ContentsTuple> {
         self.Get_contents()
     }
 
@@ -2050,7 +2041,7 @@ pub fn packed_message(
         Some(c) => c,
         None if len - start == 0 => 0,
         None => {
-            if ext <= 0 || (len - start) % ext as usize != 0 {
+            if ext <= 0 || !(len - start).is_multiple_of(ext as usize) {
                 return Err(PyValueError::new_err(format!(
                     "message: cannot infer count, buffer length {} is not a multiple of \
                      datatype extent {ext}",

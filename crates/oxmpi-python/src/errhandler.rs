@@ -16,40 +16,31 @@ use pyo3::prelude::*;
 use oxmpi::error::class;
 
 use crate::errors::mpi_error;
-use crate::group::reduce_handle;
+use crate::handle;
 
-/// How many user error handlers of one kind may exist at once (mpi4py's
+/// How many user error handlers may exist at once (mpi4py's
 /// limit, which its test suite checks).
 pub const MAX_USER_ERRHANDLERS: usize = 32;
 
-/// The object kinds error handlers are made for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ObjKind {
-    Comm = 0,
-    Win = 1,
-    File = 2,
-    Session = 3,
-}
-
-static LIVE_USER: [AtomicUsize; 4] = [
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-    AtomicUsize::new(0),
-];
+/// User error handlers alive now.
+static LIVE_USER: AtomicUsize = AtomicUsize::new(0);
 
 /// An error handler.
 pub enum Errh {
     Return,
     Fatal,
     Abort,
-    User { func: Py<PyAny>, kind: ObjKind },
+    /// Made by `Comm.Create_errhandler` (the only objects oxmpi has
+    /// error handlers for).
+    User {
+        func: Py<PyAny>,
+    },
 }
 
 impl Drop for Errh {
     fn drop(&mut self) {
-        if let Errh::User { kind, .. } = self {
-            LIVE_USER[*kind as usize].fetch_sub(1, Ordering::Relaxed);
+        if let Errh::User { .. } = self {
+            LIVE_USER.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -86,8 +77,8 @@ impl PyErrhandler {
     }
 
     /// A new user error handler calling `func(obj, errorcode)`.
-    pub fn create(func: Py<PyAny>, kind: ObjKind) -> PyResult<PyErrhandler> {
-        let live = &LIVE_USER[kind as usize];
+    pub fn create(func: Py<PyAny>) -> PyResult<PyErrhandler> {
+        let live = &LIVE_USER;
         if live.fetch_add(1, Ordering::Relaxed) >= MAX_USER_ERRHANDLERS {
             live.fetch_sub(1, Ordering::Relaxed);
             return Err(Python::attach(|py| {
@@ -101,7 +92,7 @@ impl PyErrhandler {
             }));
         }
         Ok(PyErrhandler {
-            h: Some(Arc::new(Errh::User { func, kind })),
+            h: Some(Arc::new(Errh::User { func })),
         })
     }
 }
@@ -127,7 +118,7 @@ pub fn call(py: Python<'_>, h: &Errh, obj: &Bound<'_, PyAny>, code: i32) -> PyRe
                 &format!("MPI error handler: error {code}: {msg}"),
             )
         }
-        Errh::User { func, .. } => {
+        Errh::User { func } => {
             func.call1(py, (obj, code))?;
             Ok(())
         }
@@ -144,29 +135,17 @@ impl PyErrhandler {
         }
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        match other.cast::<PyErrhandler>() {
-            Ok(o) => {
-                let eq = match (&self.h, &o.borrow().h) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    _ => false,
-                };
-                Ok(eq.into_pyobject(py)?.to_owned().into_any().unbind())
-            }
-            Err(_) => Ok(py.NotImplemented()),
-        }
-    }
-
-    fn __ne__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let eq = self.__eq__(other)?;
-        if eq.is(&py.NotImplemented()) {
-            return Ok(eq);
-        }
-        let v: bool = eq.extract(py)?;
-        Ok((!v).into_pyobject(py)?.to_owned().into_any().unbind())
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let me = slf.borrow();
+        let same = other
+            .cast::<PyErrhandler>()
+            .ok()
+            .map(|o| handle::same(me.h.as_ref(), o.borrow().h.as_ref()));
+        handle::richcmp(slf.as_any(), same, op)
     }
 
     fn __hash__(&self) -> usize {
@@ -187,7 +166,7 @@ impl PyErrhandler {
                 Errh::User { .. } => None,
             },
         };
-        reduce_handle(slf.as_any(), name)
+        handle::reduce(slf.as_any(), name)
     }
 
     /// Releases this handle (a user handler lives on while an object uses

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
@@ -14,6 +14,7 @@ use oxmpi::group::Group;
 
 use crate::engine::engine;
 use crate::errors::{mpi_error, IntoPy};
+use crate::handle;
 
 /// The one GROUP_EMPTY handle.
 fn empty_handle() -> Arc<Group> {
@@ -64,32 +65,6 @@ fn ranks_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
         .collect()
 }
 
-/// mpi4py's pickling of handles: a predefined object pickles as its name,
-/// a copy of one as a call rebuilding it from the original; anything else
-/// cannot be pickled.
-pub fn reduce_handle<'py>(
-    slf: &Bound<'py, PyAny>,
-    predefined: Option<&str>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = slf.py();
-    if let Some(name) = predefined {
-        let m = py.import("oxmpi.MPI")?;
-        let orig = m.getattr(name)?;
-        if orig.is(slf) {
-            return Ok(pyo3::types::PyString::new(py, name).into_any());
-        }
-        let newobj = py.import("copyreg")?.getattr("__newobj__")?;
-        let args = pyo3::types::PyTuple::new(py, [slf.get_type().into_any(), orig])?;
-        return Ok(pyo3::types::PyTuple::new(py, [newobj, args.into_any()])?.into_any());
-    }
-    let t = slf.get_type();
-    Err(PyValueError::new_err(format!(
-        "cannot serialize '{}.{}' instance",
-        t.module()?,
-        t.name()?
-    )))
-}
-
 #[pymethods]
 impl PyGroup {
     #[new]
@@ -100,29 +75,17 @@ impl PyGroup {
         }
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        match other.cast::<PyGroup>() {
-            Ok(o) => {
-                let eq = match (&self.g, &o.borrow().g) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    _ => false,
-                };
-                Ok(eq.into_pyobject(py)?.to_owned().into_any().unbind())
-            }
-            Err(_) => Ok(py.NotImplemented()),
-        }
-    }
-
-    fn __ne__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let eq = self.__eq__(other)?;
-        if eq.is(&py.NotImplemented()) {
-            return Ok(eq);
-        }
-        let v: bool = eq.extract(py)?;
-        Ok((!v).into_pyobject(py)?.to_owned().into_any().unbind())
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let me = slf.borrow();
+        let same = other
+            .cast::<PyGroup>()
+            .ok()
+            .map(|o| handle::same(me.g.as_ref(), o.borrow().g.as_ref()));
+        handle::richcmp(slf.as_any(), same, op)
     }
 
     fn __hash__(&self) -> usize {
@@ -142,7 +105,7 @@ impl PyGroup {
                 Some(_) => None,
             }
         };
-        reduce_handle(slf.as_any(), name)
+        handle::reduce(slf.as_any(), name)
     }
 
     fn Get_size(&self) -> PyResult<i32> {

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use oxmpi::error::class;
 
 use crate::errors::mpi_error;
-use crate::group::reduce_handle;
+use crate::handle;
 
 /// MPI_MAX_INFO_KEY and MPI_MAX_INFO_VAL (as MPICH sets them).
 pub const MAX_INFO_KEY: usize = 255;
@@ -158,29 +158,17 @@ impl PyInfo {
         }
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        match other.cast::<PyInfo>() {
-            Ok(o) => {
-                let eq = match (&self.h, &o.borrow().h) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    _ => false,
-                };
-                Ok(eq.into_pyobject(py)?.to_owned().into_any().unbind())
-            }
-            Err(_) => Ok(py.NotImplemented()),
-        }
-    }
-
-    fn __ne__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = other.py();
-        let eq = self.__eq__(other)?;
-        if eq.is(&py.NotImplemented()) {
-            return Ok(eq);
-        }
-        let v: bool = eq.extract(py)?;
-        Ok((!v).into_pyobject(py)?.to_owned().into_any().unbind())
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let me = slf.borrow();
+        let same = other
+            .cast::<PyInfo>()
+            .ok()
+            .map(|o| handle::same(me.h.as_ref(), o.borrow().h.as_ref()));
+        handle::richcmp(slf.as_any(), same, op)
     }
 
     fn __hash__(&self) -> usize {
@@ -204,7 +192,7 @@ impl PyInfo {
             }
         };
         match items {
-            None => reduce_handle(slf.as_any(), name),
+            None => handle::reduce(slf.as_any(), name),
             Some(items) => {
                 let create = slf.get_type().getattr("Create")?;
                 let list = PyList::new(py, items)?;

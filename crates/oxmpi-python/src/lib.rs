@@ -12,6 +12,7 @@ mod engine;
 mod errhandler;
 mod errors;
 mod group;
+mod handle;
 mod info;
 mod intercomm;
 mod op;

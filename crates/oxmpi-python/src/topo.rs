@@ -397,10 +397,7 @@ fn checked(
 fn chain<T: pyo3::PyClass<BaseType = PyTopocomm>>(
     inner: Option<CommRef>,
     sub: T,
-) -> pyo3::PyClassInitializer<T>
-where
-    T: pyo3::PyClass,
-{
+) -> pyo3::PyClassInitializer<T> {
     pyo3::PyClassInitializer::from(PyComm { inner })
         .add_subclass(PyIntracomm)
         .add_subclass(PyTopocomm)
@@ -1210,12 +1207,14 @@ fn start_nbr(
     let (nin, nout) = (sources.len(), dests.len());
     let (send, recv) = match kind {
         NbrKind::Allgather | NbrKind::Allgatherv => {
+            // One send buffer, sent to every destination.
             let one = parse_blocks(sendbuf, false, 1, false)?;
             let recv = parse_blocks(recvbuf, true, nin, kind == NbrKind::Allgatherv)?;
-            let mut send = Blocks::default();
-            send.raws = vec![one.raws[0]; nout];
-            send.packs = one.packs;
-            send.views = one.views;
+            let send = Blocks {
+                raws: vec![one.raws[0]; nout],
+                packs: one.packs,
+                views: one.views,
+            };
             (send, recv)
         }
         NbrKind::Alltoall | NbrKind::Alltoallv => {

@@ -25,7 +25,7 @@ fn encode_i32s(v: &[i32]) -> Vec<u8> {
 }
 
 fn decode_i32s(b: &[u8]) -> Result<Vec<i32>> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(Error::Intern("malformed rank list".into()));
     }
     Ok(b.chunks_exact(4)

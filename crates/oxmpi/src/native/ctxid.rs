@@ -200,10 +200,7 @@ impl ContextIds {
             if lent {
                 st.lent = false;
             }
-            let combined = match combined {
-                Ok(c) => c,
-                Err(e) => return Err(e),
-            };
+            let combined = combined?;
             match combined.pick() {
                 Some(id) => {
                     if claim {
