@@ -40,15 +40,16 @@ const WORDS: usize = MAX_IDS / 64;
 pub(crate) struct Proposal {
     /// Ids free at every contributor (AND).
     free: Vec<u64>,
-    /// The largest cursor (MAX).
-    cursor: u32,
+    /// The largest cursor (MAX): how far allocation has gone round the
+    /// id space, counted without wrapping so that MAX is meaningful.
+    cursor: u64,
     /// Whether every contributor offered its real mask (AND); if not, an
     /// empty result means "retry", not "exhausted".
     complete: bool,
 }
 
 impl Proposal {
-    pub(crate) const BYTES: usize = WORDS * 8 + 8;
+    pub(crate) const BYTES: usize = WORDS * 8 + 12;
 
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(Self::BYTES);
@@ -69,11 +70,10 @@ impl Proposal {
             )));
         }
         let word = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let tail = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
         Ok(Proposal {
             free: (0..WORDS).map(word).collect(),
-            cursor: tail(WORDS * 8),
-            complete: tail(WORDS * 8 + 4) != 0,
+            cursor: word(WORDS),
+            complete: u32::from_le_bytes(b[WORDS * 8 + 8..].try_into().expect("4 bytes")) != 0,
         })
     }
 
@@ -93,19 +93,20 @@ impl Proposal {
         Ok(x.encode())
     }
 
-    /// The id to take: the first free one at or after the cursor, wrapping.
-    fn pick(&self) -> Option<u32> {
-        let start = self.cursor as usize % MAX_IDS;
-        (start..MAX_IDS)
-            .chain(0..start)
-            .find(|&i| self.free[i / 64] & (1 << (i % 64)) != 0)
-            .map(|i| i as u32)
+    /// The id to take, the first free one at or after the cursor's place
+    /// in the id space (wrapping), and the cursor that follows it.
+    fn pick(&self) -> Option<(u32, u64)> {
+        let start = (self.cursor % MAX_IDS as u64) as usize;
+        (0..MAX_IDS)
+            .map(|step| (step, (start + step) % MAX_IDS))
+            .find(|&(_, i)| self.free[i / 64] & (1 << (i % 64)) != 0)
+            .map(|(step, i)| (i as u32, self.cursor + step as u64 + 1))
     }
 }
 
 struct State {
     free: Vec<u64>,
-    cursor: u32,
+    cursor: u64,
     /// The mask is lent to an agreement in flight.
     lent: bool,
     /// Agreements in flight in this process, by parent id (with counts).
@@ -127,7 +128,7 @@ impl ContextIds {
         ContextIds {
             state: Mutex::new(State {
                 free,
-                cursor: reserved.iter().max().map_or(0, |m| m + 1),
+                cursor: reserved.iter().max().map_or(0, |&m| m as u64 + 1),
                 lent: false,
                 waiting: BTreeMap::new(),
             }),
@@ -202,11 +203,11 @@ impl ContextIds {
             }
             let combined = combined?;
             match combined.pick() {
-                Some(id) => {
+                Some((id, cursor)) => {
                     if claim {
                         st.free[id as usize / 64] &= !(1 << (id % 64));
                     }
-                    st.cursor = st.cursor.max(id + 1);
+                    st.cursor = st.cursor.max(cursor);
                     return Ok(claim.then_some(id));
                 }
                 None if combined.complete => {
@@ -240,9 +241,19 @@ mod tests {
         ids.release(a);
         // The cursor moves on: a freed id waits for the others.
         assert_eq!(ids.agree(0, true, &mut solo).unwrap(), Some(4));
+        // Round and round: ids keep coming in order, each freed one only
+        // after the whole space went by, wrapping included.
+        let mut last = 4;
         for _ in 0..MAX_IDS * 3 {
             let id = ids.agree(0, true, &mut solo).unwrap().unwrap();
+            // 0 and 1 are reserved, 3 and 4 still held.
+            let mut want = (last + 1) % MAX_IDS as u32;
+            while [0, 1, 3, 4].contains(&want) {
+                want = (want + 1) % MAX_IDS as u32;
+            }
+            assert_eq!(id, want);
             ids.release(id);
+            last = id;
         }
     }
 
@@ -264,7 +275,7 @@ mod tests {
         y.agree(0, true, &mut |p| {
             let mut q = Proposal::decode(&p)?;
             q.combine(&px);
-            got = q.pick();
+            got = q.pick().map(|p| p.0);
             Ok(q.encode())
         })
         .unwrap();
