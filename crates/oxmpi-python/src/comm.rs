@@ -741,7 +741,15 @@ impl PyComm {
         let py = slf.py();
         let c = slf.borrow().c()?.clone();
         let c2 = c.clone();
-        blocking(py, move || c2.barrier())?;
+        if c.is_inter() {
+            // Everyone of the other group has reached Disconnect too.
+            let peers: Vec<_> = (0..c.remote_world_ranks().len() as i32)
+                .map(|r| (r, RawBuf::EMPTY))
+                .collect();
+            blocking(py, move || c2.iexchange(&peers, &peers)?.wait())?;
+        } else {
+            blocking(py, move || c2.barrier())?;
+        }
         PyComm::Free(slf)
     }
 

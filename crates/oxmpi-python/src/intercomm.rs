@@ -4,11 +4,15 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyType};
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::PyClassInitializer;
 
-use oxmpi::backend::{CommRef, RawBuf, PROC_NULL, ROOT};
+use oxmpi::backend::{CommRef, RawBuf, Request, RequestRef, Status, PROC_NULL, ROOT};
 use oxmpi::group::Group;
+use oxmpi::op::Op;
 
 use crate::buffer::{self, Msg};
 use crate::comm::{adopt, is_in_place, recv_buf_parse, PyComm};
@@ -17,6 +21,7 @@ use crate::errors::{mpi_error, IntoPy};
 use crate::group::PyGroup;
 use crate::op::{self, PyOp};
 use crate::pickle;
+use crate::request::{Payload, PyRequest};
 use crate::topo::{parse_blocks, parse_blocks_w, Blocks};
 
 /// An intercommunicator.
@@ -155,22 +160,6 @@ fn role(py: Python<'_>, c: &CommRef, root: i32) -> PyResult<Role> {
     }
 }
 
-/// Runs one round of raw exchanges to completion.
-fn exchange(
-    py: Python<'_>,
-    c: &CommRef,
-    sends: &[(i32, RawBuf)],
-    recvs: &[(i32, RawBuf)],
-) -> PyResult<()> {
-    let req = c.iexchange(sends, recvs).py()?;
-    if req.is_complete() {
-        req.wait().py()?;
-    } else {
-        blocking(py, move || req.wait())?;
-    }
-    Ok(())
-}
-
 fn exchange_objs(
     py: Python<'_>,
     c: &CommRef,
@@ -212,24 +201,6 @@ fn fold_objects<'py>(py: Python<'py>, op: &PyOp, blobs: &[Vec<u8>]) -> PyResult<
         acc = op.call_objects(&acc, &x)?;
     }
     Ok(acc)
-}
-
-/// Reduces `n` blocks of `len` bytes (remote-rank order) into `out`.
-fn fold_buffers(m: &Msg, op: &PyOp, blocks: &[Vec<u8>], out: &mut [u8]) -> PyResult<()> {
-    let rop = op.to_runtime(&m.pytype)?;
-    let Some((first, rest)) = blocks.split_first() else {
-        return Ok(());
-    };
-    let mut acc = first.clone();
-    for b in rest {
-        // apply(input, inout) computes inout = input op inout: keep the
-        // lower ranks on the left.
-        let mut next = b.clone();
-        rop.apply(&acc, &mut next, m.count, &m.dtype).py()?;
-        acc = next;
-    }
-    out[..acc.len()].copy_from_slice(&acc);
-    Ok(())
 }
 
 fn not_on_intercomm(what: &str) -> PyErr {
@@ -441,29 +412,12 @@ impl PyIntercomm {
     // ------------------------------------------------------------ buffers
 
     fn Barrier(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let c = inter(slf)?;
-        let peers = all_remote(&c);
-        let sends: Vec<_> = peers.iter().map(|&r| (r, RawBuf::EMPTY)).collect();
-        exchange(py, &c, &sends, &sends)
+        barrier_start(&inter(slf)?)?.wait(slf.py())
     }
 
     #[pyo3(signature = (buf, root=0))]
     fn Bcast(slf: &Bound<'_, Self>, buf: Option<&Bound<'_, PyAny>>, root: i32) -> PyResult<()> {
-        let py = slf.py();
-        let c = inter(slf)?;
-        match role(py, &c, root)? {
-            Role::Root => {
-                let m = send_or_none(buf)?;
-                let sends: Vec<_> = all_remote(&c).into_iter().map(|r| (r, m.raw)).collect();
-                exchange(py, &c, &sends, &[])
-            }
-            Role::Bystander => Ok(()),
-            Role::Remote(r) => {
-                let m = recv_or_none(buf)?;
-                exchange(py, &c, &[], &[(r, m.raw)])
-            }
-        }
+        bcast_start(slf, buf, root)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -473,7 +427,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        gather_impl(slf, sendbuf, recvbuf, root, false)
+        gather_start(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -483,7 +437,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        gather_impl(slf, sendbuf, recvbuf, root, true)
+        gather_start(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -493,7 +447,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        scatter_impl(slf, sendbuf, recvbuf, root, false)
+        scatter_start(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -503,7 +457,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        scatter_impl(slf, sendbuf, recvbuf, root, true)
+        scatter_start(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
     }
 
     fn Allgather(
@@ -511,7 +465,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        allgather_impl(slf, sendbuf, recvbuf, false)
+        allgather_start(slf, sendbuf, recvbuf, false)?.wait(slf.py())
     }
 
     fn Allgatherv(
@@ -519,7 +473,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        allgather_impl(slf, sendbuf, recvbuf, true)
+        allgather_start(slf, sendbuf, recvbuf, true)?.wait(slf.py())
     }
 
     fn Alltoall(
@@ -527,7 +481,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        alltoall_impl(slf, sendbuf, recvbuf, Some(false))
+        alltoall_start(slf, sendbuf, recvbuf, Some(false))?.wait(slf.py())
     }
 
     fn Alltoallv(
@@ -535,7 +489,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        alltoall_impl(slf, sendbuf, recvbuf, Some(true))
+        alltoall_start(slf, sendbuf, recvbuf, Some(true))?.wait(slf.py())
     }
 
     fn Alltoallw(
@@ -543,7 +497,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        alltoall_impl(slf, sendbuf, recvbuf, None)
+        alltoall_start(slf, sendbuf, recvbuf, None)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
@@ -554,27 +508,7 @@ impl PyIntercomm {
         op: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let c = inter(slf)?;
-        match role(py, &c, root)? {
-            Role::Root => {
-                let m = recv_or_none(recvbuf)?;
-                let blocks = receive_all(py, &c, m.raw.len)?;
-                // SAFETY: the view pins the receive buffer for this call.
-                let out = unsafe { m.raw.as_mut_slice() };
-                fold_buffers(&m, &op_or_sum(op)?, &blocks, out)
-            }
-            Role::Bystander => Ok(()),
-            Role::Remote(r) => {
-                if sendbuf.is_some_and(is_in_place) {
-                    return Err(pyo3::exceptions::PyValueError::new_err(
-                        "IN_PLACE is not valid on an intercommunicator",
-                    ));
-                }
-                let m = send_or_none(sendbuf)?;
-                exchange(py, &c, &[(r, m.raw)], &[])
-            }
-        }
+        reduce_start(slf, sendbuf, recvbuf, op, root)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None))]
@@ -584,27 +518,123 @@ impl PyIntercomm {
         recvbuf: &Bound<'_, PyAny>,
         op: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let c = inter(slf)?;
-        if is_in_place(sendbuf) {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "IN_PLACE is not valid on an intercommunicator",
-            ));
-        }
-        let s = buffer::parse(sendbuf, false)?;
-        let m = recv_buf_parse(recvbuf)?;
-        let n = remote_size(&c) as usize;
-        let mut blocks = vec![vec![0u8; m.raw.len]; n];
-        let sends: Vec<_> = all_remote(&c).into_iter().map(|r| (r, s.raw)).collect();
-        let recvs: Vec<_> = blocks
-            .iter_mut()
-            .enumerate()
-            .map(|(i, b)| (i as i32, RawBuf::from_mut(b)))
-            .collect();
-        exchange(py, &c, &sends, &recvs)?;
-        // SAFETY: the view pins the receive buffer for this call.
-        let out = unsafe { m.raw.as_mut_slice() };
-        fold_buffers(&m, &op_or_sum(op)?, &blocks, out)
+        allreduce_start(slf, sendbuf, recvbuf, op)?.wait(slf.py())
+    }
+
+    // --------------------------------------------------------- nonblocking
+
+    fn Ibarrier(slf: &Bound<'_, Self>) -> PyResult<PyRequest> {
+        Ok(barrier_start(&inter(slf)?)?.request())
+    }
+
+    #[pyo3(signature = (buf, root=0))]
+    fn Ibcast(
+        slf: &Bound<'_, Self>,
+        buf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(bcast_start(slf, buf, root)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Igather(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(gather_start(slf, sendbuf, recvbuf, root, false)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Igatherv(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(gather_start(slf, sendbuf, recvbuf, root, true)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Iscatter(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(scatter_start(slf, sendbuf, recvbuf, root, false)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Iscatterv(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(scatter_start(slf, sendbuf, recvbuf, root, true)?.request())
+    }
+
+    fn Iallgather(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(allgather_start(slf, sendbuf, recvbuf, false)?.request())
+    }
+
+    fn Iallgatherv(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(allgather_start(slf, sendbuf, recvbuf, true)?.request())
+    }
+
+    fn Ialltoall(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(alltoall_start(slf, sendbuf, recvbuf, Some(false))?.request())
+    }
+
+    fn Ialltoallv(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(alltoall_start(slf, sendbuf, recvbuf, Some(true))?.request())
+    }
+
+    fn Ialltoallw(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(alltoall_start(slf, sendbuf, recvbuf, None)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
+    fn Ireduce(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(reduce_start(slf, sendbuf, recvbuf, op, root)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Iallreduce(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyRequest> {
+        Ok(allreduce_start(slf, sendbuf, recvbuf, op)?.request())
     }
 
     // ------------------------------------------------- not (yet) supported
@@ -612,8 +642,8 @@ impl PyIntercomm {
     #[pyo3(signature = (*args, **kwargs))]
     fn Reduce_scatter(
         &self,
-        args: &Bound<'_, pyo3::types::PyTuple>,
-        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let _ = (args, kwargs);
         Err(not_on_intercomm("Reduce_scatter"))
@@ -622,37 +652,178 @@ impl PyIntercomm {
     #[pyo3(signature = (*args, **kwargs))]
     fn Reduce_scatter_block(
         &self,
-        args: &Bound<'_, pyo3::types::PyTuple>,
-        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let _ = (args, kwargs);
         Err(not_on_intercomm("Reduce_scatter_block"))
     }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Ireduce_scatter(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Ireduce_scatter"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Ireduce_scatter_block(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Ireduce_scatter_block"))
+    }
+
+    // Prefix reductions exist on intracommunicators only (MPI-4.1 §6.11).
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Scan(&self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Scan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Exscan(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Exscan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Iscan(&self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Iscan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Iexscan(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Iexscan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn scan(&self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("scan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn exscan(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("exscan"))
+    }
 }
 
-/// Receives one block of `len` bytes from every remote process.
-fn receive_all(py: Python<'_>, c: &CommRef, len: usize) -> PyResult<Vec<Vec<u8>>> {
-    let n = remote_size(c) as usize;
-    let mut blocks = vec![vec![0u8; len]; n];
-    let recvs: Vec<_> = blocks
-        .iter_mut()
-        .enumerate()
-        .map(|(i, b)| (i as i32, RawBuf::from_mut(b)))
+fn intra_only(what: &str) -> PyErr {
+    Python::attach(|py| {
+        mpi_error(
+            py,
+            oxmpi::error::class::ERR_COMM,
+            &format!("{what} needs an intracommunicator"),
+        )
+    })
+}
+
+/// A started collective: its request and what must live until it
+/// completes (buffers, packed copies).
+struct Started {
+    req: RequestRef,
+    keep: Box<dyn Any + Send + Sync>,
+}
+
+impl Started {
+    fn new(req: RequestRef, keep: impl Any + Send + Sync) -> Started {
+        Started {
+            req,
+            keep: Box::new(keep),
+        }
+    }
+
+    /// Nothing to do here (a bystander of a rooted collective).
+    fn done() -> Started {
+        Started::new(Arc::new(crate::comm::DoneRequest), ())
+    }
+
+    /// Waits (GIL released) and releases the buffers.
+    fn wait(self, py: Python<'_>) -> PyResult<()> {
+        let req = self.req.clone();
+        let res = if req.is_complete() {
+            req.wait().py()
+        } else {
+            blocking(py, move || req.wait())
+        };
+        drop(self.keep);
+        res.map(|_| ())
+    }
+
+    fn request(self) -> PyRequest {
+        PyRequest::new(self.req, Payload::Keep(self.keep))
+    }
+}
+
+fn start(
+    c: &CommRef,
+    sends: &[(i32, RawBuf)],
+    recvs: &[(i32, RawBuf)],
+    keep: impl Any + Send + Sync,
+) -> PyResult<Started> {
+    Ok(Started::new(c.iexchange(sends, recvs).py()?, keep))
+}
+
+fn barrier_start(c: &CommRef) -> PyResult<Started> {
+    let peers: Vec<_> = all_remote(c)
+        .into_iter()
+        .map(|r| (r, RawBuf::EMPTY))
         .collect();
-    exchange(py, c, &[], &recvs)?;
-    Ok(blocks)
+    start(c, &peers, &peers, ())
 }
 
-fn gather_impl(
+fn bcast_start(
+    slf: &Bound<'_, PyIntercomm>,
+    buf: Option<&Bound<'_, PyAny>>,
+    root: i32,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    match role(slf.py(), &c, root)? {
+        Role::Root => {
+            let m = send_or_none(buf)?;
+            let sends: Vec<_> = all_remote(&c).into_iter().map(|r| (r, m.raw)).collect();
+            start(&c, &sends, &[], m)
+        }
+        Role::Bystander => Ok(Started::done()),
+        Role::Remote(r) => {
+            let m = recv_or_none(buf)?;
+            let raw = m.raw;
+            start(&c, &[], &[(r, raw)], m)
+        }
+    }
+}
+
+fn gather_start(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: Option<&Bound<'_, PyAny>>,
     recvbuf: Option<&Bound<'_, PyAny>>,
     root: i32,
     vector: bool,
-) -> PyResult<()> {
-    let py = slf.py();
+) -> PyResult<Started> {
     let c = inter(slf)?;
-    match role(py, &c, root)? {
+    match role(slf.py(), &c, root)? {
         Role::Root => {
             let n = remote_size(&c) as usize;
             let b = blocks_or_empty(recvbuf, true, n, vector)?;
@@ -662,26 +833,26 @@ fn gather_impl(
                 .enumerate()
                 .map(|(i, &r)| (i as i32, r))
                 .collect();
-            exchange(py, &c, &[], &recvs)
+            start(&c, &[], &recvs, b)
         }
-        Role::Bystander => Ok(()),
+        Role::Bystander => Ok(Started::done()),
         Role::Remote(r) => {
             let m = send_or_none(sendbuf)?;
-            exchange(py, &c, &[(r, m.raw)], &[])
+            let raw = m.raw;
+            start(&c, &[(r, raw)], &[], m)
         }
     }
 }
 
-fn scatter_impl(
+fn scatter_start(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: Option<&Bound<'_, PyAny>>,
     recvbuf: Option<&Bound<'_, PyAny>>,
     root: i32,
     vector: bool,
-) -> PyResult<()> {
-    let py = slf.py();
+) -> PyResult<Started> {
     let c = inter(slf)?;
-    match role(py, &c, root)? {
+    match role(slf.py(), &c, root)? {
         Role::Root => {
             let n = remote_size(&c) as usize;
             let b = blocks_or_empty(sendbuf, false, n, vector)?;
@@ -691,29 +862,34 @@ fn scatter_impl(
                 .enumerate()
                 .map(|(i, &r)| (i as i32, r))
                 .collect();
-            exchange(py, &c, &sends, &[])
+            start(&c, &sends, &[], b)
         }
-        Role::Bystander => Ok(()),
+        Role::Bystander => Ok(Started::done()),
         Role::Remote(r) => {
             let m = recv_or_none(recvbuf)?;
-            exchange(py, &c, &[], &[(r, m.raw)])
+            let raw = m.raw;
+            start(&c, &[], &[(r, raw)], m)
         }
     }
 }
 
-fn allgather_impl(
-    slf: &Bound<'_, PyIntercomm>,
-    sendbuf: &Bound<'_, PyAny>,
-    recvbuf: &Bound<'_, PyAny>,
-    vector: bool,
-) -> PyResult<()> {
-    let py = slf.py();
-    let c = inter(slf)?;
+fn no_in_place(sendbuf: &Bound<'_, PyAny>) -> PyResult<()> {
     if is_in_place(sendbuf) {
         return Err(pyo3::exceptions::PyValueError::new_err(
             "IN_PLACE is not valid on an intercommunicator",
         ));
     }
+    Ok(())
+}
+
+fn allgather_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: &Bound<'_, PyAny>,
+    recvbuf: &Bound<'_, PyAny>,
+    vector: bool,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    no_in_place(sendbuf)?;
     let n = remote_size(&c) as usize;
     let s = buffer::parse(sendbuf, false)?;
     let r = parse_blocks(recvbuf, true, n, vector)?;
@@ -724,23 +900,18 @@ fn allgather_impl(
         .enumerate()
         .map(|(i, &b)| (i as i32, b))
         .collect();
-    exchange(py, &c, &sends, &recvs)
+    start(&c, &sends, &recvs, (s, r))
 }
 
 /// Alltoall (Some(false)), Alltoallv (Some(true)) or Alltoallw (None).
-fn alltoall_impl(
+fn alltoall_start(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: &Bound<'_, PyAny>,
     recvbuf: &Bound<'_, PyAny>,
     vector: Option<bool>,
-) -> PyResult<()> {
-    let py = slf.py();
+) -> PyResult<Started> {
     let c = inter(slf)?;
-    if is_in_place(sendbuf) {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "IN_PLACE is not valid on an intercommunicator",
-        ));
-    }
+    no_in_place(sendbuf)?;
     let n = remote_size(&c) as usize;
     let (s, r) = match vector {
         Some(v) => (
@@ -764,5 +935,144 @@ fn alltoall_impl(
         .enumerate()
         .map(|(i, &b)| (i as i32, b))
         .collect();
-    exchange(py, &c, &sends, &recvs)
+    start(&c, &sends, &recvs, (s, r))
+}
+
+fn reduce_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: Option<&Bound<'_, PyAny>>,
+    recvbuf: Option<&Bound<'_, PyAny>>,
+    op: Option<&Bound<'_, PyAny>>,
+    root: i32,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    match role(slf.py(), &c, root)? {
+        Role::Root => {
+            let m = recv_or_none(recvbuf)?;
+            let rop = op_or_sum(op)?.to_runtime(&m.pytype)?;
+            FoldRequest::start(&c, None, m, rop)
+        }
+        Role::Bystander => Ok(Started::done()),
+        Role::Remote(r) => {
+            if sendbuf.is_some_and(is_in_place) {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "IN_PLACE is not valid on an intercommunicator",
+                ));
+            }
+            let m = send_or_none(sendbuf)?;
+            let raw = m.raw;
+            start(&c, &[(r, raw)], &[], m)
+        }
+    }
+}
+
+fn allreduce_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: &Bound<'_, PyAny>,
+    recvbuf: &Bound<'_, PyAny>,
+    op: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    no_in_place(sendbuf)?;
+    let s = buffer::parse(sendbuf, false)?;
+    let m = recv_buf_parse(recvbuf)?;
+    let rop = op_or_sum(op)?.to_runtime(&m.pytype)?;
+    FoldRequest::start(&c, Some(s), m, rop)
+}
+
+/// A reduction over the remote group: receives one block from each
+/// remote process (sending `send` to each of them, for Allreduce) and,
+/// once they are all in, combines them in remote-rank order into the
+/// receive buffer.
+struct FoldRequest {
+    exchange: RequestRef,
+    fold: Mutex<Option<Fold>>,
+}
+
+struct Fold {
+    /// One block per remote process (their heap buffers do not move).
+    blocks: Vec<Vec<u8>>,
+    op: Op,
+    /// The receive message: its buffer gets the result; dropped (so
+    /// unpacked, for a non-contiguous datatype) once it has.
+    out: Msg,
+    /// The send message, kept alive while the exchange reads it.
+    _send: Option<Msg>,
+}
+
+impl FoldRequest {
+    fn start(c: &CommRef, send: Option<Msg>, out: Msg, op: Op) -> PyResult<Started> {
+        let n = remote_size(c) as usize;
+        let mut blocks = vec![vec![0u8; out.raw.len]; n];
+        let recvs: Vec<_> = blocks
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| (i as i32, RawBuf::from_mut(b)))
+            .collect();
+        let sends: Vec<_> = match &send {
+            Some(s) => (0..n as i32).map(|i| (i, s.raw)).collect(),
+            None => Vec::new(),
+        };
+        let exchange = c.iexchange(&sends, &recvs).py()?;
+        let req = Arc::new(FoldRequest {
+            exchange,
+            fold: Mutex::new(Some(Fold {
+                blocks,
+                op,
+                out,
+                _send: send,
+            })),
+        });
+        Ok(Started::new(req, ()))
+    }
+
+    /// Combines the blocks once (the first caller after completion).
+    fn finish(&self) -> oxmpi::Result<()> {
+        let Some(f) = self.fold.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        let Some((first, rest)) = f.blocks.split_first() else {
+            return Ok(());
+        };
+        let mut acc = first.clone();
+        for b in rest {
+            // apply(input, inout) computes inout = input op inout: the
+            // lower ranks stay on the left.
+            let mut next = b.clone();
+            f.op.apply(&acc, &mut next, f.out.count, &f.out.dtype)?;
+            acc = next;
+        }
+        // SAFETY: the receive message pins its buffer until `f` drops,
+        // after this copy; `acc` has the buffer's length.
+        let out = unsafe { f.out.raw.as_mut_slice() };
+        out[..acc.len()].copy_from_slice(&acc);
+        Ok(())
+    }
+}
+
+impl Request for FoldRequest {
+    fn test(&self) -> oxmpi::Result<Option<Status>> {
+        match self.exchange.test()? {
+            Some(st) => {
+                self.finish()?;
+                Ok(Some(st))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn wait(&self) -> oxmpi::Result<Status> {
+        let st = self.exchange.wait()?;
+        self.finish()?;
+        Ok(st)
+    }
+
+    fn is_complete(&self) -> bool {
+        self.exchange.is_complete()
+    }
+
+    fn cancel(&self) -> oxmpi::Result<()> {
+        // Collective operations cannot be cancelled.
+        Ok(())
+    }
 }
