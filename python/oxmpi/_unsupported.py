@@ -8,7 +8,20 @@ def _unsupported(what):
     raise NotImplementedError(f"{what} is not supported by oxmpi")
 
 
-class Win:
+class _Unsupported:
+    """Any method of an instance (a null handle) raises NotImplementedError."""
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def method(*args, **kwargs):
+            _unsupported(f"MPI.{type(self).__name__}.{name}")
+
+        return method
+
+
+class Win(_Unsupported):
     """An RMA window (not supported: creating one raises)."""
 
     def __bool__(self):
@@ -49,7 +62,7 @@ class Win:
         _unsupported("MPI.Win error handlers")
 
 
-class File:
+class File(_Unsupported):
     """An MPI-IO file (not supported: opening one raises)."""
 
     def __bool__(self):
@@ -70,7 +83,7 @@ class File:
         _unsupported("MPI.File error handlers")
 
 
-class Session:
+class Session(_Unsupported):
     """An MPI session (not supported: initialising one raises)."""
 
     def __bool__(self):
