@@ -49,8 +49,9 @@ pub enum Payload {
     ObjRecv,
     /// A generalized request: its callbacks run on completion.
     Greq(Arc<Greq>),
-    /// The buffers of a nonblocking collective, pinned until completion.
-    Buffers(Vec<crate::buffer::BufView>),
+    /// Anything else an operation needs alive until it completes (the
+    /// blocks of a neighbour collective; packed blocks unpack on drop).
+    Keep(Box<dyn std::any::Any + Send + Sync>),
 }
 
 /// An operation in flight.

@@ -1,0 +1,1 @@
+"""Utilities built on ``oxmpi.MPI`` (the counterparts of ``mpi4py.util``)."""
