@@ -161,6 +161,8 @@ fn basic(
     ty: Option<&Bound<'_, PyAny>>,
     writable: bool,
 ) -> PyResult<(Option<BufView>, *mut u8, usize, PyDatatype)> {
+    // A datatype of None is no datatype, as in mpi4py.
+    let ty = ty.filter(|t| !t.is_none());
     if is_bottom(buf) {
         let ty = ty.ok_or_else(|| {
             PyValueError::new_err("message: a None (BOTTOM) buffer needs an explicit datatype")
@@ -221,13 +223,12 @@ fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg
         ));
     }
     let (view, base, bsize, pytype) = basic(&buf, ty.as_ref(), writable)?;
-    let dtype = pytype.get()?.clone();
-    let extent = positive_extent(&dtype, bsize > 0 || displ.is_some())?;
     let mut length = bsize;
     let mut offset = 0;
     if let Some(d) = displ.filter(|d| !d.is_none()) {
         let d = nonneg(index(&d)?, "displacement")?;
         if d > 0 {
+            let extent = extent_for(&pytype, "handle displacement")?;
             if d * extent > length {
                 return Err(PyValueError::new_err(format!(
                     "message: displacement {d} out of bounds, number of datatype entries {}",
@@ -249,6 +250,7 @@ fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg
             c
         }
         None if length > 0 => {
+            let extent = extent_for(&pytype, "infer count")?;
             if length % extent != 0 {
                 return Err(PyValueError::new_err(format!(
                     "message: cannot infer count, buffer length {length} is not a multiple of \
@@ -270,6 +272,7 @@ fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg
         }
         None => 0,
     };
+    let dtype = datatype_of(&pytype, count == 0)?;
     // `wrapping_add`: safe to compute; offset <= buffer length.
     let start = base.wrapping_add(offset);
     if needs_packing(&dtype, &view) {
@@ -305,19 +308,33 @@ fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg
     })
 }
 
-/// The extent of `dtype`, the stride of counts and displacements; it must
-/// be positive where it divides a buffer (`used`).
-fn positive_extent(dtype: &Datatype, used: bool) -> PyResult<usize> {
-    let (_, extent) = dtype.extent();
+/// The extent of a message's datatype where it must divide the buffer or
+/// scale a displacement (`what`): positive, or mpi4py's ValueError.
+fn extent_for(pytype: &PyDatatype, what: &str) -> PyResult<usize> {
+    let Ok(dtype) = pytype.get() else {
+        return Err(PyValueError::new_err(format!(
+            "message: cannot {what}, datatype is null"
+        )));
+    };
+    let (lb, extent) = dtype.extent();
     if extent <= 0 {
-        if used {
-            return Err(PyValueError::new_err(format!(
-                "message: cannot handle datatype extent {extent}"
-            )));
-        }
-        return Ok(1);
+        return Err(PyValueError::new_err(format!(
+            "message: cannot {what}, datatype extent {extent} (lb:{lb}, ub:{})",
+            lb + extent
+        )));
     }
     Ok(extent as usize)
+}
+
+/// The runtime datatype of a message: an empty one may name
+/// DATATYPE_NULL (it then moves bytes, none of them); otherwise that is
+/// MPI_ERR_TYPE.
+fn datatype_of(pytype: &PyDatatype, empty: bool) -> PyResult<Datatype> {
+    match pytype.get() {
+        Ok(d) => Ok(d.clone()),
+        Err(_) if empty => Ok(Datatype::new(oxmpi::datatype::Basic::Byte)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether a message must move as a packed copy: its datatype is not one
@@ -427,12 +444,11 @@ fn vector(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<VAr
         ));
     }
     let (view, base, bsize, pytype) = basic(&buf, ty.as_ref(), writable)?;
-    let dtype = pytype.get()?;
-    let extent = positive_extent(dtype, bsize > 0 || displs.is_some())?;
     let counts: Vec<usize> = match counts.filter(|c| !c.is_none()) {
         None => {
             let mut csize = 0;
             if bsize > 0 {
+                let extent = extent_for(&pytype, "infer count")?;
                 if bsize % extent != 0 {
                     return Err(PyValueError::new_err(format!(
                         "message: cannot infer count, buffer length {bsize} is not a multiple \
@@ -472,6 +488,14 @@ fn vector(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<VAr
                 .map(|v| nonneg(v, "displacement"))
                 .collect::<PyResult<_>>()?,
         },
+    };
+    let dtype = &datatype_of(&pytype, counts.iter().all(|&c| c == 0))?;
+    // The stride of the displacements (1 for an empty message of a type
+    // without a positive extent, whose displacements then mean nothing).
+    let extent = match dtype.extent().1 {
+        e if e > 0 => e as usize,
+        _ if counts.iter().all(|&c| c == 0) => 1,
+        _ => extent_for(&pytype, "handle displacement")?,
     };
     if needs_packing(dtype, &view) {
         let l = dtype.layout();
@@ -519,11 +543,14 @@ fn vector_w(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<V
         [b, c, d, t] => (b.clone(), Some(c.clone()), Some(d.clone()), t.clone()),
         _ => return Err(PyValueError::new_err("message: expecting 2 to 4 items")),
     };
+    let counts = counts.filter(|c| !c.is_none());
+    let displs = displs.filter(|d| !d.is_none());
     let (view, base, bsize) = if is_bottom(&buf) {
-        if counts.is_none() || displs.is_none() {
-            return Err(PyValueError::new_err(
-                "message: BOTTOM requires counts and displs",
-            ));
+        if counts.is_none() {
+            return Err(PyValueError::new_err("message: BOTTOM requires counts"));
+        }
+        if displs.is_none() {
+            return Err(PyValueError::new_err("message: BOTTOM requires displs"));
         }
         (None, std::ptr::null_mut(), 0)
     } else {
