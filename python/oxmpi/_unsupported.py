@@ -3,6 +3,10 @@ files (ch. 14) and sessions (ch. 11.3). Making one raises
 NotImplementedError, as mpi4py does when its MPI library lacks a call; the
 null handles exist and are false."""
 
+import operator as _operator
+
+from ._oxmpi import _check_message
+
 
 def _unsupported(what):
     raise NotImplementedError(f"{what} is not supported by oxmpi")
@@ -21,8 +25,58 @@ class _Unsupported:
         return method
 
 
+def _check_target(target):
+    """mpi4py's checks of an RMA target specification (``message_rma``)."""
+    if target is None:
+        return
+    if isinstance(target, (list, tuple)):
+        for item in target[:2]:
+            _operator.index(item)
+        if len(target) > 3:
+            raise ValueError("target: expecting 3 items at most")
+        return
+    try:
+        _operator.index(target)
+    except TypeError:
+        raise ValueError("target: expecting integral or list/tuple") from None
+
+
 class Win(_Unsupported):
-    """An RMA window (not supported: creating one raises)."""
+    """An RMA window (not supported: creating one raises). Its
+    communication calls check their arguments as mpi4py does (a malformed
+    buffer specification is the same error as with an MPI library), then
+    raise NotImplementedError."""
+
+    def _rma(self, name, origin, target_rank, target, readonly, result=None):
+        _check_message(origin, not readonly, target_rank)
+        if result is not None:
+            _check_message(result, True, target_rank)
+        _check_target(target)
+        _unsupported(f"MPI.Win.{name}")
+
+    def Put(self, origin, target_rank, target=None):
+        self._rma("Put", origin, target_rank, target, True)
+
+    def Get(self, origin, target_rank, target=None):
+        self._rma("Get", origin, target_rank, target, False)
+
+    def Accumulate(self, origin, target_rank, target=None, op=None):
+        self._rma("Accumulate", origin, target_rank, target, True)
+
+    def Get_accumulate(self, origin, result, target_rank, target=None, op=None):
+        self._rma("Get_accumulate", origin, target_rank, target, False, result)
+
+    def Rput(self, origin, target_rank, target=None):
+        self._rma("Rput", origin, target_rank, target, True)
+
+    def Rget(self, origin, target_rank, target=None):
+        self._rma("Rget", origin, target_rank, target, False)
+
+    def Raccumulate(self, origin, target_rank, target=None, op=None):
+        self._rma("Raccumulate", origin, target_rank, target, True)
+
+    def Rget_accumulate(self, origin, result, target_rank, target=None, op=None):
+        self._rma("Rget_accumulate", origin, target_rank, target, False, result)
 
     def __bool__(self):
         return False

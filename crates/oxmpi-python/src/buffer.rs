@@ -531,6 +531,14 @@ fn finish(
     })
 }
 
+/// Parses a point-to-point buffer specification to or from `peer` and
+/// drops it: the argument checks that mpi4py makes before calls oxmpi does
+/// not implement (the one-sided operations of `MPI.Win`).
+#[pyfunction]
+pub fn _check_message(msg: &Bound<'_, PyAny>, writable: bool, peer: i32) -> PyResult<()> {
+    parse_p2p(msg, writable, peer).map(drop)
+}
+
 /// `None` or `MPI.BOTTOM`: a message with no base buffer.
 pub fn is_bottom(obj: &Bound<'_, PyAny>) -> bool {
     obj.is_none() || obj.is_instance_of::<crate::memory::Bottom>()

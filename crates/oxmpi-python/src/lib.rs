@@ -158,6 +158,7 @@ fn add_p2p(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(p2p::comm_lock_table, m)?)?;
     m.add_function(wrap_pyfunction!(p2p::comm_lock, m)?)?;
     m.add_function(wrap_pyfunction!(pickle::set_pickle, m)?)?;
+    m.add_function(wrap_pyfunction!(buffer::_check_message, m)?)?;
     Ok(())
 }
 
