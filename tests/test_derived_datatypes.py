@@ -1,6 +1,7 @@
 """Derived datatypes in point-to-point calls and collectives: strided
-sends and receives (holes left untouched), Bcast, reductions over
-contiguous and strided types, and a padded struct."""
+sends and receives (holes left untouched), persistent requests, Bcast,
+reductions over contiguous and strided types, a padded struct, and
+nonblocking collectives with resized types and absolute addresses."""
 
 import os
 import shutil
@@ -51,6 +52,33 @@ rec['i'] = 3; rec['d'] = 2.5
 got = np.zeros(1, dtype=rec.dtype)
 c.Sendrecv([rec, 1, st_t], r, 5, [got, 1, st_t], r, 5)
 assert got['i'][0] == 3 and got['d'][0] == 2.5
+# persistent requests pack at each start and unpack at each completion
+sbuf = np.zeros(6); rbuf = np.full(6, -1.0)
+sreq = c.Send_init([sbuf, 1, vec], (r + 1) % n, 6)
+rreq = c.Recv_init([rbuf, 1, vec], (r - 1) % n, 6)
+for k in range(3):
+    sbuf[:] = np.arange(6) + 100 * k
+    rbuf[1::2] = -k  # the holes: left as they are now
+    MPI.Prequest.Startall([rreq, sreq])
+    MPI.Request.Waitall([rreq, sreq])
+    assert list(rbuf) == [100 * k, -k, 100 * k + 2, -k, 100 * k + 4, -k], (k, rbuf)
+sreq.Free(); rreq.Free()
+# nonblocking collectives: a strided Iallgather, and an Ialltoallw whose
+# blocks are at absolute addresses (BOTTOM)
+g = np.full(2 * n, -1.0)
+c.Iallgather([np.array([r, -5.0]), 1, MPI.DOUBLE], [g, 1, MPI.DOUBLE.Create_resized(0, 16).Commit()]).Wait()
+assert list(g[::2]) == list(range(n)) and all(g[1::2] == -1), g
+s = np.full((n, 2), r, dtype='i'); t = np.full((n, 2), -1, dtype='i')
+sa, ta = MPI.Get_address(s), MPI.Get_address(t)
+sty = [MPI.Datatype.Create_struct([1], [sa + 8 * i], [MPI.INT]).Commit() for i in range(n)]
+rty = [MPI.Datatype.Create_struct([1], [ta + 8 * i + 4], [MPI.INT]).Commit() for i in range(n)]
+c.Ialltoallw([MPI.BOTTOM, ([1] * n, [0] * n), sty], [MPI.BOTTOM, ([1] * n, [0] * n), rty]).Wait()
+assert list(t[:, 0]) == [-1] * n and list(t[:, 1]) == list(range(n)), t
+# a reduction over a strided type
+x = np.arange(6, dtype='d') * (r + 1); y = np.full(6, -1.0)
+c.Reduce([x, 1, vec], [y, 1, vec], op=MPI.MAX, root=0)
+if r == 0:
+    assert list(y) == [0, -1, 2 * n, -1, 4 * n, -1], y
 print(r, "ok")
 """
 

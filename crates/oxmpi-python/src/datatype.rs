@@ -1887,8 +1887,10 @@ pub struct Packed {
     buf: Vec<u8>,
     /// Where `buf` lies (taken once, while `buf` was mutably borrowed).
     raw: RawBuf,
-    /// Where to unpack on drop (empty for a send).
-    unpack_to: Vec<Region>,
+    regions: Vec<Region>,
+    /// A receive's copy unpacks when dropped (not a persistent request's,
+    /// which unpacks at each completion instead).
+    unpack_on_drop: bool,
 }
 
 // SAFETY: the raw pointers designate user memory that the message's
@@ -1926,7 +1928,8 @@ impl Packed {
         Packed {
             buf,
             raw,
-            unpack_to: if writable { placed } else { Vec::new() },
+            regions: placed,
+            unpack_on_drop: writable,
         }
     }
 
@@ -1934,15 +1937,55 @@ impl Packed {
     pub fn raw(&self) -> RawBuf {
         self.raw
     }
+
+    /// Makes this the copy of a persistent request's message: the request
+    /// packs it afresh at each start ([`Packed::repack`]) and unpacks a
+    /// receive at each completion ([`Packed::unpack`]); dropping it then
+    /// writes nothing.
+    pub fn make_persistent(&mut self) {
+        self.unpack_on_drop = false;
+    }
+
+    /// Packs the user's data again (the start of a persistent request: a
+    /// send sends the buffer as it is now, and a receive that delivers
+    /// fewer bytes leaves the rest of the buffer as it is now).
+    ///
+    /// # Safety
+    /// No operation may be using the packed bytes.
+    pub unsafe fn repack(&self) {
+        let mut fresh = Vec::with_capacity(self.raw.len);
+        for r in &self.regions {
+            // SAFETY: the regions lie in memory the message pins (or at
+            // BOTTOM addresses the caller answers for), as when packed.
+            unsafe { rt::pack(&r.layout, r.count, r.base, &mut fresh) };
+        }
+        debug_assert_eq!(fresh.len(), self.raw.len);
+        let n = fresh.len().min(self.raw.len);
+        // SAFETY: `raw` is this copy's own allocation, which nobody uses
+        // (this function's contract); `fresh` is another allocation.
+        unsafe { std::ptr::copy_nonoverlapping(fresh.as_ptr(), self.raw.ptr, n) };
+    }
+
+    /// Unpacks the copy into the user's memory (the completion of a
+    /// persistent receive).
+    ///
+    /// # Safety
+    /// The operation that wrote the copy has completed.
+    pub unsafe fn unpack(&self) {
+        for r in &self.regions {
+            // SAFETY: the message parser checked that the elements lie in
+            // the writable, pinned buffer, and `buf` is a separate
+            // allocation that nobody writes any more.
+            unsafe { rt::unpack(&r.layout, r.count, &self.buf[r.start..], r.base) };
+        }
+    }
 }
 
 impl Drop for Packed {
     fn drop(&mut self) {
-        for r in self.unpack_to.drain(..) {
-            // SAFETY: the message parser checked that the elements lie in
-            // the writable, pinned buffer (whose view outlives this), and
-            // `buf` is a separate allocation.
-            unsafe { rt::unpack(&r.layout, r.count, &self.buf[r.start..], r.base) };
+        if self.unpack_on_drop {
+            // SAFETY: a message is dropped after its operation completed.
+            unsafe { self.unpack() };
         }
     }
 }
