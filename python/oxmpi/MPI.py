@@ -8,101 +8,201 @@ import atexit as _atexit
 import builtins as _builtins
 
 from . import _oxmpi
-from ._oxmpi import Comm, Datatype, Intracomm, Op, Request, Status
+from ._oxmpi import (
+    Cartcomm,
+    Comm,
+    Datatype,
+    Distgraphcomm,
+    Errhandler,
+    Graphcomm,
+    Group,
+    Info,
+    Intercomm,
+    Intracomm,
+    Op,
+    Request,
+    Status,
+    Topocomm,
+)
 from ._oxmpi import Grequest, Message, Prequest, buffer
 
 # -- error classes (MPI-4.1 §9.4; numbered as MPICH numbers them) ---------
-SUCCESS = 0
-ERR_BUFFER = 1
-ERR_COUNT = 2
-ERR_TYPE = 3
-ERR_TAG = 4
-ERR_COMM = 5
-ERR_RANK = 6
-ERR_ROOT = 7
-ERR_GROUP = 8
-ERR_OP = 9
-ERR_TOPOLOGY = 10
-ERR_DIMS = 11
-ERR_ARG = 12
-ERR_UNKNOWN = 13
-ERR_TRUNCATE = 14
-ERR_OTHER = 15
-ERR_INTERN = 16
-ERR_IN_STATUS = 17
-ERR_PENDING = 18
-ERR_REQUEST = 19
-ERR_PROC_FAILED = 101
-ERR_LASTCODE = 0x3FFFFFFF
+globals().update(_oxmpi.error_classes)
 
-_ERROR_NAMES = {v: k for k, v in list(globals().items()) if k.startswith(("ERR_", "SUCCESS")) and k != "ERR_LASTCODE"}
+# Error classes and codes added at run time (MPI_Add_error_class/code):
+# class -> its codes, code -> its class, and the strings set for either.
+_user_classes = {}
+_user_codes = {}
+_user_strings = {}
+_last_code = [ERR_LASTCODE]
+
+
+def _last_used_code():
+    """The MPI_LASTUSEDCODE attribute: the largest code or class in use."""
+    return _last_code[0]
+
+
+def _error_string(code):
+    if code in _oxmpi.error_strings:
+        return _oxmpi.error_strings[code]
+    if code in _user_classes or code in _user_codes:
+        return _user_strings.get(code, "")
+    if code > ERR_LASTCODE:
+        return f"MPI_ERR_UNKNOWN: unknown error code {code}"
+    return "MPI_ERR_UNKNOWN: unknown error"
 
 
 class Exception(RuntimeError):  # noqa: A001 - the name mpi4py uses
-    """An MPI error, carrying its error code (here equal to its class)."""
+    """An MPI error, carrying its error code."""
 
-    def __init__(self, ierr=SUCCESS, msg=None):
-        self.ob_mpi = int(ierr)
+    def __init__(self, ierr=SUCCESS, msg=None, /):
+        ierr = int(ierr)
+        if ierr < SUCCESS:
+            ierr = ERR_UNKNOWN
         self._msg = msg
-        super().__init__(self.ob_mpi)
+        RuntimeError.__init__(self, ierr)
+
+    @property
+    def ob_mpi(self):
+        return self.args[0]
+
+    def __int__(self):
+        return self.args[0]
+
+    def __bool__(self):
+        return self.args[0] != SUCCESS
+
+    def __hash__(self):
+        return hash(self.args[0])
+
+    def __eq__(self, other):
+        return int(self) == other
+
+    def __ne__(self, other):
+        return int(self) != other
+
+    def __lt__(self, other):
+        return int(self) < other
+
+    def __le__(self, other):
+        return int(self) <= other
+
+    def __gt__(self, other):
+        return int(self) > other
+
+    def __ge__(self, other):
+        return int(self) >= other
+
+    def __repr__(self):
+        return f"MPI.Exception({int(self)})"
+
+    def __str__(self):
+        text = self.Get_error_string()
+        return f"{text}: {self._msg}" if self._msg else text
+
+    def Get_error_code(self):
+        return int(self)
+
+    def Get_error_class(self):
+        code = int(self)
+        if code in _user_codes:
+            return _user_codes[code]
+        return code if code <= ERR_LASTCODE or code in _user_classes else ERR_UNKNOWN
+
+    def Get_error_string(self):
+        return _error_string(int(self))
 
     @property
     def error_code(self):
-        return self.ob_mpi
+        return self.Get_error_code()
 
     @property
     def error_class(self):
-        return self.ob_mpi
+        return self.Get_error_class()
 
     @property
     def error_string(self):
         return self.Get_error_string()
 
-    def Get_error_code(self):
-        return self.ob_mpi
 
-    def Get_error_class(self):
-        return self.ob_mpi
+MPIException = Exception
 
-    def Get_error_string(self):
-        name = _ERROR_NAMES.get(self.ob_mpi, "MPI_ERR_UNKNOWN")
-        if not name.startswith("MPI_"):
-            name = "MPI_" + name
-        return f"{name}: {self._msg}" if self._msg else name
 
-    def __int__(self):
-        return self.ob_mpi
-
-    def __eq__(self, other):
-        if isinstance(other, Exception):
-            return self.ob_mpi == other.ob_mpi
-        if isinstance(other, int):
-            return self.ob_mpi == other
-        return NotImplemented
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self):
-        return hash(self.ob_mpi)
-
-    def __bool__(self):
-        return self.ob_mpi != SUCCESS
-
-    def __str__(self):
-        return self.Get_error_string()
-
-    def __repr__(self):
-        return f"MPI.Exception({self.ob_mpi})"
+def _check_code(code):
+    code = int(code)
+    known = code in _oxmpi.error_strings or code in _user_classes or code in _user_codes
+    if not known:
+        raise Exception(ERR_ARG, f"invalid error code {code}")
+    return code
 
 
 def Get_error_class(errorcode):
-    return int(errorcode)
+    """The error class of an error code."""
+    code = _check_code(errorcode)
+    return _user_codes.get(code, code)
 
 
 def Get_error_string(errorcode):
-    return Exception(errorcode).Get_error_string()
+    """The error string of an error class or code."""
+    return _error_string(_check_code(errorcode))
+
+
+def Add_error_class():
+    """A new error class (process-local, as in MPI)."""
+    _last_code[0] += 1
+    cls = _last_code[0]
+    _user_classes[cls] = set()
+    return cls
+
+
+def Remove_error_class(errorclass):
+    """Removes an error class that has no codes and no string left."""
+    cls = int(errorclass)
+    if cls not in _user_classes:
+        raise Exception(ERR_ARG, f"{cls} is not a user error class")
+    if _user_classes[cls] or cls in _user_strings:
+        raise Exception(ERR_ARG, f"error class {cls} still has codes or a string")
+    del _user_classes[cls]
+
+
+def Add_error_code(errorclass):
+    """A new error code of an error class."""
+    cls = int(errorclass)
+    if cls not in _user_classes and cls not in _oxmpi.error_strings:
+        raise Exception(ERR_ARG, f"invalid error class {cls}")
+    _last_code[0] += 1
+    code = _last_code[0]
+    _user_codes[code] = cls
+    if cls in _user_classes:
+        _user_classes[cls].add(code)
+    return code
+
+
+def Remove_error_code(errorcode):
+    """Removes an error code that has no string left."""
+    code = int(errorcode)
+    if code not in _user_codes:
+        raise Exception(ERR_ARG, f"{code} is not a user error code")
+    if code in _user_strings:
+        raise Exception(ERR_ARG, f"error code {code} still has a string")
+    cls = _user_codes.pop(code)
+    _user_classes.get(cls, set()).discard(code)
+
+
+def Add_error_string(errorcode, string):
+    """Sets the string of a user error class or code."""
+    code = int(errorcode)
+    if code not in _user_classes and code not in _user_codes:
+        raise Exception(ERR_ARG, f"{code} is not a user error class or code")
+    _user_strings[code] = str(string)
+
+
+def Remove_error_string(errorcode):
+    """Removes the string of a user error class or code."""
+    code = int(errorcode)
+    if code not in _user_classes and code not in _user_codes:
+        raise Exception(ERR_ARG, f"{code} is not a user error class or code")
+    _user_strings.pop(code, None)
 
 
 # -- constants --------------------------------------------------------------
@@ -111,7 +211,6 @@ ANY_TAG = _oxmpi.ANY_TAG
 PROC_NULL = _oxmpi.PROC_NULL
 ROOT = _oxmpi.ROOT
 UNDEFINED = _oxmpi.UNDEFINED
-TAG_UB = _oxmpi.TAG_UB
 IN_PLACE = _oxmpi.IN_PLACE
 BOTTOM = _oxmpi.BOTTOM
 
@@ -131,9 +230,41 @@ UNEQUAL = 3
 globals().update(_oxmpi.datatypes)
 UNSIGNED_INT = UNSIGNED
 globals().update({"2INT": _oxmpi.datatypes["TWOINT"]})
+globals().update(_oxmpi.comm_constants)
+GROUP_NULL = _oxmpi.GROUP_NULL
+GROUP_EMPTY = _oxmpi.GROUP_EMPTY
+INFO_NULL = _oxmpi.INFO_NULL
+INFO_ENV = _oxmpi.INFO_ENV
+ERRHANDLER_NULL = _oxmpi.ERRHANDLER_NULL
+ERRORS_RETURN = _oxmpi.ERRORS_RETURN
+ERRORS_ARE_FATAL = _oxmpi.ERRORS_ARE_FATAL
+ERRORS_ABORT = _oxmpi.ERRORS_ABORT
+_typecode = _oxmpi._typecode
+_typealign = _oxmpi._typealign
 globals().update(_oxmpi.ops)
 
 COMM_NULL = Comm()
+
+# Windows, files and sessions are not implemented: their classes exist so
+# that programs (and mpi4py's tests) see NotImplementedError, not
+# AttributeError.
+from ._unsupported import (  # noqa: E402
+    File,
+    MODE_APPEND,
+    MODE_CREATE,
+    MODE_DELETE_ON_CLOSE,
+    MODE_EXCL,
+    MODE_RDONLY,
+    MODE_RDWR,
+    MODE_SEQUENTIAL,
+    MODE_UNIQUE_OPEN,
+    MODE_WRONLY,
+    Session,
+    Win,
+    FILE_NULL,
+    SESSION_NULL,
+    WIN_NULL,
+)
 
 # -- initialisation -----------------------------------------------------------
 COMM_WORLD, COMM_SELF = _oxmpi.init()
@@ -204,36 +335,15 @@ def Compute_dims(nnodes, dims):
     """MPI_Dims_create: a balanced factorisation of ``nnodes``."""
     if isinstance(dims, int):
         dims = [0] * dims
-    dims = list(dims)
-    fixed = 1
-    for d in dims:
-        if d < 0:
-            raise ValueError("dims entries must be non-negative")
-        if d > 0:
-            fixed *= d
-    if fixed == 0 or nnodes % fixed:
-        raise Exception(ERR_DIMS, f"cannot split {nnodes} processes over {dims}")
-    free = [i for i, d in enumerate(dims) if d == 0]
-    rest = nnodes // fixed
-    if not free:
-        if rest != 1:
-            raise Exception(ERR_DIMS, f"dims {dims} do not multiply to {nnodes}")
-        return dims
-    factors = []
-    n, p = rest, 2
-    while p * p <= n:
-        while n % p == 0:
-            factors.append(p)
-            n //= p
-        p += 1
-    if n > 1:
-        factors.append(n)
-    sizes = [1] * len(free)
-    for f in sorted(factors, reverse=True):
-        sizes[sizes.index(min(sizes))] *= f
-    for i, s in zip(free, sorted(sizes, reverse=True)):
-        dims[i] = s
-    return dims
+    return _oxmpi.topo_compute_dims(nnodes, list(dims))
+
+
+def Aint_add(base, disp):
+    return int(base) + int(disp)
+
+
+def Aint_diff(addr1, addr2):
+    return int(addr1) - int(addr2)
 
 
 class Pickle:

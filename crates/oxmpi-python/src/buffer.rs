@@ -14,8 +14,10 @@
 //! ValueError for counts and displacements that do not fit.
 //!
 //! Parsing ends in [`finish`], the one place that turns (buffer, datatype,
-//! count, offset) into the bytes a message moves; derived (non-contiguous)
-//! datatypes extend it.
+//! count, offset) into the bytes a message moves. A datatype whose data is
+//! not one dense run (holes, a resized extent, absolute addresses at
+//! `BOTTOM`) is packed there into a copy that the message moves instead
+//! (`datatype::packed_message`).
 
 use std::ffi::CStr;
 
@@ -233,6 +235,11 @@ pub struct Msg {
     /// The element type (BYTE for an empty message of DATATYPE_NULL).
     pub dtype: Datatype,
     pub pytype: PyDatatype,
+    /// For a non-contiguous datatype: the packed copy `raw` points at
+    /// (declared before `view`, so that it unpacks into the user's memory
+    /// while the view still pins it).
+    #[allow(dead_code)]
+    pub packed: Option<crate::datatype::Packed>,
     /// Keeps the exporter's memory alive and pinned (held, never read).
     #[allow(dead_code)]
     pub view: Option<BufView>,
@@ -247,6 +254,7 @@ impl Msg {
             count: 0,
             dtype: byte.get().expect("BYTE is not null").clone(),
             pytype: byte,
+            packed: None,
             view: None,
         }
     }
@@ -435,26 +443,28 @@ pub fn parse_blocks(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> Py
         }
         None => 0,
     };
-    finish(view, pytype, count, blocks.max(1), offset)
+    finish(view, pytype, count, blocks.max(1), offset, writable)
 }
 
 /// The extent of one element, the stride of counts and displacements (None
-/// for DATATYPE_NULL). A predefined datatype's is its size; derived
-/// datatypes (resized, with holes) give their own here.
+/// for DATATYPE_NULL).
 fn extent_of(t: &PyDatatype) -> Option<isize> {
-    t.dt.as_ref().map(|d| d.size() as isize)
+    t.dt.as_ref().map(|d| d.extent().1)
 }
 
 /// The bytes a message of `blocks` blocks of `count` elements of `pytype`,
-/// `offset` bytes into `view`, moves. With a predefined (contiguous) datatype that is one
-/// range of the buffer, which must hold it. Derived datatypes (extent
-/// other than size, holes, absolute addresses with BOTTOM) are added here.
+/// `offset` bytes into `view`, moves. With a contiguous datatype that is
+/// one range of the buffer, which must hold it; any other datatype (holes,
+/// extent other than size, absolute addresses with BOTTOM) is packed into
+/// a copy, unpacked into the buffer when the message is dropped if it is a
+/// receive (`writable`).
 fn finish(
     view: Option<BufView>,
     pytype: PyDatatype,
     count: usize,
     blocks: usize,
     offset: usize,
+    writable: bool,
 ) -> PyResult<Msg> {
     let dtype = match (&pytype.dt, count) {
         (Some(d), _) => d.clone(),
@@ -470,6 +480,12 @@ fn finish(
             }))
         }
     };
+    if !dtype.is_contiguous() || (view.is_none() && dtype.layout.is_some()) {
+        if let Some(v) = &view {
+            interop::check_host_accessible(v)?;
+        }
+        return datatype::packed_message(view, pytype, count, blocks, offset, writable);
+    }
     let size = dtype.size();
     let nbytes = count
         .checked_mul(blocks)
@@ -510,8 +526,17 @@ fn finish(
         count,
         dtype,
         pytype,
+        packed: None,
         view,
     })
+}
+
+/// Parses a point-to-point buffer specification to or from `peer` and
+/// drops it: the argument checks that mpi4py makes before calls oxmpi does
+/// not implement (the one-sided operations of `MPI.Win`).
+#[pyfunction]
+pub fn _check_message(msg: &Bound<'_, PyAny>, writable: bool, peer: i32) -> PyResult<()> {
+    parse_p2p(msg, writable, peer).map(drop)
 }
 
 /// `None` or `MPI.BOTTOM`: a message with no base buffer.
@@ -595,50 +620,5 @@ pub fn from_format(format: &str) -> PyResult<PyDatatype> {
 /// mpi4py's `TypeDict` (typemap.pxi) for an LP64 platform: PEP 3118 format
 /// codes and NumPy type strings to predefined datatypes.
 pub fn typecode_datatype(code: &str) -> Option<PyDatatype> {
-    let name = match code {
-        "?" | "b1" => "C_BOOL",
-        "b" => "SIGNED_CHAR",
-        "h" => "SHORT",
-        "i" => "INT",
-        "l" => "LONG",
-        "q" => "LONG_LONG",
-        "B" => "UNSIGNED_CHAR",
-        "H" => "UNSIGNED_SHORT",
-        "I" => "UNSIGNED",
-        "L" | "N" | "P" => "UNSIGNED_LONG",
-        "Q" => "UNSIGNED_LONG_LONG",
-        "e" | "f2" => "SHORT_FLOAT",
-        "f" | "f4" => "FLOAT",
-        "d" | "f8" => "DOUBLE",
-        "g" | "f16" => "LONG_DOUBLE",
-        "Zf" | "F" | "c8" => "C_FLOAT_COMPLEX",
-        "Zd" | "D" | "c16" => "C_DOUBLE_COMPLEX",
-        "Zg" | "G" | "c32" => "C_LONG_DOUBLE_COMPLEX",
-        "i1" => "INT8_T",
-        "i2" => "INT16_T",
-        "i4" => "INT32_T",
-        "i8" | "M" | "M8" | "m" | "m8" => "INT64_T",
-        "u1" => "UINT8_T",
-        "u2" | "u" | "1u" => "UINT16_T",
-        "u4" => "UINT32_T",
-        "u8" => "UINT64_T",
-        "n" => "COUNT",
-        "p" => "AINT",
-        "c" | "a" | "S" | "S1" | "s" | "1s" => "CHAR",
-        "U" | "U1" | "w" | "1w" => "WCHAR",
-        _ => return None,
-    };
-    datatype::predefined(name)
-}
-
-/// `MPI.Datatype.fromcode`: the predefined datatype of a typecode
-/// (ValueError if there is none).
-#[pymethods]
-impl PyDatatype {
-    #[classmethod]
-    fn fromcode(_cls: &Bound<'_, pyo3::types::PyType>, code: &str) -> PyResult<PyDatatype> {
-        typecode_datatype(code).ok_or_else(|| {
-            PyValueError::new_err(format!("cannot map code '{code}' to MPI datatype"))
-        })
-    }
+    datatype::from_code(code)
 }

@@ -9,19 +9,23 @@
 //! defaults (None, an integer, or a sequence), `None` or `IN_PLACE` as
 //! MPI_IN_PLACE where MPI allows it, and arguments that MPI ignores on a
 //! rank (a non-root's receive buffer) not even looked at. The runtime then
-//! receives byte blocks; datatypes are predefined, so a block of `count`
-//! elements is `count * size` contiguous bytes.
+//! receives byte blocks: with a contiguous datatype a block of `count`
+//! elements is `count * size` bytes of the buffer; any other datatype
+//! (holes, extent other than size, absolute addresses at `BOTTOM`) is
+//! packed into a copy whose blocks the runtime moves instead, and a
+//! receive's copy is unpacked into the buffer when the operation is over
+//! (the [`Held`] of the call is dropped).
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use oxmpi::backend::{Blocks, Collective, CommRef, RawBuf};
-use oxmpi::datatype::Datatype;
+use oxmpi::datatype::{Datatype, Layout};
 
-use crate::buffer::BufView;
+use crate::buffer::{is_bottom, BufView};
 use crate::comm::{is_in_place, PyComm};
-use crate::datatype::PyDatatype;
+use crate::datatype::{packed_elements, Packed, PyDatatype};
 use crate::engine::blocking;
 use crate::errors::{from_pyerr, IntoPy};
 use crate::op::{self, PyOp};
@@ -30,17 +34,32 @@ use crate::request::{Payload, PyRequest};
 
 // ------------------------------------------------------------ messages
 
+/// What a parsed argument keeps until its operation is over: the packed
+/// copy of a non-contiguous message (declared first, so that a receive's
+/// copy unpacks into the user's memory while the view still pins it) and
+/// the view of the user's buffer.
+#[derive(Default)]
+pub(crate) struct Held {
+    #[allow(dead_code)] // held for its Drop, never read
+    packed: Option<Packed>,
+    #[allow(dead_code)] // held, never read
+    view: Option<BufView>,
+}
+
 /// A parsed buffer argument of a collective.
 struct Arg {
     /// Start of the message (after any displacement).
     ptr: *mut u8,
     /// Bytes from `ptr` to the end of the buffer.
     avail: usize,
-    /// Elements (per block, for a message split into blocks).
+    /// Elements (per block, for a message split into blocks) of `dtype`.
     count: usize,
+    /// The datatype of the bytes at `ptr`: the user's, or for a packed
+    /// copy its basic elements (`packed_elements`).
     dtype: Datatype,
+    /// The user's datatype.
     pytype: PyDatatype,
-    view: Option<BufView>,
+    held: Held,
 }
 
 impl Arg {
@@ -74,7 +93,7 @@ impl Arg {
 /// A parsed vector argument (`message_vector`, `message_vector_w`).
 struct VArg {
     blocks: Blocks,
-    view: Option<BufView>,
+    held: Held,
 }
 
 fn is_datatype(obj: &Bound<'_, PyAny>) -> bool {
@@ -135,14 +154,16 @@ fn nonneg(v: i64, what: &str) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| PyValueError::new_err(format!("message: negative {what} {v}")))
 }
 
-/// The buffer and datatype of a message (`message_basic`): `None` is
-/// MPI_BOTTOM and needs a datatype.
+/// The buffer and datatype of a message (`message_basic`): `None` and
+/// `BOTTOM` are MPI_BOTTOM and need a datatype.
 fn basic(
     buf: &Bound<'_, PyAny>,
     ty: Option<&Bound<'_, PyAny>>,
     writable: bool,
 ) -> PyResult<(Option<BufView>, *mut u8, usize, PyDatatype)> {
-    if buf.is_none() {
+    // A datatype of None is no datatype, as in mpi4py.
+    let ty = ty.filter(|t| !t.is_none());
+    if is_bottom(buf) {
         let ty = ty.ok_or_else(|| {
             PyValueError::new_err("message: a None (BOTTOM) buffer needs an explicit datatype")
         })?;
@@ -202,13 +223,12 @@ fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg
         ));
     }
     let (view, base, bsize, pytype) = basic(&buf, ty.as_ref(), writable)?;
-    let dtype = pytype.get()?.clone();
-    let extent = dtype.size();
     let mut length = bsize;
     let mut offset = 0;
     if let Some(d) = displ.filter(|d| !d.is_none()) {
         let d = nonneg(index(&d)?, "displacement")?;
         if d > 0 {
+            let extent = extent_for(&pytype, "handle displacement")?;
             if d * extent > length {
                 return Err(PyValueError::new_err(format!(
                     "message: displacement {d} out of bounds, number of datatype entries {}",
@@ -230,6 +250,7 @@ fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg
             c
         }
         None if length > 0 => {
+            let extent = extent_for(&pytype, "infer count")?;
             if length % extent != 0 {
                 return Err(PyValueError::new_err(format!(
                     "message: cannot infer count, buffer length {length} is not a multiple of \
@@ -251,15 +272,131 @@ fn simple(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<Arg
         }
         None => 0,
     };
+    let dtype = datatype_of(&pytype, count == 0)?;
+    // `wrapping_add`: safe to compute; offset <= buffer length.
+    let start = base.wrapping_add(offset);
+    if needs_packing(&dtype, &view) {
+        let l = dtype.layout();
+        let total = count.saturating_mul(blocks.max(1));
+        if view.is_some() {
+            check_span(&l, total, 0, length)?;
+        }
+        // SAFETY: the elements lie in the pinned view (checked above) or
+        // at BOTTOM addresses the caller answers for.
+        let packed = unsafe { Packed::new(vec![(l.clone(), total, start)], writable) };
+        let (dtype, count) = packed_elements(&l, count);
+        let raw = packed.raw();
+        return Ok(Arg {
+            ptr: raw.ptr,
+            avail: raw.len,
+            count,
+            dtype,
+            pytype,
+            held: Held {
+                packed: Some(packed),
+                view,
+            },
+        });
+    }
     Ok(Arg {
-        // `wrapping_add`: safe to compute; offset <= buffer length.
-        ptr: base.wrapping_add(offset),
+        ptr: start,
         avail: length,
         count,
         dtype,
         pytype,
-        view,
+        held: Held { packed: None, view },
     })
+}
+
+/// The extent of a message's datatype where it must divide the buffer or
+/// scale a displacement (`what`): positive, or mpi4py's ValueError.
+fn extent_for(pytype: &PyDatatype, what: &str) -> PyResult<usize> {
+    let Ok(dtype) = pytype.get() else {
+        return Err(PyValueError::new_err(format!(
+            "message: cannot {what}, datatype is null"
+        )));
+    };
+    let (lb, extent) = dtype.extent();
+    if extent <= 0 {
+        return Err(PyValueError::new_err(format!(
+            "message: cannot {what}, datatype extent {extent} (lb:{lb}, ub:{})",
+            lb + extent
+        )));
+    }
+    Ok(extent as usize)
+}
+
+/// The runtime datatype of a message: an empty one may name
+/// DATATYPE_NULL (it then moves bytes, none of them); otherwise that is
+/// MPI_ERR_TYPE.
+fn datatype_of(pytype: &PyDatatype, empty: bool) -> PyResult<Datatype> {
+    match pytype.get() {
+        Ok(d) => Ok(d.clone()),
+        Err(_) if empty => Ok(Datatype::new(oxmpi::datatype::Basic::Byte)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a message must move as a packed copy: its datatype is not one
+/// dense run, or it is at MPI_BOTTOM with absolute addresses.
+fn needs_packing(dtype: &Datatype, view: &Option<BufView>) -> bool {
+    !dtype.is_contiguous() || (view.is_none() && dtype.layout.is_some())
+}
+
+/// Checks that `count` elements of `l` from byte `at` of a `len`-byte
+/// buffer lie inside it.
+fn check_span(l: &Layout, count: usize, at: usize, len: usize) -> PyResult<()> {
+    if let Some((lo, hi)) = l.span(count) {
+        let at = at as isize;
+        if at + lo < 0 || at + hi > len as isize {
+            return Err(PyValueError::new_err(format!(
+                "message: {count} entries of the datatype (bytes {lo}..{hi} from byte offset \
+                 {at}) do not fit a {len}-byte buffer"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Packs the blocks of a vector message, (layout, count, byte offset from
+/// `base`) each, one after the other; the blocks then describe the copy.
+fn pack_blocks(
+    base: *mut u8,
+    len: Option<usize>,
+    blocks: Vec<(std::sync::Arc<Layout>, usize, usize)>,
+    writable: bool,
+) -> PyResult<(Blocks, Packed)> {
+    let mut counts = Vec::with_capacity(blocks.len());
+    let mut displs = Vec::with_capacity(blocks.len());
+    let mut regions = Vec::with_capacity(blocks.len());
+    let mut at = 0;
+    for (l, count, offset) in blocks {
+        if let Some(len) = len {
+            check_span(&l, count, offset, len)?;
+        }
+        let bytes = count.checked_mul(l.size).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "message: {count} entries overflow the address space"
+            ))
+        })?;
+        counts.push(bytes);
+        displs.push(at);
+        at += bytes;
+        // `wrapping_add`: inside the buffer (checked above), or an
+        // absolute address from BOTTOM.
+        regions.push((l, count, base.wrapping_add(offset)));
+    }
+    // SAFETY: the blocks lie in the pinned view (checked above) or at
+    // BOTTOM addresses the caller answers for.
+    let packed = unsafe { Packed::new(regions, writable) };
+    Ok((
+        Blocks {
+            buf: packed.raw(),
+            counts,
+            displs,
+        },
+        packed,
+    ))
 }
 
 fn pair<'py>(v: Vec<Bound<'py, PyAny>>) -> PyResult<[Bound<'py, PyAny>; 2]> {
@@ -307,11 +444,11 @@ fn vector(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<VAr
         ));
     }
     let (view, base, bsize, pytype) = basic(&buf, ty.as_ref(), writable)?;
-    let extent = pytype.get()?.size();
     let counts: Vec<usize> = match counts.filter(|c| !c.is_none()) {
         None => {
             let mut csize = 0;
             if bsize > 0 {
+                let extent = extent_for(&pytype, "infer count")?;
                 if bsize % extent != 0 {
                     return Err(PyValueError::new_err(format!(
                         "message: cannot infer count, buffer length {bsize} is not a multiple \
@@ -352,6 +489,31 @@ fn vector(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<VAr
                 .collect::<PyResult<_>>()?,
         },
     };
+    let dtype = &datatype_of(&pytype, counts.iter().all(|&c| c == 0))?;
+    // The stride of the displacements (1 for an empty message of a type
+    // without a positive extent, whose displacements then mean nothing).
+    let extent = match dtype.extent().1 {
+        e if e > 0 => e as usize,
+        _ if counts.iter().all(|&c| c == 0) => 1,
+        _ => extent_for(&pytype, "handle displacement")?,
+    };
+    if needs_packing(dtype, &view) {
+        let l = dtype.layout();
+        let blocks = counts
+            .iter()
+            .zip(&displs)
+            .map(|(&c, &d)| (l.clone(), c, d.saturating_mul(extent)))
+            .collect();
+        let len = view.as_ref().map(|_| bsize);
+        let (blocks, packed) = pack_blocks(base, len, blocks, writable)?;
+        return Ok(VArg {
+            blocks,
+            held: Held {
+                packed: Some(packed),
+                view,
+            },
+        });
+    }
     Ok(VArg {
         blocks: Blocks {
             buf: RawBuf {
@@ -361,7 +523,7 @@ fn vector(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<VAr
             counts: counts.iter().map(|c| c * extent).collect(),
             displs: displs.iter().map(|d| d * extent).collect(),
         },
-        view,
+        held: Held { packed: None, view },
     })
 }
 
@@ -381,11 +543,14 @@ fn vector_w(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<V
         [b, c, d, t] => (b.clone(), Some(c.clone()), Some(d.clone()), t.clone()),
         _ => return Err(PyValueError::new_err("message: expecting 2 to 4 items")),
     };
-    let (view, base, bsize) = if buf.is_none() {
-        if counts.is_none() || displs.is_none() {
-            return Err(PyValueError::new_err(
-                "message: BOTTOM requires counts and displs",
-            ));
+    let counts = counts.filter(|c| !c.is_none());
+    let displs = displs.filter(|d| !d.is_none());
+    let (view, base, bsize) = if is_bottom(&buf) {
+        if counts.is_none() {
+            return Err(PyValueError::new_err("message: BOTTOM requires counts"));
+        }
+        if displs.is_none() {
+            return Err(PyValueError::new_err("message: BOTTOM requires displs"));
         }
         (None, std::ptr::null_mut(), 0)
     } else {
@@ -409,14 +574,31 @@ fn vector_w(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<V
             "expecting {blocks} items, got {ntypes}"
         )));
     }
-    let mut sizes = Vec::with_capacity(blocks);
+    let mut dtypes = Vec::with_capacity(blocks);
     for i in 0..blocks {
         let t = types.get_item(i)?;
         let t = t.cast::<PyDatatype>().map_err(|_| {
             PyTypeError::new_err("message: the datatypes must be MPI.Datatype objects")
         })?;
-        sizes.push(t.get().get()?.size());
+        dtypes.push(t.get().get()?.clone());
     }
+    if dtypes.iter().any(|d| needs_packing(d, &view)) {
+        let blocks = dtypes
+            .iter()
+            .zip(counts.iter().zip(&displs))
+            .map(|(d, (&c, &o))| Ok((d.layout(), nonneg(c, "count")?, nonneg(o, "displacement")?)))
+            .collect::<PyResult<_>>()?;
+        let len = view.as_ref().map(|_| bsize);
+        let (blocks, packed) = pack_blocks(base, len, blocks, writable)?;
+        return Ok(VArg {
+            blocks,
+            held: Held {
+                packed: Some(packed),
+                view,
+            },
+        });
+    }
+    let sizes: Vec<usize> = dtypes.iter().map(Datatype::size).collect();
     Ok(VArg {
         blocks: Blocks {
             buf: RawBuf {
@@ -433,13 +615,13 @@ fn vector_w(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<V
                 .map(|&d| nonneg(d, "displacement"))
                 .collect::<PyResult<_>>()?,
         },
-        view,
+        held: Held { packed: None, view },
     })
 }
 
 /// mpi4py's `chk_cro_args`: send and receive of a reduction agree.
 fn check_cro(send: &Arg, recv: &Arg) -> PyResult<()> {
-    if send.pytype.name != recv.pytype.name || send.dtype != recv.dtype {
+    if !send.pytype.same_handle(&recv.pytype) || send.dtype != recv.dtype {
         return Err(PyValueError::new_err(
             "mismatch in send and receive MPI datatypes",
         ));
@@ -462,40 +644,36 @@ fn no_blocks() -> Blocks {
     Blocks::contiguous(RawBuf::EMPTY, 0, 0)
 }
 
-/// The views a nonblocking call pins until it completes.
-fn keep(args: impl IntoIterator<Item = Option<BufView>>) -> Payload {
-    Payload::Buffers(args.into_iter().flatten().collect())
-}
-
-/// A collective ready to run: the operation and the buffers to pin.
+/// A collective ready to run: the operation, and the buffers to pin (and
+/// copies to unpack) until it is over.
 struct Prepared {
     op: Collective,
-    views: Vec<Option<BufView>>,
+    held: Vec<Held>,
 }
 
 impl Prepared {
     fn new(op: Collective) -> Prepared {
         Prepared {
             op,
-            views: Vec::new(),
+            held: Vec::new(),
         }
     }
 
-    fn hold(mut self, view: Option<BufView>) -> Prepared {
-        self.views.push(view);
+    fn hold(mut self, held: Held) -> Prepared {
+        self.held.push(held);
         self
     }
 
     fn run(self, py: Python<'_>, c: CommRef) -> PyResult<()> {
-        let Prepared { op, views } = self;
+        let Prepared { op, held } = self;
         let r = blocking(py, move || c.collective(op));
-        drop(views);
+        drop(held);
         r
     }
 
     fn start(self, c: &CommRef) -> PyResult<PyRequest> {
         let req = c.icollective(self.op).py()?;
-        Ok(PyRequest::new(req, keep(self.views)))
+        Ok(PyRequest::new(req, Payload::Keep(Box::new(self.held))))
     }
 }
 
@@ -509,7 +687,7 @@ impl PyComm {
             buf: m.msg()?,
             root,
         })
-        .hold(m.view))
+        .hold(m.held))
     }
 
     fn prep_gather(
@@ -528,26 +706,26 @@ impl PyComm {
                 recv: no_blocks(),
                 root,
             };
-            return Ok(Prepared::new(op).hold(s.view));
+            return Ok(Prepared::new(op).hold(s.held));
         }
         let recvbuf = recvbuf
             .ok_or_else(|| PyTypeError::new_err("message: expecting buffer or list/tuple"))?;
-        let (recv, rview) = if v {
+        let (recv, rheld) = if v {
             let r = vector(recvbuf, true, size)?;
-            (r.blocks, r.view)
+            (r.blocks, r.held)
         } else {
             let r = simple(recvbuf, true, size)?;
-            (r.blocks(size)?, r.view)
+            (r.blocks(size)?, r.held)
         };
-        let (send, sview) = if in_place(Some(sendbuf)) {
-            (None, None)
+        let (send, sheld) = if in_place(Some(sendbuf)) {
+            (None, Held::default())
         } else {
             let s = simple(sendbuf, false, 0)?;
-            (Some(s.msg()?), s.view)
+            (Some(s.msg()?), s.held)
         };
         Ok(Prepared::new(Collective::Gather { send, recv, root })
-            .hold(rview)
-            .hold(sview))
+            .hold(rheld)
+            .hold(sheld))
     }
 
     fn prep_scatter(
@@ -566,26 +744,26 @@ impl PyComm {
                 recv: Some(r.msg()?),
                 root,
             };
-            return Ok(Prepared::new(op).hold(r.view));
+            return Ok(Prepared::new(op).hold(r.held));
         }
         let sendbuf = sendbuf
             .ok_or_else(|| PyTypeError::new_err("message: expecting buffer or list/tuple"))?;
-        let (send, sview) = if v {
+        let (send, sheld) = if v {
             let s = vector(sendbuf, false, size)?;
-            (s.blocks, s.view)
+            (s.blocks, s.held)
         } else {
             let s = simple(sendbuf, false, size)?;
-            (s.blocks(size)?, s.view)
+            (s.blocks(size)?, s.held)
         };
-        let (recv, rview) = if in_place(Some(recvbuf)) {
-            (None, None)
+        let (recv, rheld) = if in_place(Some(recvbuf)) {
+            (None, Held::default())
         } else {
             let r = simple(recvbuf, true, 0)?;
-            (Some(r.msg()?), r.view)
+            (Some(r.msg()?), r.held)
         };
         Ok(Prepared::new(Collective::Scatter { send, recv, root })
-            .hold(sview)
-            .hold(rview))
+            .hold(sheld)
+            .hold(rheld))
     }
 
     fn prep_allgather(
@@ -595,23 +773,23 @@ impl PyComm {
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<Prepared> {
         let size = self.c()?.size() as usize;
-        let (recv, rview) = if v {
+        let (recv, rheld) = if v {
             let r = vector(recvbuf, true, size)?;
-            (r.blocks, r.view)
+            (r.blocks, r.held)
         } else {
             let r = simple(recvbuf, true, size)?;
-            (r.blocks(size)?, r.view)
+            (r.blocks(size)?, r.held)
         };
-        let (send, sview) = match sendbuf {
+        let (send, sheld) = match sendbuf {
             Some(s) if !in_place(Some(s)) => {
                 let s = simple(s, false, 0)?;
-                (Some(s.msg()?), s.view)
+                (Some(s.msg()?), s.held)
             }
-            _ => (None, None),
+            _ => (None, Held::default()),
         };
         Ok(Prepared::new(Collective::Allgather { send, recv })
-            .hold(rview)
-            .hold(sview))
+            .hold(rheld)
+            .hold(sheld))
     }
 
     fn prep_alltoall(
@@ -621,28 +799,27 @@ impl PyComm {
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<Prepared> {
         let size = self.c()?.size() as usize;
-        let parse =
-            |obj: &Bound<'_, PyAny>, writable: bool| -> PyResult<(Blocks, Option<BufView>)> {
-                match kind {
-                    'v' => vector(obj, writable, size).map(|a| (a.blocks, a.view)),
-                    'w' => vector_w(obj, writable, size).map(|a| (a.blocks, a.view)),
-                    _ => {
-                        let a = simple(obj, writable, size)?;
-                        Ok((a.blocks(size)?, a.view))
-                    }
+        let parse = |obj: &Bound<'_, PyAny>, writable: bool| -> PyResult<(Blocks, Held)> {
+            match kind {
+                'v' => vector(obj, writable, size).map(|a| (a.blocks, a.held)),
+                'w' => vector_w(obj, writable, size).map(|a| (a.blocks, a.held)),
+                _ => {
+                    let a = simple(obj, writable, size)?;
+                    Ok((a.blocks(size)?, a.held))
                 }
-            };
-        let (recv, rview) = parse(recvbuf, true)?;
-        let (send, sview) = match sendbuf {
+            }
+        };
+        let (recv, rheld) = parse(recvbuf, true)?;
+        let (send, sheld) = match sendbuf {
             Some(s) if !in_place(Some(s)) => {
                 let (b, v) = parse(s, false)?;
                 (Some(b), v)
             }
-            _ => (None, None),
+            _ => (None, Held::default()),
         };
         Ok(Prepared::new(Collective::Alltoall { send, recv })
-            .hold(rview)
-            .hold(sview))
+            .hold(rheld)
+            .hold(sheld))
     }
 
     fn prep_reduce(
@@ -665,17 +842,17 @@ impl PyComm {
                 op: rop,
                 root,
             };
-            return Ok(Prepared::new(red).hold(s.view));
+            return Ok(Prepared::new(red).hold(s.held));
         }
         let recvbuf = recvbuf
             .ok_or_else(|| PyTypeError::new_err("message: expecting buffer or list/tuple"))?;
         let r = simple(recvbuf, true, 0)?;
-        let (send, sview) = if in_place(Some(sendbuf)) {
-            (None, None)
+        let (send, sheld) = if in_place(Some(sendbuf)) {
+            (None, Held::default())
         } else {
             let s = simple(sendbuf, false, 0)?;
             check_cro(&s, &r)?;
-            (Some(s.msg()?), s.view)
+            (Some(s.msg()?), s.held)
         };
         let red = Collective::Reduce {
             send,
@@ -685,7 +862,7 @@ impl PyComm {
             op: op.to_runtime(&r.pytype)?,
             root,
         };
-        Ok(Prepared::new(red).hold(r.view).hold(sview))
+        Ok(Prepared::new(red).hold(r.held).hold(sheld))
     }
 
     /// Allreduce, Scan and Exscan take the same arguments.
@@ -699,12 +876,12 @@ impl PyComm {
         self.c()?;
         let op = op::from_py_buffer_op(op)?;
         let r = simple(recvbuf, true, 0)?;
-        let (send, sview) = if in_place(Some(sendbuf)) {
-            (None, None)
+        let (send, sheld) = if in_place(Some(sendbuf)) {
+            (None, Held::default())
         } else {
             let s = simple(sendbuf, false, 0)?;
             check_cro(&s, &r)?;
-            (Some(s.msg()?), s.view)
+            (Some(s.msg()?), s.held)
         };
         let (recv, count, dtype, rop) = (
             r.msg()?,
@@ -729,7 +906,7 @@ impl PyComm {
                 exclusive,
             },
         };
-        Ok(Prepared::new(coll).hold(r.view).hold(sview))
+        Ok(Prepared::new(coll).hold(r.held).hold(sheld))
     }
 
     fn prep_reduce_scatter_block(
@@ -749,7 +926,7 @@ impl PyComm {
                 dtype: r.dtype.clone(),
                 op: op.to_runtime(&r.pytype)?,
             };
-            return Ok(Prepared::new(red).hold(r.view));
+            return Ok(Prepared::new(red).hold(r.held));
         }
         let r = simple(recvbuf, true, 0)?;
         let s = simple(sendbuf, false, size)?;
@@ -761,7 +938,7 @@ impl PyComm {
             dtype: r.dtype.clone(),
             op: op.to_runtime(&r.pytype)?,
         };
-        Ok(Prepared::new(red).hold(r.view).hold(s.view))
+        Ok(Prepared::new(red).hold(r.held).hold(s.held))
     }
 
     fn prep_reduce_scatter(
@@ -806,9 +983,9 @@ impl PyComm {
                 .collect::<PyResult<_>>()?,
         };
         let total: usize = counts.iter().sum();
-        let (send, sview) = match s {
+        let (send, sheld) = match s {
             Some(s) => {
-                if s.pytype.name != r.pytype.name || s.dtype != r.dtype {
+                if !s.pytype.same_handle(&r.pytype) || s.dtype != r.dtype {
                     return Err(PyValueError::new_err(
                         "mismatch in send and receive MPI datatypes",
                     ));
@@ -825,7 +1002,7 @@ impl PyComm {
                         r.count, counts[rank]
                     )));
                 }
-                (Some(s.msg()?), s.view)
+                (Some(s.msg()?), s.held)
             }
             None => {
                 if r.count != total {
@@ -834,7 +1011,7 @@ impl PyComm {
                         r.count
                     )));
                 }
-                (None, None)
+                (None, Held::default())
             }
         };
         let red = Collective::ReduceScatter {
@@ -844,7 +1021,7 @@ impl PyComm {
             dtype: r.dtype.clone(),
             op: op.to_runtime(&r.pytype)?,
         };
-        Ok(Prepared::new(red).hold(r.view).hold(sview))
+        Ok(Prepared::new(red).hold(r.held).hold(sheld))
     }
 }
 

@@ -1,18 +1,35 @@
-//! `MPI.Comm` and `MPI.Intracomm`: point-to-point and collective calls in
-//! both flavours (lowercase: pickled objects; uppercase: buffers).
+//! `MPI.Comm` and `MPI.Intracomm`: queries and communicator management
+//! (MPI-4.1 chapter 7): duplication, splitting, creation from groups,
+//! comparison, freeing, names, info hints, cached attributes and error
+//! handlers. Point-to-point calls live in `p2p.rs`, collectives in
+//! `coll.rs`, topologies in `topo.rs`, intercommunicators in
+//! `intercomm.rs`.
 //!
-//! Each method: parse the arguments, make one runtime call (with the GIL
-//! released if it can block), convert the result.
+//! A Python communicator object holds a handle (`CommRef`); several Python
+//! objects may hold one handle (`MPI.Comm(comm)`). What MPI keeps per
+//! handle besides the runtime's communicator (attributes, error handler,
+//! info) lives in a table keyed by the handle (see [`HandleState`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use pyo3::exceptions::{PyNotImplementedError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 use pyo3::PyClassInitializer;
 
-use oxmpi::backend::{CommRef, RawBuf, RequestRef, SendMode, Status};
+use oxmpi::backend::{CommRef, Communicator, RawBuf, Request, RequestRef, SendMode, Status};
+use oxmpi::error::class;
+use oxmpi::group::{Comparison, Group};
 
-use crate::engine::blocking;
+use crate::attr::{self, AttrKind, Attrs};
+use crate::buffer::{self, Msg};
+use crate::engine::{blocking, engine};
+use crate::errhandler::{self, Errh, PyErrhandler};
 use crate::errors::{mpi_error, IntoPy};
+use crate::group::PyGroup;
+use crate::handle;
+use crate::info::PyInfo;
 
 /// `MPI.IN_PLACE`.
 #[pyclass(module = "oxmpi.MPI", name = "InPlaceType", frozen)]
@@ -39,7 +56,7 @@ pub struct PyComm {
 #[pyclass(module = "oxmpi.MPI", name = "Intracomm", extends = PyComm, subclass)]
 pub struct PyIntracomm;
 
-/// Wraps a runtime communicator as an `Intracomm`.
+/// Wraps a runtime communicator as an `Intracomm` (the predefined ones).
 pub fn new_intracomm(py: Python<'_>, c: CommRef) -> PyResult<Py<PyIntracomm>> {
     Py::new(
         py,
@@ -47,14 +64,29 @@ pub fn new_intracomm(py: Python<'_>, c: CommRef) -> PyResult<Py<PyIntracomm>> {
     )
 }
 
-#[pymethods]
-impl PyIntracomm {
-    #[new]
-    #[pyo3(signature = (comm=None))]
-    fn new(comm: Option<&Bound<'_, PyComm>>) -> (PyIntracomm, PyComm) {
-        let inner = comm.and_then(|c| c.borrow().inner.clone());
-        (PyIntracomm, PyComm { inner })
-    }
+/// Wraps a runtime communicator in the class its kind calls for:
+/// Intercomm, Cartcomm, Graphcomm, Distgraphcomm or Intracomm.
+pub fn wrap_comm(py: Python<'_>, c: CommRef) -> PyResult<Py<PyAny>> {
+    let m = py.import("oxmpi.MPI")?;
+    let cls = if c.is_inter() {
+        "Intercomm"
+    } else {
+        match c.topology().map(|t| t.kind()) {
+            Some(oxmpi::topo::kind::CART) => "Cartcomm",
+            Some(oxmpi::topo::kind::GRAPH) => "Graphcomm",
+            Some(oxmpi::topo::kind::DIST_GRAPH) => "Distgraphcomm",
+            _ => "Intracomm",
+        }
+    };
+    let cls = m.getattr(cls)?.cast_into::<PyType>()?;
+    instance_of(&cls, Some(c))
+}
+
+/// A new object of class `cls` (a subclass of Comm) holding `c`.
+pub fn instance_of(cls: &Bound<'_, PyType>, c: Option<CommRef>) -> PyResult<Py<PyAny>> {
+    let obj = cls.call0()?;
+    obj.cast::<PyComm>()?.borrow_mut().inner = c;
+    Ok(obj.unbind())
 }
 
 impl PyComm {
@@ -96,14 +128,347 @@ pub(crate) fn wait_req(py: Python<'_>, req: RequestRef) -> PyResult<Status> {
     blocking(py, move || req.wait())
 }
 
+pub(crate) fn recv_buf_parse<'py>(buf: &Bound<'py, PyAny>) -> PyResult<Msg> {
+    buffer::parse(buf, true)
+}
+
+// ------------------------------------------------------------ handle state
+
+/// What MPI keeps per communicator handle besides the runtime object.
+pub struct HandleState {
+    pub attrs: Attrs,
+    pub errhandler: Arc<Errh>,
+    pub info: Vec<(String, String)>,
+}
+
+impl HandleState {
+    fn new(errhandler: Arc<Errh>) -> HandleState {
+        HandleState {
+            attrs: Attrs::default(),
+            errhandler,
+            info: Vec::new(),
+        }
+    }
+}
+
+type StateTable = HashMap<usize, (Weak<dyn Communicator>, HandleState)>;
+
+/// Handle states by address of the runtime communicator. Each entry keeps
+/// a `Weak` to its communicator, which keeps the address from being reused
+/// by another communicator while the entry exists; entries of dropped
+/// communicators are swept out from time to time.
+fn states() -> &'static Mutex<StateTable> {
+    static S: OnceLock<Mutex<StateTable>> = OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+fn key(c: &CommRef) -> usize {
+    Arc::as_ptr(c) as *const () as usize
+}
+
+/// Runs `f` on the state of `c` (created with ERRORS_RETURN if new). `f`
+/// must not call back into Python code that could reach this table.
+pub fn with_state<R>(c: &CommRef, f: impl FnOnce(&mut HandleState) -> R) -> R {
+    let mut t = states().lock().unwrap_or_else(|e| e.into_inner());
+    let entry = t.entry(key(c)).or_insert_with(|| {
+        (
+            Arc::downgrade(c),
+            HandleState::new(errhandler::errors_return()),
+        )
+    });
+    f(&mut entry.1)
+}
+
+/// Gives a new communicator its initial state: the error handler of the
+/// communicator it was made from (MPI-4.1 §9.3), and info hints.
+fn init_state(new: &CommRef, parent: Option<&CommRef>, info: Vec<(String, String)>) {
+    let errh = parent
+        .map(|p| with_state(p, |s| s.errhandler.clone()))
+        .unwrap_or_else(errhandler::errors_return);
+    let mut t = states().lock().unwrap_or_else(|e| e.into_inner());
+    if t.len() > 256 && t.len().is_power_of_two() {
+        t.retain(|_, (w, _)| w.strong_count() > 0);
+    }
+    let mut st = HandleState::new(errh);
+    st.info = info;
+    t.insert(key(new), (Arc::downgrade(new), st));
+}
+
+fn drop_state(c: &CommRef) -> Option<HandleState> {
+    states()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key(c))
+        .map(|(_, s)| s)
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// A request that is complete when made (the nonblocking forms that run
+/// to completion at once).
+pub struct DoneRequest;
+
+impl Request for DoneRequest {
+    fn test(&self) -> oxmpi::Result<Option<Status>> {
+        Ok(Some(Status::default()))
+    }
+    fn wait(&self) -> oxmpi::Result<Status> {
+        Ok(Status::default())
+    }
+    fn is_complete(&self) -> bool {
+        true
+    }
+    fn cancel(&self) -> oxmpi::Result<()> {
+        Ok(())
+    }
+    fn get_status(&self) -> Option<Status> {
+        Some(Status::default())
+    }
+}
+
+/// A completed `MPI.Request`.
+pub fn done_request(py: Python<'_>) -> PyResult<Py<crate::request::PyRequest>> {
+    Py::new(
+        py,
+        crate::request::PyRequest::new(Arc::new(DoneRequest), crate::request::Payload::None),
+    )
+}
+
+/// The job ranks of a group argument.
+fn group_members(group: &Bound<'_, PyGroup>) -> PyResult<Vec<i32>> {
+    Ok(group.borrow().get()?.members().to_vec())
+}
+
+/// MPI_Comm_compare.
+fn compare(a: &CommRef, b: &CommRef) -> i32 {
+    if Arc::ptr_eq(a, b) {
+        return Comparison::Ident as i32;
+    }
+    if a.is_inter() != b.is_inter() {
+        return Comparison::Unequal as i32;
+    }
+    let cmp = |x: Vec<i32>, y: Vec<i32>| match (Group::new(x), Group::new(y)) {
+        (Ok(x), Ok(y)) => x.compare(&y),
+        _ => Comparison::Unequal,
+    };
+    let local = cmp(a.world_ranks(), b.world_ranks());
+    let remote = if a.is_inter() {
+        cmp(a.remote_world_ranks(), b.remote_world_ranks())
+    } else {
+        Comparison::Ident
+    };
+    match (local, remote) {
+        (Comparison::Ident, Comparison::Ident) => Comparison::Congruent as i32,
+        (Comparison::Unequal, _) | (_, Comparison::Unequal) => Comparison::Unequal as i32,
+        _ => Comparison::Similar as i32,
+    }
+}
+
+/// Split types (MPI_COMM_TYPE_*).
+pub mod split_type {
+    pub const SHARED: i32 = 1;
+    pub const HW_UNGUIDED: i32 = 2;
+    pub const HW_GUIDED: i32 = 3;
+    pub const RESOURCE_GUIDED: i32 = 4;
+}
+
+/// Gives `new` its state and wraps it in `cls` (or the class its kind
+/// calls for when `cls` is None).
+pub fn adopt(
+    py: Python<'_>,
+    new: CommRef,
+    parent: Option<&CommRef>,
+    info: Vec<(String, String)>,
+    cls: Option<&Bound<'_, PyType>>,
+) -> PyResult<Py<PyAny>> {
+    init_state(&new, parent, info);
+    match cls {
+        Some(cls) => instance_of(cls, Some(new)),
+        None => wrap_comm(py, new),
+    }
+}
+
+/// COMM_NULL as an object of class `cls`.
+pub fn null_of(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
+    instance_of(cls, None)
+}
+
+fn class_named<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    Ok(py
+        .import("oxmpi.MPI")?
+        .getattr(name)?
+        .cast_into::<PyType>()?)
+}
+
+/// The class mpi4py gives results of Create/Split: Intracomm or Intercomm.
+fn base_class<'py>(py: Python<'py>, c: &CommRef) -> PyResult<Bound<'py, PyType>> {
+    class_named(
+        py,
+        if c.is_inter() {
+            "Intercomm"
+        } else {
+            "Intracomm"
+        },
+    )
+}
+
+#[pymethods]
+impl PyIntracomm {
+    #[new]
+    #[pyo3(signature = (comm=None))]
+    fn new(comm: Option<&Bound<'_, PyComm>>) -> PyResult<(PyIntracomm, PyComm)> {
+        let inner = comm.and_then(|c| c.borrow().inner.clone());
+        if inner.as_ref().is_some_and(|c| c.is_inter()) {
+            return Err(PyTypeError::new_err("expecting an intracommunicator"));
+        }
+        Ok((PyIntracomm, PyComm { inner }))
+    }
+
+    #[pyo3(signature = (group, tag=0))]
+    fn Create_group(
+        slf: &Bound<'_, Self>,
+        group: &Bound<'_, PyGroup>,
+        tag: i32,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let c = slf.as_super().borrow().c()?.clone();
+        let members = group_members(group)?;
+        let c2 = c.clone();
+        let new = blocking(py, move || c2.create_group(&members, tag))?;
+        adopt(
+            py,
+            new,
+            Some(&c),
+            Vec::new(),
+            Some(&class_named(py, "Intracomm")?),
+        )
+    }
+
+    #[classmethod]
+    #[pyo3(signature = (group, stringtag="org.mpi4py", info=None, errhandler=None))]
+    fn Create_from_group(
+        cls: &Bound<'_, PyType>,
+        group: &Bound<'_, PyGroup>,
+        stringtag: &str,
+        info: Option<&Bound<'_, PyAny>>,
+        errhandler: Option<&Bound<'_, PyErrhandler>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        let world = engine(py)?.world();
+        let members = group_members(group)?;
+        let tag = string_tag(stringtag);
+        let new = blocking(py, move || world.create_group(&members, tag))?;
+        let items = PyInfo::items_of(info)?;
+        let obj = adopt(
+            py,
+            new.clone(),
+            None,
+            items,
+            Some(&class_named(py, "Intracomm")?),
+        )?;
+        if let Some(e) = errhandler {
+            let h = e.borrow().get()?.clone();
+            with_state(&new, |s| s.errhandler = h);
+        }
+        Ok(obj)
+    }
+
+    #[pyo3(signature = (local_leader, peer_comm, remote_leader, tag=0))]
+    fn Create_intercomm(
+        slf: &Bound<'_, Self>,
+        local_leader: i32,
+        peer_comm: &Bound<'_, PyComm>,
+        remote_leader: i32,
+        tag: i32,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let c = slf.as_super().borrow().c()?.clone();
+        let peer = peer_comm.borrow().inner.clone();
+        let c2 = c.clone();
+        let new = blocking(py, move || {
+            c2.create_intercomm(local_leader, peer.as_deref(), remote_leader, tag)
+        })?;
+        adopt(
+            py,
+            new,
+            Some(&c),
+            Vec::new(),
+            Some(&class_named(py, "Intercomm")?),
+        )
+    }
+}
+
+/// A tag from MPI-4's string tags (Create_from_group): a stable hash.
+pub(crate) fn string_tag(s: &str) -> i32 {
+    // FNV-1a, folded into the non-negative tag range.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x7fff_ffff) as i32
+}
+
 #[pymethods]
 impl PyComm {
     #[new]
     #[pyo3(signature = (comm=None))]
-    fn new(comm: Option<&Bound<'_, PyComm>>) -> PyComm {
-        PyComm {
-            inner: comm.and_then(|c| c.borrow().inner.clone()),
+    fn new(comm: Option<&Bound<'_, PyAny>>) -> PyResult<PyComm> {
+        match comm {
+            None => Ok(PyComm { inner: None }),
+            Some(c) => {
+                let c = c
+                    .cast::<PyComm>()
+                    .map_err(|_| PyTypeError::new_err("expected a Comm"))?;
+                Ok(PyComm {
+                    inner: c.borrow().inner.clone(),
+                })
+            }
         }
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        let me = slf.borrow();
+        let same = other
+            .cast::<PyComm>()
+            .ok()
+            .map(|o| handle::same(me.inner.as_ref(), o.borrow().inner.as_ref()));
+        handle::richcmp(slf.as_any(), same, op)
+    }
+
+    fn __hash__(&self) -> usize {
+        self.inner.as_ref().map_or(0, key)
+    }
+
+    fn __bool__(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// COMM_NULL, COMM_SELF and COMM_WORLD pickle by name; other
+    /// communicators cannot be pickled.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let name = {
+            let me = slf.borrow();
+            match &me.inner {
+                None => Some("COMM_NULL"),
+                Some(c) => {
+                    let e = engine(py)?;
+                    if Arc::ptr_eq(c, &e.world()) {
+                        Some("COMM_WORLD")
+                    } else if Arc::ptr_eq(c, &e.self_comm()) {
+                        Some("COMM_SELF")
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        handle::reduce(slf.as_any(), name)
     }
 
     // ------------------------------------------------------------ queries
@@ -124,6 +489,21 @@ impl PyComm {
     #[getter]
     fn size(&self) -> PyResult<i32> {
         self.Get_size()
+    }
+
+    fn Get_group(&self) -> PyResult<PyGroup> {
+        Ok(PyGroup::wrap(Group::new(self.c()?.world_ranks()).py()?))
+    }
+
+    #[getter]
+    fn group(&self) -> PyResult<PyGroup> {
+        self.Get_group()
+    }
+
+    fn Compare(&self, comm: &Bound<'_, PyComm>) -> PyResult<i32> {
+        let a = self.c()?;
+        let o = comm.borrow();
+        Ok(compare(a, o.c()?))
     }
 
     fn Get_name(&self) -> PyResult<String> {
@@ -150,13 +530,11 @@ impl PyComm {
     }
 
     fn Is_inter(&self) -> PyResult<bool> {
-        self.c()?;
-        Ok(false)
+        Ok(self.c()?.is_inter())
     }
 
     fn Is_intra(&self) -> PyResult<bool> {
-        self.c()?;
-        Ok(true)
+        Ok(!self.c()?.is_inter())
     }
 
     #[getter]
@@ -169,52 +547,307 @@ impl PyComm {
         self.Is_intra()
     }
 
-    fn __bool__(&self) -> bool {
-        self.inner.is_some()
+    fn Get_topology(&self) -> PyResult<i32> {
+        Ok(self
+            .c()?
+            .topology()
+            .map_or(oxmpi::backend::UNDEFINED, |t| t.kind()))
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        match other.cast::<PyComm>() {
-            Ok(o) => match (&self.inner, &o.borrow().inner) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                _ => false,
-            },
-            Err(_) => false,
-        }
+    #[getter]
+    fn topology(&self) -> PyResult<i32> {
+        self.Get_topology()
     }
 
-    fn __hash__(&self) -> usize {
-        self.inner
-            .as_ref()
-            .map_or(0, |c| Arc::as_ptr(c) as *const () as usize)
+    #[getter]
+    fn is_topo(&self) -> PyResult<bool> {
+        Ok(self.c()?.topology().is_some())
     }
 
     // ------------------------------------------------- communicator mgmt
 
-    fn Dup(&self, py: Python<'_>) -> PyResult<Py<PyIntracomm>> {
-        let c = self.c()?.clone();
-        let d = blocking(py, move || c.dup())?;
-        new_intracomm(py, d)
+    #[pyo3(signature = (info=None))]
+    fn Dup(slf: &Bound<'_, Self>, info: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        let items = match info {
+            Some(_) => Some(PyInfo::items_of(info)?),
+            None => None,
+        };
+        dup_impl(slf, items)
     }
 
-    fn Clone(&self, py: Python<'_>) -> PyResult<Py<PyIntracomm>> {
-        self.Dup(py)
+    fn Dup_with_info(slf: &Bound<'_, Self>, info: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        dup_impl(slf, Some(PyInfo::items_of(Some(info))?))
     }
 
-    #[pyo3(signature = (color=0, key=0))]
-    fn Split(&self, py: Python<'_>, color: i32, key: i32) -> PyResult<Py<PyAny>> {
-        let c = self.c()?.clone();
-        match blocking(py, move || c.split(color, key))? {
-            Some(s) => Ok(new_intracomm(py, s)?.into_any()),
-            None => Ok(Py::new(py, PyComm { inner: None })?.into_any()),
+    /// MPI_Comm_idup. The agreement on the new communicator's context runs
+    /// when called (like a blocking Dup), and the request is complete when
+    /// returned: a program that relies on Idup returning before the other
+    /// members call it would block here.
+    #[pyo3(signature = (info=None))]
+    fn Idup(
+        slf: &Bound<'_, Self>,
+        info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let py = slf.py();
+        let comm = PyComm::Dup(slf, info)?;
+        Ok((comm, done_request(py)?.into_any()))
+    }
+
+    fn Idup_with_info(
+        slf: &Bound<'_, Self>,
+        info: &Bound<'_, PyAny>,
+    ) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        PyComm::Idup(slf, Some(info))
+    }
+
+    fn Clone(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        dup_impl(slf, None)
+    }
+
+    fn Create(slf: &Bound<'_, Self>, group: &Bound<'_, PyGroup>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let c = slf.borrow().c()?.clone();
+        let members = group_members(group)?;
+        let cls = base_class(py, &c)?;
+        let c2 = c.clone();
+        match blocking(py, move || c2.create(&members))? {
+            Some(new) => adopt(py, new, Some(&c), Vec::new(), Some(&cls)),
+            None => null_of(&cls),
         }
     }
 
-    fn Free(&mut self) -> PyResult<()> {
-        self.c()?;
-        self.inner = None;
+    #[pyo3(signature = (color=0, key=0))]
+    fn Split(slf: &Bound<'_, Self>, color: i32, key: i32) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let c = slf.borrow().c()?.clone();
+        let cls = base_class(py, &c)?;
+        let c2 = c.clone();
+        match blocking(py, move || c2.split(color, key))? {
+            Some(new) => adopt(py, new, Some(&c), Vec::new(), Some(&cls)),
+            None => null_of(&cls),
+        }
+    }
+
+    /// MPI_Comm_split_type. All ranks of the native runtime share one node
+    /// and its memory: COMM_TYPE_SHARED, and the guided types asked for
+    /// "mpi_shared_memory", give one communicator of everyone; there is no
+    /// finer hardware level, so COMM_TYPE_HW_UNGUIDED gives COMM_NULL.
+    #[pyo3(signature = (split_type, key=0, info=None))]
+    fn Split_type(
+        slf: &Bound<'_, Self>,
+        split_type: i32,
+        key: i32,
+        info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let items = PyInfo::items_of(info)?;
+        let guided_shared = items
+            .iter()
+            .any(|(k, v)| k == "mpi_hw_resource_type" && v == "mpi_shared_memory");
+        let color = match split_type {
+            split_type::SHARED => 0,
+            split_type::HW_GUIDED | split_type::RESOURCE_GUIDED if guided_shared => 0,
+            split_type::HW_GUIDED | split_type::RESOURCE_GUIDED | split_type::HW_UNGUIDED => {
+                oxmpi::backend::UNDEFINED
+            }
+            oxmpi::backend::UNDEFINED => oxmpi::backend::UNDEFINED,
+            other => {
+                return Err(Python::attach(|py| {
+                    mpi_error(py, class::ERR_ARG, &format!("invalid split type {other}"))
+                }))
+            }
+        };
+        PyComm::Split(slf, color, key)
+    }
+
+    fn Free(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let c = slf.borrow().c()?.clone();
+        // Attribute delete callbacks run first, while the communicator is
+        // still valid (MPI-4.1 §7.7.2).
+        let attrs = with_state(&c, |s| s.attrs.take_all());
+        let deleted = attr::run_deletes(py, slf.as_any(), attrs);
+        c.free().py()?;
+        drop_state(&c);
+        slf.borrow_mut().inner = None;
+        deleted
+    }
+
+    /// Frees unless null or predefined.
+    fn free(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let predefined = match &slf.borrow().inner {
+            None => return Ok(()),
+            Some(c) => {
+                let e = engine(py)?;
+                Arc::ptr_eq(c, &e.world()) || Arc::ptr_eq(c, &e.self_comm())
+            }
+        };
+        if predefined {
+            return Ok(());
+        }
+        PyComm::Free(slf)
+    }
+
+    fn Disconnect(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let c = slf.borrow().c()?.clone();
+        let c2 = c.clone();
+        if c.is_inter() {
+            // Everyone of the other group has reached Disconnect too.
+            let peers: Vec<_> = (0..c.remote_world_ranks().len() as i32)
+                .map(|r| (r, RawBuf::EMPTY))
+                .collect();
+            blocking(py, move || c2.iexchange(&peers, &peers)?.wait())?;
+        } else {
+            blocking(py, move || c2.barrier())?;
+        }
+        PyComm::Free(slf)
+    }
+
+    #[classmethod]
+    fn Get_parent(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
+        // Not started by MPI_Comm_spawn: no parent.
+        null_of(&class_named(cls.py(), "Intercomm")?)
+    }
+
+    // ------------------------------------------------------------- info
+
+    fn Set_info(&self, info: &Bound<'_, PyAny>) -> PyResult<()> {
+        let c = self.c()?;
+        let items = PyInfo::items_of(Some(info))?;
+        with_state(c, |s| {
+            for (k, v) in items {
+                match s.info.iter_mut().find(|(kk, _)| *kk == k) {
+                    Some(slot) => slot.1 = v,
+                    None => s.info.push((k, v)),
+                }
+            }
+        });
         Ok(())
+    }
+
+    fn Get_info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let c = self.c()?;
+        let items = with_state(c, |s| s.info.clone());
+        let cls = class_named(py, "Info")?;
+        let obj = cls.call0()?;
+        obj.cast::<PyInfo>()?.borrow_mut().h = PyInfo::new_with(items).h;
+        Ok(obj.unbind())
+    }
+
+    #[getter]
+    fn info(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.Get_info(py)
+    }
+
+    #[setter(info)]
+    fn set_info_prop(&self, info: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.Set_info(info)
+    }
+
+    // -------------------------------------------------------- attributes
+
+    fn Get_attr(&self, py: Python<'_>, keyval: i32) -> PyResult<Py<PyAny>> {
+        use attr::predefined as k;
+        let c = self.c()?;
+        let int = |v: i64| -> PyResult<Py<PyAny>> { Ok(v.into_pyobject(py)?.into_any().unbind()) };
+        match keyval {
+            k::TAG_UB => return int(oxmpi::backend::TAG_UB as i64),
+            // Every process can do I/O and is its own host.
+            k::HOST => return int(oxmpi::backend::PROC_NULL as i64),
+            k::IO => return int(oxmpi::backend::ANY_SOURCE as i64),
+            // One clock for all: every rank runs on this node.
+            k::WTIME_IS_GLOBAL => return int(1),
+            k::UNIVERSE_SIZE => return int(engine(py)?.universe_size() as i64),
+            k::APPNUM => return int(0),
+            k::LASTUSEDCODE => {
+                let v = py
+                    .import("oxmpi.MPI")?
+                    .getattr("_last_used_code")?
+                    .call0()?
+                    .extract::<i64>()?;
+                return int(v);
+            }
+            _ => {}
+        }
+        attr::lookup(py, AttrKind::Comm, keyval)?;
+        Ok(
+            with_state(c, |s| s.attrs.get(keyval).map(|v| v.clone_ref(py)))
+                .unwrap_or_else(|| py.None()),
+        )
+    }
+
+    fn Set_attr(slf: &Bound<'_, Self>, keyval: i32, attrval: Py<PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let c = slf.borrow().c()?.clone();
+        let k = attr::lookup(py, AttrKind::Comm, keyval)?;
+        let old = with_state(&c, |s| s.attrs.set(k, attrval));
+        match old {
+            Some(old) => attr::run_delete(py, slf.as_any(), old),
+            None => Ok(()),
+        }
+    }
+
+    fn Delete_attr(slf: &Bound<'_, Self>, keyval: i32) -> PyResult<()> {
+        let py = slf.py();
+        let c = slf.borrow().c()?.clone();
+        attr::lookup(py, AttrKind::Comm, keyval)?;
+        match with_state(&c, |s| s.attrs.remove(keyval)) {
+            Some(old) => attr::run_delete(py, slf.as_any(), old),
+            None => Err(mpi_error(
+                py,
+                class::ERR_KEYVAL,
+                &format!("no attribute for keyval {keyval}"),
+            )),
+        }
+    }
+
+    #[classmethod]
+    #[pyo3(signature = (copy_fn=None, delete_fn=None, nopython=false))]
+    fn Create_keyval(
+        _cls: &Bound<'_, PyType>,
+        copy_fn: Option<&Bound<'_, PyAny>>,
+        delete_fn: Option<&Bound<'_, PyAny>>,
+        nopython: bool,
+    ) -> PyResult<i32> {
+        let _ = nopython; // Values are Python objects either way.
+        attr::create_keyval(AttrKind::Comm, copy_fn, delete_fn)
+    }
+
+    #[classmethod]
+    fn Free_keyval(cls: &Bound<'_, PyType>, keyval: i32) -> PyResult<i32> {
+        attr::free_keyval(cls.py(), AttrKind::Comm, keyval)
+    }
+
+    // ----------------------------------------------------- error handling
+
+    #[classmethod]
+    fn Create_errhandler(
+        _cls: &Bound<'_, PyType>,
+        errhandler_fn: Py<PyAny>,
+    ) -> PyResult<PyErrhandler> {
+        PyErrhandler::create(errhandler_fn)
+    }
+
+    fn Get_errhandler(&self) -> PyResult<PyErrhandler> {
+        let c = self.c()?;
+        Ok(PyErrhandler {
+            h: Some(with_state(c, |s| s.errhandler.clone())),
+        })
+    }
+
+    fn Set_errhandler(&self, errhandler: &Bound<'_, PyErrhandler>) -> PyResult<()> {
+        let c = self.c()?;
+        let h = errhandler.borrow().get()?.clone();
+        with_state(c, |s| s.errhandler = h);
+        Ok(())
+    }
+
+    fn Call_errhandler(slf: &Bound<'_, Self>, errorcode: i32) -> PyResult<()> {
+        let py = slf.py();
+        let c = slf.borrow().c()?.clone();
+        let h = with_state(&c, |s| s.errhandler.clone());
+        errhandler::call(py, &h, slf.as_any(), errorcode)
     }
 
     #[pyo3(signature = (errorcode=0))]
@@ -228,4 +861,58 @@ impl PyComm {
         );
         py.detach(move || c.abort(errorcode))
     }
+
+    // ------------------------------------------------------------ handles
+
+    /// Integer handles are not available: -1 (mpi4py's answer when the MPI
+    /// library has none).
+    fn toint(&self) -> i64 {
+        -1
+    }
+
+    fn py2f(&self) -> i64 {
+        -1
+    }
+
+    // --------------------------------------------- unsupported (dynamic)
+
+    #[classmethod]
+    #[pyo3(signature = (fd))]
+    fn Join(_cls: &Bound<'_, PyType>, fd: i32) -> PyResult<Py<PyAny>> {
+        let _ = fd;
+        Err(PyNotImplementedError::new_err(
+            "MPI_Comm_join is not supported by oxmpi",
+        ))
+    }
+}
+
+/// MPI_Comm_dup(_with_info): the new communicator has the same class, the
+/// same topology, a copy of the attributes (by their copy callbacks), the
+/// same error handler and, with `info`, those hints (else a copy of the
+/// old ones).
+fn dup_impl(slf: &Bound<'_, PyComm>, info: Option<Vec<(String, String)>>) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let c = slf.borrow().c()?.clone();
+    let c2 = c.clone();
+    let new = blocking(py, move || c2.dup())?;
+    // Copy callbacks run Python code: never under the table lock.
+    let snapshot = with_state(&c, |s| s.attrs.snapshot(py));
+    let copied = snapshot.copied(py, slf.as_any());
+    let old_info = with_state(&c, |s| s.info.clone());
+    let copied = match copied {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = new.free();
+            return Err(e);
+        }
+    };
+    let obj = adopt(
+        py,
+        new.clone(),
+        Some(&c),
+        info.unwrap_or(old_info),
+        Some(&slf.get_type()),
+    )?;
+    with_state(&new, |s| s.attrs = copied);
+    Ok(obj)
 }

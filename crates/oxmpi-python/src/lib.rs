@@ -3,13 +3,19 @@
 
 #![allow(non_snake_case)] // method names follow mpi4py (Get_rank, Send, ...)
 
+mod attr;
 mod bsend;
 mod buffer;
 mod coll;
 mod comm;
 mod datatype;
 mod engine;
+mod errhandler;
 mod errors;
+mod group;
+mod handle;
+mod info;
+mod intercomm;
 mod interop;
 mod memory;
 mod message;
@@ -18,6 +24,7 @@ mod p2p;
 mod pickle;
 mod request;
 mod status;
+mod topo;
 
 use pyo3::prelude::*;
 
@@ -98,7 +105,6 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("PROC_NULL", oxmpi::backend::PROC_NULL),
         ("ROOT", oxmpi::backend::ROOT),
         ("UNDEFINED", oxmpi::backend::UNDEFINED),
-        ("TAG_UB", oxmpi::backend::TAG_UB),
     ] {
         m.add(name, value)?;
     }
@@ -113,6 +119,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(universe_size, m)?)?;
     m.add_function(wrap_pyfunction!(launch, m)?)?;
     add_p2p(m)?;
+    add_comm_chapter(m)?;
     Ok(())
 }
 
@@ -151,5 +158,87 @@ fn add_p2p(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(p2p::comm_lock_table, m)?)?;
     m.add_function(wrap_pyfunction!(p2p::comm_lock, m)?)?;
     m.add_function(wrap_pyfunction!(pickle::set_pickle, m)?)?;
+    m.add_function(wrap_pyfunction!(buffer::_check_message, m)?)?;
     Ok(())
+}
+
+/// Groups, communicator management, topologies, intercommunicators,
+/// derived datatypes, info and error handlers (MPI-4.1 chapters 5, 7-10).
+fn add_comm_chapter(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<group::PyGroup>()?;
+    m.add_class::<info::PyInfo>()?;
+    m.add_class::<errhandler::PyErrhandler>()?;
+    m.add_class::<topo::PyTopocomm>()?;
+    m.add_class::<topo::PyCartcomm>()?;
+    m.add_class::<topo::PyGraphcomm>()?;
+    m.add_class::<topo::PyDistgraphcomm>()?;
+    m.add_class::<intercomm::PyIntercomm>()?;
+    m.add("GROUP_NULL", Py::new(py, group::PyGroup { g: None })?)?;
+    m.add("GROUP_EMPTY", Py::new(py, group::PyGroup::empty())?)?;
+    let (null, env) = info::predefined(py)?;
+    m.add("INFO_NULL", null)?;
+    m.add("INFO_ENV", env)?;
+    for (name, e) in errhandler::predefined(py)? {
+        m.add(name, e)?;
+    }
+    let consts = pyo3::types::PyDict::new(py);
+    for (name, v) in datatype::constants() {
+        consts.set_item(name, v)?;
+    }
+    for (name, v) in [
+        ("KEYVAL_INVALID", attr::KEYVAL_INVALID),
+        ("TAG_UB", attr::predefined::TAG_UB),
+        ("HOST", attr::predefined::HOST),
+        ("IO", attr::predefined::IO),
+        ("WTIME_IS_GLOBAL", attr::predefined::WTIME_IS_GLOBAL),
+        ("UNIVERSE_SIZE", attr::predefined::UNIVERSE_SIZE),
+        ("LASTUSEDCODE", attr::predefined::LASTUSEDCODE),
+        ("APPNUM", attr::predefined::APPNUM),
+        ("WIN_BASE", attr::predefined::WIN_BASE),
+        ("WIN_SIZE", attr::predefined::WIN_SIZE),
+        ("WIN_DISP_UNIT", attr::predefined::WIN_DISP_UNIT),
+        ("WIN_CREATE_FLAVOR", attr::predefined::WIN_CREATE_FLAVOR),
+        ("WIN_MODEL", attr::predefined::WIN_MODEL),
+        ("COMM_TYPE_SHARED", comm::split_type::SHARED),
+        ("COMM_TYPE_HW_UNGUIDED", comm::split_type::HW_UNGUIDED),
+        ("COMM_TYPE_HW_GUIDED", comm::split_type::HW_GUIDED),
+        (
+            "COMM_TYPE_RESOURCE_GUIDED",
+            comm::split_type::RESOURCE_GUIDED,
+        ),
+        ("GRAPH", oxmpi::topo::kind::GRAPH),
+        ("CART", oxmpi::topo::kind::CART),
+        ("DIST_GRAPH", oxmpi::topo::kind::DIST_GRAPH),
+        ("MAX_INFO_KEY", info::MAX_INFO_KEY as i32),
+        ("MAX_INFO_VAL", info::MAX_INFO_VAL as i32),
+        ("MAX_OBJECT_NAME", 128),
+        ("MAX_ERROR_STRING", 1024),
+    ] {
+        consts.set_item(name, v)?;
+    }
+    consts.set_item("UNWEIGHTED", topo::UNWEIGHTED)?;
+    consts.set_item("WEIGHTS_EMPTY", topo::WEIGHTS_EMPTY)?;
+    m.add("comm_constants", consts)?;
+    let errs = pyo3::types::PyDict::new(py);
+    let strings = pyo3::types::PyDict::new(py);
+    for (name, v, desc) in oxmpi::error::class::ALL {
+        errs.set_item(*name, *v)?;
+        strings.set_item(*v, format!("MPI_{name}: {desc}"))?;
+    }
+    errs.set_item("ERR_LASTCODE", oxmpi::error::class::ERR_LASTCODE)?;
+    m.add("error_classes", errs)?;
+    m.add("error_strings", strings)?;
+    m.add_function(wrap_pyfunction!(datatype::_datatype_create, m)?)?;
+    m.add_function(wrap_pyfunction!(datatype::_typecode, m)?)?;
+    m.add_function(wrap_pyfunction!(datatype::_typealign, m)?)?;
+    m.add_function(wrap_pyfunction!(topo_compute_dims, m)?)?;
+    Ok(())
+}
+
+/// MPI_Dims_create.
+#[pyfunction]
+fn topo_compute_dims(nnodes: i32, dims: Vec<i32>) -> PyResult<Vec<i32>> {
+    use errors::IntoPy;
+    oxmpi::topo::compute_dims(nnodes, &dims).py()
 }

@@ -49,8 +49,9 @@ pub enum Payload {
     ObjRecv,
     /// A generalized request: its callbacks run on completion.
     Greq(Arc<Greq>),
-    /// The buffers of a nonblocking collective, pinned until completion.
-    Buffers(Vec<crate::buffer::BufView>),
+    /// Anything else an operation needs alive until it completes (the
+    /// blocks of a neighbour collective; packed blocks unpack on drop).
+    Keep(Box<dyn std::any::Any + Send + Sync>),
 }
 
 /// An operation in flight.
@@ -80,6 +81,24 @@ pub enum Persistent {
         source: i32,
         tag: i32,
     },
+}
+
+impl Persistent {
+    fn msg(&self) -> &Msg {
+        match self {
+            Persistent::Send { msg, .. }
+            | Persistent::Bsend { msg, .. }
+            | Persistent::Recv { msg, .. } => msg,
+        }
+    }
+
+    fn msg_mut(&mut self) -> &mut Msg {
+        match self {
+            Persistent::Send { msg, .. }
+            | Persistent::Bsend { msg, .. }
+            | Persistent::Recv { msg, .. } => msg,
+        }
+    }
 }
 
 /// What a handle is, beyond the operation in flight.
@@ -248,6 +267,14 @@ impl PyRequest {
             // Another thread completed it first.
             return Ok(Completion::empty());
         };
+        if let Kind::Persistent(Persistent::Recv { msg, .. }) = &h.kind {
+            if let Some(p) = &msg.packed {
+                // SAFETY: the receive has completed (it was packed afresh
+                // at its start, so whatever it did not deliver unpacks
+                // unchanged).
+                unsafe { p.unpack() };
+            }
+        }
         let st = match outcome {
             Ok(st) => st,
             Err(e) => return Err(crate::errors::to_pyerr(e)),
@@ -332,6 +359,11 @@ impl PyRequest {
                 class::ERR_REQUEST,
                 "invalid request: the persistent request is already active",
             ));
+        }
+        if let Some(p) = &op.msg().packed {
+            // SAFETY: the request is inactive (checked above), so no
+            // operation uses its packed copy.
+            unsafe { p.repack() };
         }
         let req = match op {
             Persistent::Send {
@@ -457,7 +489,10 @@ impl Request for AllOf {
 }
 
 /// Creates a persistent request (`Send_init`, `Recv_init`, ...).
-pub fn new_prequest(py: Python<'_>, op: Persistent) -> PyResult<Py<PyPrequest>> {
+pub fn new_prequest(py: Python<'_>, mut op: Persistent) -> PyResult<Py<PyPrequest>> {
+    if let Some(p) = op.msg_mut().packed.as_mut() {
+        p.make_persistent();
+    }
     let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(op), None)));
     Py::new(py, PyClassInitializer::from(base).add_subclass(PyPrequest))
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::datatype::Datatype;
 use crate::error::{Error, Result};
 use crate::op::Op;
+use crate::topo::Topology;
 
 /// MPI_PROC_NULL: a peer that sends and receives nothing.
 pub const PROC_NULL: i32 = -1;
@@ -169,11 +170,9 @@ pub trait Communicator: Send + Sync {
         if !(0..=TAG_UB).contains(&tag) {
             return Err(Error::Tag(tag));
         }
-        if dest != PROC_NULL && !(0..self.size()).contains(&dest) {
-            return Err(Error::Rank {
-                rank: dest,
-                size: self.size(),
-            });
+        let size = self.peer_count();
+        if dest != PROC_NULL && !(0..size).contains(&dest) {
+            return Err(Error::Rank { rank: dest, size });
         }
         Ok(())
     }
@@ -183,13 +182,21 @@ pub trait Communicator: Send + Sync {
         if tag != ANY_TAG && !(0..=TAG_UB).contains(&tag) {
             return Err(Error::Tag(tag));
         }
-        if source != PROC_NULL && source != ANY_SOURCE && !(0..self.size()).contains(&source) {
-            return Err(Error::Rank {
-                rank: source,
-                size: self.size(),
-            });
+        let size = self.peer_count();
+        if source != PROC_NULL && source != ANY_SOURCE && !(0..size).contains(&source) {
+            return Err(Error::Rank { rank: source, size });
         }
         Ok(())
+    }
+
+    /// How many processes point-to-point ranks can name: the remote
+    /// group's size on an intercommunicator, else the size.
+    fn peer_count(&self) -> i32 {
+        if self.is_inter() {
+            self.remote_world_ranks().len() as i32
+        } else {
+            self.size()
+        }
     }
 
     /// Starts a send of the concatenation of `parts`.
@@ -268,6 +275,70 @@ pub trait Communicator: Send + Sync {
         exclusive: bool,
         combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>>;
+
+    // ------------------------------------ communicator management (ch. 7)
+
+    /// MPI_Comm_free: gives the communicator's context back. Other handles
+    /// to it must not be used afterwards.
+    fn free(&self) -> Result<()>;
+    /// Whether this is an intercommunicator.
+    fn is_inter(&self) -> bool;
+    /// Job ranks of an intercommunicator's remote group, in remote rank
+    /// order (empty for an intracommunicator).
+    fn remote_world_ranks(&self) -> Vec<i32>;
+    /// MPI_Comm_create: collective over this communicator; `group` holds
+    /// job ranks, a subset of the members. None at non-members.
+    fn create(&self, group: &[i32]) -> Result<Option<CommRef>>;
+    /// MPI_Comm_create_group: collective over the members of `group` only.
+    fn create_group(&self, group: &[i32], tag: i32) -> Result<CommRef>;
+    /// MPI_Intercomm_create with this communicator as the local one;
+    /// `peer` is significant at the local leader only.
+    fn create_intercomm(
+        &self,
+        local_leader: i32,
+        peer: Option<&dyn Communicator>,
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef>;
+    /// MPI_Intercomm_create_from_groups, called on COMM_WORLD (whose
+    /// spare contexts carry the agreement); groups hold job ranks.
+    fn create_from_groups(
+        &self,
+        local: &[i32],
+        local_leader: i32,
+        remote: &[i32],
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef>;
+    /// MPI_Intercomm_merge.
+    fn merge(&self, high: bool) -> Result<CommRef>;
+
+    // ----------------------------------------------- topologies (ch. 8)
+
+    /// The virtual topology, if any.
+    fn topology(&self) -> Option<Arc<Topology>>;
+    /// Attaches a topology to a communicator that has none (right after
+    /// creating it, before anyone else sees it).
+    fn set_topology(&self, topo: Topology) -> Result<()>;
+    /// Starts a neighbour exchange: `sends[i]` goes to the i-th destination
+    /// and `recvs[j]` receives from the j-th source of the topology's
+    /// neighbourhood (MPI order); blocks of PROC_NULL neighbours are
+    /// skipped. The buffers must stay valid until the request completes.
+    fn ineighbor_exchange(&self, sends: &[RawBuf], recvs: &[RawBuf]) -> Result<RequestRef>;
+    /// Blocking neighbour exchange of blobs of any length, one per
+    /// destination; returns one per source (empty for PROC_NULL).
+    fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
+
+    /// Starts one round of point-to-point on a context of its own, for
+    /// collectives composed above the runtime (intercommunicator
+    /// collectives): each of `sends` and `recvs` is (peer, buffer), peers
+    /// being remote ranks on an intercommunicator; PROC_NULL peers are
+    /// skipped. Rounds match in the order every process starts them.
+    fn iexchange(&self, sends: &[(i32, RawBuf)], recvs: &[(i32, RawBuf)]) -> Result<RequestRef>;
+    /// A blocking `iexchange` of blobs of any length; returns one blob per
+    /// peer of `recv_from` (empty for PROC_NULL).
+    fn exchange_bytes(&self, sends: Vec<(i32, Vec<u8>)>, recv_from: &[i32])
+        -> Result<Vec<Vec<u8>>>;
 }
 
 /// A shared handle to a communicator.

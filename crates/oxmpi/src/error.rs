@@ -26,8 +26,159 @@ pub mod class {
     pub const ERR_IN_STATUS: i32 = 17;
     pub const ERR_PENDING: i32 = 18;
     pub const ERR_REQUEST: i32 = 19;
+    pub const ERR_ACCESS: i32 = 20;
+    pub const ERR_AMODE: i32 = 21;
+    pub const ERR_BAD_FILE: i32 = 22;
+    pub const ERR_CONVERSION: i32 = 23;
+    pub const ERR_DUP_DATAREP: i32 = 24;
+    pub const ERR_FILE_EXISTS: i32 = 25;
+    pub const ERR_FILE_IN_USE: i32 = 26;
+    pub const ERR_FILE: i32 = 27;
+    pub const ERR_INFO: i32 = 28;
+    pub const ERR_INFO_KEY: i32 = 29;
+    pub const ERR_INFO_VALUE: i32 = 30;
+    pub const ERR_INFO_NOKEY: i32 = 31;
+    pub const ERR_IO: i32 = 32;
+    pub const ERR_NAME: i32 = 33;
+    pub const ERR_NO_MEM: i32 = 34;
+    pub const ERR_NOT_SAME: i32 = 35;
+    pub const ERR_NO_SPACE: i32 = 36;
+    pub const ERR_NO_SUCH_FILE: i32 = 37;
+    pub const ERR_PORT: i32 = 38;
+    pub const ERR_QUOTA: i32 = 39;
+    pub const ERR_READ_ONLY: i32 = 40;
+    pub const ERR_SERVICE: i32 = 41;
+    pub const ERR_SPAWN: i32 = 42;
+    pub const ERR_UNSUPPORTED_DATAREP: i32 = 43;
+    pub const ERR_UNSUPPORTED_OPERATION: i32 = 44;
+    pub const ERR_WIN: i32 = 45;
+    pub const ERR_BASE: i32 = 46;
+    pub const ERR_LOCKTYPE: i32 = 47;
+    pub const ERR_KEYVAL: i32 = 48;
+    pub const ERR_RMA_CONFLICT: i32 = 49;
+    pub const ERR_RMA_SYNC: i32 = 50;
+    pub const ERR_SIZE: i32 = 51;
+    pub const ERR_DISP: i32 = 52;
+    pub const ERR_ASSERT: i32 = 53;
+    pub const ERR_RMA_RANGE: i32 = 54;
+    pub const ERR_RMA_ATTACH: i32 = 55;
+    pub const ERR_RMA_SHARED: i32 = 56;
+    pub const ERR_RMA_FLAVOR: i32 = 57;
+    pub const ERR_SESSION: i32 = 58;
+    pub const ERR_PROC_ABORTED: i32 = 59;
+    pub const ERR_VALUE_TOO_LARGE: i32 = 60;
+    pub const ERR_ERRHANDLER: i32 = 61;
+    pub const ERR_ABI: i32 = 62;
     pub const ERR_PROC_FAILED: i32 = 101;
+    pub const ERR_PROC_FAILED_PENDING: i32 = 102;
+    pub const ERR_REVOKED: i32 = 103;
     pub const ERR_LASTCODE: i32 = 0x3fffffff;
+
+    /// Every predefined class with its name and standard description.
+    pub const ALL: &[(&str, i32, &str)] = &[
+        ("SUCCESS", SUCCESS, "no error"),
+        ("ERR_BUFFER", ERR_BUFFER, "invalid buffer pointer"),
+        ("ERR_COUNT", ERR_COUNT, "invalid count argument"),
+        ("ERR_TYPE", ERR_TYPE, "invalid datatype"),
+        ("ERR_TAG", ERR_TAG, "invalid tag"),
+        ("ERR_COMM", ERR_COMM, "invalid communicator"),
+        ("ERR_RANK", ERR_RANK, "invalid rank"),
+        ("ERR_ROOT", ERR_ROOT, "invalid root"),
+        ("ERR_GROUP", ERR_GROUP, "invalid group"),
+        ("ERR_OP", ERR_OP, "invalid operation"),
+        ("ERR_TOPOLOGY", ERR_TOPOLOGY, "invalid topology"),
+        ("ERR_DIMS", ERR_DIMS, "invalid dimension argument"),
+        ("ERR_ARG", ERR_ARG, "invalid argument"),
+        ("ERR_UNKNOWN", ERR_UNKNOWN, "unknown error"),
+        ("ERR_TRUNCATE", ERR_TRUNCATE, "message truncated"),
+        ("ERR_OTHER", ERR_OTHER, "other error"),
+        ("ERR_INTERN", ERR_INTERN, "internal error"),
+        ("ERR_IN_STATUS", ERR_IN_STATUS, "error code is in status"),
+        ("ERR_PENDING", ERR_PENDING, "pending request"),
+        ("ERR_REQUEST", ERR_REQUEST, "invalid request"),
+        ("ERR_ACCESS", ERR_ACCESS, "permission denied"),
+        ("ERR_AMODE", ERR_AMODE, "invalid file access mode"),
+        ("ERR_BAD_FILE", ERR_BAD_FILE, "invalid file name"),
+        ("ERR_CONVERSION", ERR_CONVERSION, "data conversion failed"),
+        (
+            "ERR_DUP_DATAREP",
+            ERR_DUP_DATAREP,
+            "data representation already defined",
+        ),
+        ("ERR_FILE_EXISTS", ERR_FILE_EXISTS, "file exists"),
+        ("ERR_FILE_IN_USE", ERR_FILE_IN_USE, "file in use"),
+        ("ERR_FILE", ERR_FILE, "invalid file"),
+        ("ERR_INFO", ERR_INFO, "invalid info"),
+        ("ERR_INFO_KEY", ERR_INFO_KEY, "invalid info key"),
+        ("ERR_INFO_VALUE", ERR_INFO_VALUE, "invalid info value"),
+        ("ERR_INFO_NOKEY", ERR_INFO_NOKEY, "info key not defined"),
+        ("ERR_IO", ERR_IO, "I/O error"),
+        ("ERR_NAME", ERR_NAME, "invalid service name"),
+        ("ERR_NO_MEM", ERR_NO_MEM, "out of memory"),
+        (
+            "ERR_NOT_SAME",
+            ERR_NOT_SAME,
+            "collective argument not identical",
+        ),
+        ("ERR_NO_SPACE", ERR_NO_SPACE, "not enough space"),
+        ("ERR_NO_SUCH_FILE", ERR_NO_SUCH_FILE, "no such file"),
+        ("ERR_PORT", ERR_PORT, "invalid port name"),
+        ("ERR_QUOTA", ERR_QUOTA, "quota exceeded"),
+        (
+            "ERR_READ_ONLY",
+            ERR_READ_ONLY,
+            "read-only file or file system",
+        ),
+        ("ERR_SERVICE", ERR_SERVICE, "invalid service"),
+        ("ERR_SPAWN", ERR_SPAWN, "cannot spawn processes"),
+        (
+            "ERR_UNSUPPORTED_DATAREP",
+            ERR_UNSUPPORTED_DATAREP,
+            "unsupported data representation",
+        ),
+        (
+            "ERR_UNSUPPORTED_OPERATION",
+            ERR_UNSUPPORTED_OPERATION,
+            "unsupported operation",
+        ),
+        ("ERR_WIN", ERR_WIN, "invalid window"),
+        ("ERR_BASE", ERR_BASE, "invalid base address"),
+        ("ERR_LOCKTYPE", ERR_LOCKTYPE, "invalid lock type"),
+        ("ERR_KEYVAL", ERR_KEYVAL, "invalid keyval"),
+        (
+            "ERR_RMA_CONFLICT",
+            ERR_RMA_CONFLICT,
+            "conflicting RMA accesses",
+        ),
+        ("ERR_RMA_SYNC", ERR_RMA_SYNC, "wrong RMA synchronization"),
+        ("ERR_SIZE", ERR_SIZE, "invalid size"),
+        ("ERR_DISP", ERR_DISP, "invalid displacement"),
+        ("ERR_ASSERT", ERR_ASSERT, "invalid assert"),
+        ("ERR_RMA_RANGE", ERR_RMA_RANGE, "RMA target out of range"),
+        (
+            "ERR_RMA_ATTACH",
+            ERR_RMA_ATTACH,
+            "memory cannot be attached",
+        ),
+        ("ERR_RMA_SHARED", ERR_RMA_SHARED, "memory cannot be shared"),
+        ("ERR_RMA_FLAVOR", ERR_RMA_FLAVOR, "wrong window flavor"),
+        ("ERR_SESSION", ERR_SESSION, "invalid session"),
+        ("ERR_PROC_ABORTED", ERR_PROC_ABORTED, "peer process aborted"),
+        (
+            "ERR_VALUE_TOO_LARGE",
+            ERR_VALUE_TOO_LARGE,
+            "value too large",
+        ),
+        ("ERR_ERRHANDLER", ERR_ERRHANDLER, "invalid error handler"),
+        ("ERR_ABI", ERR_ABI, "ABI mismatch"),
+        ("ERR_PROC_FAILED", ERR_PROC_FAILED, "process failed"),
+        (
+            "ERR_PROC_FAILED_PENDING",
+            ERR_PROC_FAILED_PENDING,
+            "process failed, request pending",
+        ),
+        ("ERR_REVOKED", ERR_REVOKED, "communicator revoked"),
+    ];
 }
 
 /// Errors raised by the runtime.
@@ -78,6 +229,12 @@ pub enum Error {
     },
     #[error("internal error: {0}")]
     Intern(String),
+    #[error("invalid group: {0}")]
+    Group(String),
+    #[error("invalid topology: {0}")]
+    Topology(String),
+    #[error("invalid dimensions: {0}")]
+    Dims(String),
 }
 
 impl Error {
@@ -101,6 +258,9 @@ impl Error {
             Error::Interrupted | Error::Callback(_) => ERR_OTHER,
             Error::Bootstrap(_) | Error::Os { .. } => ERR_OTHER,
             Error::Intern(_) => ERR_INTERN,
+            Error::Group(_) => ERR_GROUP,
+            Error::Topology(_) => ERR_TOPOLOGY,
+            Error::Dims(_) => ERR_DIMS,
         }
     }
 

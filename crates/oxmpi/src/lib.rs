@@ -24,10 +24,12 @@ pub mod comm;
 pub mod datatype;
 pub mod env;
 pub mod error;
+pub mod group;
 mod native;
 pub mod op;
 mod shm;
 mod sys;
+pub mod topo;
 
 pub use comm::{Comm, Equivalence};
 pub use env::{init, Universe};

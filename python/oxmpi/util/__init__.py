@@ -1,1 +1,1 @@
-"""Utilities on top of ``oxmpi.MPI``: ``pkl5`` and ``pool``."""
+"""Utilities built on ``oxmpi.MPI`` (the counterparts of ``mpi4py.util``): dtlib, pkl5, pool."""

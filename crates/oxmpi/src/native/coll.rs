@@ -673,6 +673,7 @@ pub(crate) fn validate(op: &Collective, rank: i32, n: i32) -> Result<()> {
 impl NativeComm {
     /// MPI's collective calls on buffers, blocking.
     pub(crate) fn run_collective(&self, op: Collective) -> Result<()> {
+        self.check_intra()?;
         validate(&op, self.coll.ep.rank, self.coll.ep.members.len() as i32)?;
         // SAFETY: the buffers are valid for the call (Communicator
         // contract) and were checked against the counts above.
@@ -681,6 +682,7 @@ impl NativeComm {
 
     /// Nonblocking.
     pub(crate) fn start_collective(&self, op: Collective) -> Result<RequestRef> {
+        self.check_intra()?;
         validate(&op, self.coll.ep.rank, self.coll.ep.members.len() as i32)?;
         // SAFETY: the buffers stay valid until the request completes
         // (Communicator::icollective contract), checked above.

@@ -1,35 +1,60 @@
 //! Communicators of the native engine (MPI-4.1 chapters 3, 6 and 7).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{
     Collective, Combine, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status,
-    ANY_SOURCE, ANY_TAG, PROC_NULL, TAG_UB, UNDEFINED,
+    ANY_SOURCE, ANY_TAG, PROC_NULL, TAG_UB,
 };
 use crate::coll::{self, Pt2Pt};
-use crate::datatype::{Basic, Datatype};
+use crate::datatype::Datatype;
 use crate::error::{Error, Result};
-use crate::op::{Op, Predefined};
+use crate::op::Op;
+use crate::topo::Topology;
 
 use super::coll::{ChannelClaim, CollEngine};
 use super::request::{CompletedRequest, Kind, NativeRequest};
 use super::{abort_job, Blocked, Core, Target, Unexpected};
 
-/// A communicator: an id (giving its two context ids) and its members.
+/// A communicator: an id (giving its context ids) and its members.
+///
+/// Communicator id `i` owns four matching contexts: `4i` for point-to-point,
+/// `4i+1` for collectives, `4i+2` for the local group of an
+/// intercommunicator (or the helper of `create_group`), and `4i+3` for
+/// neighbour collectives. Ids are agreed on by the members (`ctxid.rs`).
 pub struct NativeComm {
-    core: Arc<Core>,
-    id: u32,
-    rank: i32,
-    /// Job rank of each member, by communicator rank.
-    members: Arc<[i32]>,
-    name: Mutex<String>,
-    /// Collective sequencing, worker and shared-memory channel.
+    pub(super) core: Arc<Core>,
+    pub(super) id: u32,
+    pub(super) rank: i32,
+    /// Job rank of each member of the (local) group, by rank.
+    pub(super) members: Arc<[i32]>,
+    /// An intercommunicator's remote group: job ranks by remote rank.
+    pub(super) remote: Option<Arc<[i32]>>,
+    /// An intercommunicator's local group as an intracommunicator, for the
+    /// local phases of its collectives.
+    pub(super) local: Option<Box<NativeComm>>,
+    pub(super) ctx_p2p: u32,
+    pub(super) ctx_coll: u32,
+    pub(super) topo: OnceLock<Arc<Topology>>,
+    pub(super) name: Mutex<String>,
+    /// Whether this communicator gives its id back when freed (helpers
+    /// borrowing a context of another communicator do not).
+    pub(super) owns_id: bool,
+    pub(super) freed: AtomicBool,
+    /// Collective sequencing, worker and shared-memory channel of an
+    /// intracommunicator. An intercommunicator never runs collectives
+    /// through it: the binding composes those from `iexchange` rounds.
     pub(super) coll: CollEngine,
+}
+
+/// Context `k` (0..4) of communicator id `id`.
+pub(super) fn ctx(id: u32, k: u32) -> u32 {
+    id * 4 + k
 }
 
 impl NativeComm {
     pub(crate) fn new(core: Arc<Core>, id: u32, rank: i32, members: Vec<i32>, name: &str) -> Self {
-        core.note_comm_id(id);
         let members: Arc<[i32]> = members.into();
         NativeComm {
             coll: CollEngine::new(
@@ -43,7 +68,68 @@ impl NativeComm {
             id,
             rank,
             members,
+            remote: None,
+            local: None,
+            ctx_p2p: ctx(id, 0),
+            ctx_coll: Self::ctx_coll_of(id),
+            topo: OnceLock::new(),
             name: Mutex::new(name.to_owned()),
+            owns_id: true,
+            freed: AtomicBool::new(false),
+        }
+    }
+
+    /// A communicator over `members` that only runs collectives, on context
+    /// `ctx_coll` borrowed from another communicator (it owns no id).
+    pub(super) fn helper(core: Arc<Core>, rank: i32, members: Arc<[i32]>, ctx_coll: u32) -> Self {
+        NativeComm {
+            coll: CollEngine::new(core.clone(), ctx_coll, ctx_coll / 4, rank, members.clone()),
+            core,
+            id: ctx_coll / 4,
+            rank,
+            members,
+            remote: None,
+            local: None,
+            ctx_p2p: ctx_coll,
+            ctx_coll,
+            topo: OnceLock::new(),
+            name: Mutex::new(String::new()),
+            owns_id: false,
+            freed: AtomicBool::new(false),
+        }
+    }
+
+    /// An intercommunicator with id `id`.
+    pub(super) fn inter(
+        core: Arc<Core>,
+        id: u32,
+        rank: i32,
+        members: Arc<[i32]>,
+        remote: Arc<[i32]>,
+    ) -> Self {
+        let local = NativeComm::helper(core.clone(), rank, members.clone(), ctx(id, 2));
+        NativeComm {
+            // Never run (see the field's doc); built so that every
+            // communicator has one.
+            coll: CollEngine::new(
+                core.clone(),
+                Self::ctx_coll_of(id),
+                id,
+                rank,
+                members.clone(),
+            ),
+            core,
+            id,
+            rank,
+            members,
+            remote: Some(remote),
+            local: Some(Box::new(local)),
+            ctx_p2p: ctx(id, 0),
+            ctx_coll: Self::ctx_coll_of(id),
+            topo: OnceLock::new(),
+            name: Mutex::new(String::new()),
+            owns_id: true,
+            freed: AtomicBool::new(false),
         }
     }
 
@@ -54,33 +140,67 @@ impl NativeComm {
         self
     }
 
-    #[inline]
-    fn ctx_p2p(&self) -> u32 {
-        self.id * 2
+    /// Has the members of a new intracommunicator agree on a shared-memory
+    /// channel, over the new communicator itself: only its members take
+    /// part, on its own collective context, so creations that are not
+    /// collective over the parent (`create_group`) or whose parent is an
+    /// intercommunicator (`merge`) work alike. The new communicator must
+    /// not have been shared yet.
+    pub(super) fn with_agreed_channel(self) -> Result<Self> {
+        let channel = self.agree_on_channel(true)?;
+        Ok(self.with_coll_channel(channel))
     }
 
     #[inline]
-    #[allow(dead_code)] // used through `Pt2Pt` by communicator management
+    fn ctx_p2p(&self) -> u32 {
+        self.ctx_p2p
+    }
+
+    #[inline]
     fn ctx_coll(&self) -> u32 {
-        Self::ctx_coll_of(self.id)
+        self.ctx_coll
     }
 
     /// The collective context of communicator `id` (its algorithms'
     /// messages never match point-to-point ones).
     #[inline]
     fn ctx_coll_of(id: u32) -> u32 {
-        id * 2 + 1
+        ctx(id, 1)
+    }
+
+    /// Collectives on buffers and blobs run on intracommunicators only; an
+    /// intercommunicator's are composed in the binding from `iexchange`.
+    pub(super) fn check_intra(&self) -> Result<()> {
+        if self.remote.is_some() {
+            return Err(Error::Comm(
+                "this collective is not available on an intercommunicator".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn nmembers(&self) -> i32 {
         self.members.len() as i32
     }
 
+    /// The group that point-to-point ranks name: the remote group of an
+    /// intercommunicator, else the members.
+    pub(super) fn peers(&self) -> &[i32] {
+        self.remote.as_deref().unwrap_or(&self.members)
+    }
+
+    /// Job rank of peer `r` (checked by the caller).
+    #[inline]
+    pub(super) fn peer_world(&self, r: i32) -> usize {
+        self.peers()[r as usize] as usize
+    }
+
     fn check_dest(&self, dest: i32) -> Result<()> {
-        if dest < 0 || dest >= self.nmembers() {
+        let n = self.peers().len() as i32;
+        if dest < 0 || dest >= n {
             return Err(Error::Rank {
                 rank: dest,
-                size: self.nmembers(),
+                size: n,
             });
         }
         Ok(())
@@ -113,7 +233,7 @@ impl NativeComm {
             state,
             kind,
             comm_id: self.id,
-            peer_world: self.peer_world(peer),
+            peer_world: self.peer_job_rank(peer),
         })
     }
 
@@ -125,7 +245,7 @@ impl NativeComm {
         tag: i32,
         mode: SendMode,
     ) -> Result<()> {
-        let world = self.members[dest as usize] as usize;
+        let world = self.peer_world(dest);
         if let Some(req) = self
             .core
             .start_send(ctx, self.rank, world, tag, parts, mode)?
@@ -179,41 +299,30 @@ impl NativeComm {
         } else {
             peer.to_string()
         };
-        if ctx == self.ctx_coll() {
-            // A step of a collective: every member takes part, so no single
-            // peer is to blame.
+        if !self.owns_id || ctx != self.ctx_p2p() {
+            // A step of a collective or of communicator management: every
+            // member takes part, so no single peer is to blame.
             return Blocked {
                 call: format!("a collective on {name} ({op} step, {role}={who})"),
                 peer: -1,
             };
         }
-        describe_call(&name, op, role, peer, self.peer_world(peer), tag, bytes)
+        describe_call(&name, op, role, peer, self.peer_job_rank(peer), tag, bytes)
     }
 
-    fn peer_world(&self, peer: i32) -> i32 {
+    /// Job rank of peer `peer` for reports; -1 for ANY_SOURCE.
+    fn peer_job_rank(&self, peer: i32) -> i32 {
         if peer >= 0 {
-            self.members[peer as usize]
+            self.peers()[peer as usize]
         } else {
             -1
         }
     }
+}
 
-    /// A new communicator id agreed on by every member: the largest id any
-    /// member has not used yet. A process shares a context id with no other
-    /// communicator it belongs to, which is all that matching needs.
-    fn agree_on_id(&self) -> Result<u32> {
-        let mine = self.core.local_next_comm_id().to_ne_bytes();
-        let mut out = [0u8; 4];
-        self.run_collective(Collective::Allreduce {
-            send: Some(RawBuf::from_slice(&mine)),
-            recv: RawBuf::from_mut(&mut out),
-            count: 1,
-            dtype: Datatype::new(Basic::U32),
-            op: Op::Predefined(Predefined::Max),
-        })?;
-        let id = u32::from_ne_bytes(out);
-        self.core.note_comm_id(id);
-        Ok(id)
+impl Drop for NativeComm {
+    fn drop(&mut self) {
+        self.release_id();
     }
 }
 
@@ -266,7 +375,7 @@ impl Pt2Pt for NativeComm {
     }
 
     fn csendrecv_vec(&self, data: &[u8], dest: i32, src: i32, tag: i32) -> Result<Vec<u8>> {
-        let world = self.members[dest as usize] as usize;
+        let world = self.peer_world(dest);
         let parts = [RawBuf::from_slice(data)];
         let sreq = self.core.start_send(
             self.ctx_coll(),
@@ -358,7 +467,7 @@ impl NativeComm {
             count: u.payload.len(),
             ..Status::default()
         };
-        let source_world = self.peer_world(u.src);
+        let source_world = self.peer_job_rank(u.src);
         (
             Box::new(NativeMessage {
                 core: self.core.clone(),
@@ -406,7 +515,7 @@ impl Communicator for NativeComm {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
         }
         self.check_dest(dest)?;
-        let world = self.members[dest as usize] as usize;
+        let world = self.peer_world(dest);
         match self
             .core
             .start_send(self.ctx_p2p(), self.rank, world, tag, parts, mode)?
@@ -569,25 +678,30 @@ impl Communicator for NativeComm {
     }
 
     fn bcast_bytes(&self, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
+        self.check_intra()?;
         self.check_root(root)?;
         self.coll.run(|c| coll::bcast_bytes(c, data, root))
     }
 
     fn gather_bytes(&self, data: &[u8], root: i32) -> Result<Option<Vec<Vec<u8>>>> {
+        self.check_intra()?;
         self.check_root(root)?;
         self.coll.run(|c| coll::gather_bytes(c, data, root))
     }
 
     fn allgather_bytes(&self, data: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.check_intra()?;
         self.coll.run(|c| coll::allgather_bytes(c, data))
     }
 
     fn scatter_bytes(&self, data: Option<Vec<Vec<u8>>>, root: i32) -> Result<Vec<u8>> {
+        self.check_intra()?;
         self.check_root(root)?;
         self.coll.run(|c| coll::scatter_bytes(c, data, root))
     }
 
     fn alltoall_bytes(&self, data: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        self.check_intra()?;
         self.coll.run(|c| coll::alltoall_bytes(c, data))
     }
 
@@ -597,6 +711,7 @@ impl Communicator for NativeComm {
         root: Option<i32>,
         combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>> {
+        self.check_intra()?;
         if let Some(r) = root {
             self.check_root(r)?;
         }
@@ -605,56 +720,11 @@ impl Communicator for NativeComm {
     }
 
     fn dup(&self) -> Result<CommRef> {
-        let id = self.agree_on_id()?;
-        let channel = self.agree_on_channel(true)?;
-        Ok(Arc::new(
-            NativeComm::new(
-                self.core.clone(),
-                id,
-                self.rank,
-                self.members.to_vec(),
-                &self.name(),
-            )
-            .with_coll_channel(channel),
-        ))
+        self.dup_comm()
     }
 
     fn split(&self, color: i32, key: i32) -> Result<Option<CommRef>> {
-        if color < 0 && color != UNDEFINED {
-            return Err(Error::Arg(format!(
-                "split colour must be non-negative or UNDEFINED, got {color}"
-            )));
-        }
-        let mut mine = [0u8; 8];
-        mine[..4].copy_from_slice(&color.to_ne_bytes());
-        mine[4..].copy_from_slice(&key.to_ne_bytes());
-        let all = self.allgather_bytes(&mine)?;
-        let id = self.agree_on_id()?;
-        let channel = self.agree_on_channel(color != UNDEFINED)?;
-        if color == UNDEFINED {
-            return Ok(None);
-        }
-        let mut group: Vec<(i32, i32)> = all
-            .iter()
-            .enumerate()
-            .filter_map(|(r, b)| {
-                let c = i32::from_ne_bytes(b[..4].try_into().ok()?);
-                let k = i32::from_ne_bytes(b[4..8].try_into().ok()?);
-                (c == color).then_some((k, r as i32))
-            })
-            .collect();
-        group.sort_unstable();
-        let members: Vec<i32> = group
-            .iter()
-            .map(|&(_, r)| self.members[r as usize])
-            .collect();
-        let rank = group
-            .iter()
-            .position(|&(_, r)| r == self.rank)
-            .expect("this rank is in its own colour") as i32;
-        Ok(Some(Arc::new(
-            NativeComm::new(self.core.clone(), id, rank, members, "").with_coll_channel(channel),
-        )))
+        self.split_comm(color, key)
     }
 
     fn world_ranks(&self) -> Vec<i32> {
@@ -663,6 +733,82 @@ impl Communicator for NativeComm {
 
     fn abort(&self, code: i32) -> ! {
         abort_job(&self.core, code, "MPI_Abort")
+    }
+
+    fn free(&self) -> Result<()> {
+        self.free_comm()
+    }
+
+    fn is_inter(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    fn remote_world_ranks(&self) -> Vec<i32> {
+        self.remote
+            .as_deref()
+            .map(<[i32]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    fn create(&self, group: &[i32]) -> Result<Option<CommRef>> {
+        self.create_comm(group)
+    }
+
+    fn create_group(&self, group: &[i32], tag: i32) -> Result<CommRef> {
+        self.create_group_comm(group, tag)
+    }
+
+    fn create_intercomm(
+        &self,
+        local_leader: i32,
+        peer: Option<&dyn Communicator>,
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef> {
+        self.create_intercomm_comm(local_leader, peer, remote_leader, tag)
+    }
+
+    fn create_from_groups(
+        &self,
+        local: &[i32],
+        local_leader: i32,
+        remote: &[i32],
+        remote_leader: i32,
+        tag: i32,
+    ) -> Result<CommRef> {
+        self.create_from_groups_comm(local, local_leader, remote, remote_leader, tag)
+    }
+
+    fn merge(&self, high: bool) -> Result<CommRef> {
+        self.merge_comm(high)
+    }
+
+    fn topology(&self) -> Option<Arc<Topology>> {
+        self.topo.get().cloned()
+    }
+
+    fn set_topology(&self, topo: Topology) -> Result<()> {
+        self.set_topology_comm(topo)
+    }
+
+    fn ineighbor_exchange(&self, sends: &[RawBuf], recvs: &[RawBuf]) -> Result<RequestRef> {
+        self.ineighbor_exchange_comm(sends, recvs)
+    }
+
+    fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        self.neighbor_exchange_bytes_comm(sends)
+    }
+
+    fn iexchange(&self, sends: &[(i32, RawBuf)], recvs: &[(i32, RawBuf)]) -> Result<RequestRef> {
+        self.iexchange_comm(sends, recvs)
+    }
+
+    fn exchange_bytes(
+        &self,
+        sends: Vec<(i32, Vec<u8>)>,
+        recv_from: &[i32],
+    ) -> Result<Vec<Vec<u8>>> {
+        self.exchange_bytes_comm(sends, recv_from)
     }
 
     fn collective(&self, op: Collective) -> Result<()> {
@@ -679,6 +825,7 @@ impl Communicator for NativeComm {
         exclusive: bool,
         combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>> {
+        self.check_intra()?;
         self.coll
             .run(|c| coll::scan_bytes(c, data, exclusive, combine))
     }

@@ -9,6 +9,9 @@
 
 mod coll;
 pub(crate) mod comm;
+mod commgmt;
+mod ctxid;
+mod nbr;
 mod request;
 
 use std::collections::{HashMap, VecDeque};
@@ -181,8 +184,8 @@ pub struct Core {
     spin_budget: AtomicU32,
     cma: AtomicBool,
     next_id: AtomicU64,
-    /// Next free communicator id (context ids are 2*id and 2*id+1).
-    next_comm_id: AtomicU32,
+    /// Communicator ids free at this process (see `ctxid.rs`).
+    ctx_ids: ctxid::ContextIds,
     interrupt: RwLock<Option<Box<dyn Fn() -> Result<()> + Send + Sync>>>,
     finalized: AtomicBool,
     /// Which collective channels of the segment our communicators hold.
@@ -256,7 +259,7 @@ impl Core {
             spin_budget: AtomicU32::new(spin_limit),
             cma: AtomicBool::new(cma),
             next_id: AtomicU64::new(1),
-            next_comm_id: AtomicU32::new(2),
+            ctx_ids: ctxid::ContextIds::new(&[WORLD_ID, SELF_ID]),
             interrupt: RwLock::new(None),
             finalized: AtomicBool::new(false),
             coll_channels: coll::ChannelPool::new(),
@@ -925,15 +928,6 @@ impl Core {
             None => Ok(()),
         }
     }
-
-    /// Allocates a communicator id agreed on by `comm`'s members.
-    pub(crate) fn note_comm_id(&self, id: u32) {
-        self.next_comm_id.fetch_max(id + 1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn local_next_comm_id(&self) -> u32 {
-        self.next_comm_id.load(Ordering::Relaxed)
-    }
 }
 
 /// Does a message (m_*) match a receive's envelope?
@@ -1036,6 +1030,11 @@ fn decode_iov(payload: &[u8]) -> Vec<(u64, u64)> {
     (0..n).map(|k| (word(1 + 2 * k), word(2 + 2 * k))).collect()
 }
 
+/// Communicator id of COMM_WORLD.
+const WORLD_ID: u32 = 0;
+/// Communicator id of COMM_SELF.
+const SELF_ID: u32 = 1;
+
 /// The native engine: a [`Core`] plus the predefined communicators.
 pub struct NativeEngine {
     core: Arc<Core>,
@@ -1050,7 +1049,7 @@ impl NativeEngine {
         let world: CommRef = Arc::new(
             NativeComm::new(
                 core.clone(),
-                0,
+                WORLD_ID,
                 core.rank() as i32,
                 (0..n).collect(),
                 "MPI_COMM_WORLD",
@@ -1059,7 +1058,7 @@ impl NativeEngine {
         );
         let self_comm: CommRef = Arc::new(NativeComm::new(
             core.clone(),
-            1,
+            SELF_ID,
             0,
             vec![core.rank() as i32],
             "MPI_COMM_SELF",

@@ -1,1 +1,1 @@
-"""``mpi4py.util`` served by ``oxmpi.util``."""
+"""``mpi4py.util`` served by ``oxmpi.util``: dtlib, pkl5, pool."""

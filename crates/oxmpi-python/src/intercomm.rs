@@ -1,0 +1,1076 @@
+//! `MPI.Intercomm` (MPI-4.1 §7.6): communication between two disjoint
+//! groups. Point-to-point ranks name the remote group; collectives follow
+//! the intercommunicator rules (roots given as `MPI.ROOT` / `PROC_NULL`).
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+use pyo3::PyClassInitializer;
+
+use oxmpi::backend::{CommRef, RawBuf, Request, RequestRef, Status, PROC_NULL, ROOT};
+use oxmpi::group::Group;
+use oxmpi::op::Op;
+
+use crate::buffer::{self, Msg};
+use crate::comm::{adopt, is_in_place, recv_buf_parse, PyComm};
+use crate::engine::{blocking, engine};
+use crate::errors::{mpi_error, IntoPy};
+use crate::group::PyGroup;
+use crate::op::{self, PyOp};
+use crate::pickle;
+use crate::request::{Payload, PyRequest};
+use crate::topo::{parse_blocks, parse_blocks_w, Blocks};
+
+/// An intercommunicator.
+#[pyclass(module = "oxmpi.MPI", name = "Intercomm", extends = PyComm, subclass)]
+pub struct PyIntercomm;
+
+fn class_named<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    Ok(py
+        .import("oxmpi.MPI")?
+        .getattr(name)?
+        .cast_into::<PyType>()?)
+}
+
+#[pymethods]
+impl PyIntercomm {
+    #[new]
+    #[pyo3(signature = (comm=None))]
+    fn new(comm: Option<&Bound<'_, PyComm>>) -> PyResult<PyClassInitializer<PyIntercomm>> {
+        let inner = comm.and_then(|c| c.borrow().inner.clone());
+        if inner.as_ref().is_some_and(|c| !c.is_inter()) {
+            return Err(PyTypeError::new_err("expecting an intercommunicator"));
+        }
+        Ok(PyClassInitializer::from(PyComm { inner }).add_subclass(PyIntercomm))
+    }
+
+    fn Get_remote_group(slf: &Bound<'_, Self>) -> PyResult<PyGroup> {
+        let c = slf.as_super().borrow().c()?.clone();
+        Ok(PyGroup::wrap(Group::new(c.remote_world_ranks()).py()?))
+    }
+
+    #[getter]
+    fn remote_group(slf: &Bound<'_, Self>) -> PyResult<PyGroup> {
+        Self::Get_remote_group(slf)
+    }
+
+    fn Get_remote_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        Ok(slf.as_super().borrow().c()?.remote_world_ranks().len())
+    }
+
+    #[getter]
+    fn remote_size(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        Self::Get_remote_size(slf)
+    }
+
+    #[pyo3(signature = (high=false))]
+    fn Merge(slf: &Bound<'_, Self>, high: bool) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let c = slf.as_super().borrow().c()?.clone();
+        let c2 = c.clone();
+        let new = blocking(py, move || c2.merge(high))?;
+        adopt(
+            py,
+            new,
+            Some(&c),
+            Vec::new(),
+            Some(&class_named(py, "Intracomm")?),
+        )
+    }
+
+    #[classmethod]
+    #[pyo3(signature = (local_group, local_leader=0, remote_group=None, remote_leader=0, stringtag="org.mpi4py", info=None, errhandler=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn Create_from_groups(
+        cls: &Bound<'_, PyType>,
+        local_group: &Bound<'_, PyGroup>,
+        local_leader: i32,
+        remote_group: Option<&Bound<'_, PyGroup>>,
+        remote_leader: i32,
+        stringtag: &str,
+        info: Option<&Bound<'_, PyAny>>,
+        errhandler: Option<&Bound<'_, crate::errhandler::PyErrhandler>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        let local = local_group.borrow().get()?.members().to_vec();
+        let remote = match remote_group {
+            Some(g) => g.borrow().get()?.members().to_vec(),
+            None => Vec::new(),
+        };
+        let tag = crate::comm::string_tag(stringtag);
+        let world = engine(py)?.world();
+        let new = blocking(py, move || {
+            world.create_from_groups(&local, local_leader, &remote, remote_leader, tag)
+        })?;
+        let items = crate::info::PyInfo::items_of(info)?;
+        let obj = adopt(
+            py,
+            new.clone(),
+            None,
+            items,
+            Some(&class_named(py, "Intercomm")?),
+        )?;
+        if let Some(e) = errhandler {
+            let h = e.borrow().get()?.clone();
+            crate::comm::with_state(&new, |s| s.errhandler = h);
+        }
+        Ok(obj)
+    }
+}
+
+// ------------------------------------------------------------ collectives
+//
+// Intercommunicator collectives (MPI-4.1 §6.2.2): every process of one
+// group exchanges directly with the processes of the other group in one
+// round of point-to-point (`Communicator::iexchange`). Reductions are
+// combined, in remote-rank order, by the process that needs the result.
+// The exchanges are all-to-all between the groups: simple and correct,
+// at a cost of one message per pair for the allgather/allreduce forms.
+
+fn inter(slf: &Bound<'_, PyIntercomm>) -> PyResult<CommRef> {
+    Ok(slf.as_super().borrow().c()?.clone())
+}
+
+fn remote_size(c: &CommRef) -> i32 {
+    c.remote_world_ranks().len() as i32
+}
+
+/// What `root` means at this process: the root itself (ROOT), a bystander
+/// of the root's group (PROC_NULL), or a member of the other group
+/// (`Some(rank of the root)`).
+enum Role {
+    Root,
+    Bystander,
+    Remote(i32),
+}
+
+fn role(py: Python<'_>, c: &CommRef, root: i32) -> PyResult<Role> {
+    match root {
+        ROOT => Ok(Role::Root),
+        PROC_NULL => Ok(Role::Bystander),
+        r if r >= 0 && r < remote_size(c) => Ok(Role::Remote(r)),
+        r => Err(mpi_error(
+            py,
+            oxmpi::error::class::ERR_ROOT,
+            &format!("invalid root {r} for an intercommunicator"),
+        )),
+    }
+}
+
+fn exchange_objs(
+    py: Python<'_>,
+    c: &CommRef,
+    sends: Vec<(i32, Vec<u8>)>,
+    recv_from: Vec<i32>,
+) -> PyResult<Vec<Vec<u8>>> {
+    let c = c.clone();
+    blocking(py, move || c.exchange_bytes(sends, &recv_from))
+}
+
+fn all_remote(c: &CommRef) -> Vec<i32> {
+    (0..remote_size(c)).collect()
+}
+
+fn unpickle_list<'py>(py: Python<'py>, blobs: &[Vec<u8>]) -> PyResult<Bound<'py, PyList>> {
+    let items = blobs
+        .iter()
+        .map(|b| pickle::loads_slice(py, b))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyList::new(py, items)
+}
+
+/// Combines objects in rank order with a reduction operation.
+fn fold_objects<'py>(py: Python<'py>, op: &PyOp, blobs: &[Vec<u8>]) -> PyResult<Bound<'py, PyAny>> {
+    let mut it = blobs.iter();
+    let mut acc = match it.next() {
+        Some(b) => pickle::loads_slice(py, b)?,
+        None => return Ok(py.None().into_bound(py)),
+    };
+    for b in it {
+        let x = pickle::loads_slice(py, b)?;
+        acc = op.call_objects(&acc, &x)?;
+    }
+    Ok(acc)
+}
+
+fn not_on_intercomm(what: &str) -> PyErr {
+    pyo3::exceptions::PyNotImplementedError::new_err(format!(
+        "{what} on an intercommunicator is not implemented by oxmpi"
+    ))
+}
+
+fn recv_or_none(buf: Option<&Bound<'_, PyAny>>) -> PyResult<Msg> {
+    match buf {
+        Some(b) if !b.is_none() => recv_buf_parse(b),
+        _ => Python::attach(|py| recv_buf_parse(&py.None().into_bound(py))),
+    }
+}
+
+fn send_or_none(buf: Option<&Bound<'_, PyAny>>) -> PyResult<Msg> {
+    match buf {
+        Some(b) if !b.is_none() => buffer::parse(b, false),
+        _ => Python::attach(|py| buffer::parse(&py.None().into_bound(py), false)),
+    }
+}
+
+fn blocks_or_empty(
+    buf: Option<&Bound<'_, PyAny>>,
+    writable: bool,
+    n: usize,
+    vector: bool,
+) -> PyResult<Blocks> {
+    match buf {
+        Some(b) if !b.is_none() => parse_blocks(b, writable, n, vector),
+        _ => Err(pyo3::exceptions::PyValueError::new_err(
+            "the root of an intercommunicator collective needs a buffer",
+        )),
+    }
+}
+
+#[pymethods]
+impl PyIntercomm {
+    // ------------------------------------------------------------ objects
+
+    fn barrier(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::Barrier(slf)
+    }
+
+    #[pyo3(signature = (obj=None, root=0))]
+    fn bcast<'py>(
+        slf: &Bound<'py, Self>,
+        obj: Option<&Bound<'py, PyAny>>,
+        root: i32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = inter(slf)?;
+        match role(py, &c, root)? {
+            Role::Root => {
+                let none = py.None().into_bound(py);
+                let blob = pickle::dumps_vec(py, obj.unwrap_or(&none))?;
+                let sends = all_remote(&c)
+                    .into_iter()
+                    .map(|r| (r, blob.clone()))
+                    .collect();
+                exchange_objs(py, &c, sends, vec![])?;
+                Ok(py.None().into_bound(py))
+            }
+            Role::Bystander => Ok(py.None().into_bound(py)),
+            Role::Remote(r) => {
+                let got = exchange_objs(py, &c, vec![], vec![r])?;
+                pickle::loads_slice(py, &got[0])
+            }
+        }
+    }
+
+    #[pyo3(signature = (sendobj, root=0))]
+    fn gather<'py>(
+        slf: &Bound<'py, Self>,
+        sendobj: &Bound<'py, PyAny>,
+        root: i32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = inter(slf)?;
+        match role(py, &c, root)? {
+            Role::Root => {
+                let got = exchange_objs(py, &c, vec![], all_remote(&c))?;
+                Ok(unpickle_list(py, &got)?.into_any())
+            }
+            Role::Bystander => Ok(py.None().into_bound(py)),
+            Role::Remote(r) => {
+                exchange_objs(py, &c, vec![(r, pickle::dumps_vec(py, sendobj)?)], vec![])?;
+                Ok(py.None().into_bound(py))
+            }
+        }
+    }
+
+    #[pyo3(signature = (sendobj=None, root=0))]
+    fn scatter<'py>(
+        slf: &Bound<'py, Self>,
+        sendobj: Option<&Bound<'py, PyAny>>,
+        root: i32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = inter(slf)?;
+        match role(py, &c, root)? {
+            Role::Root => {
+                let seq = sendobj.ok_or_else(|| {
+                    PyTypeError::new_err("scatter: the root must pass a sequence")
+                })?;
+                let items: Vec<Bound<'py, PyAny>> = seq.try_iter()?.collect::<PyResult<_>>()?;
+                if items.len() != remote_size(&c) as usize {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "scatter: expected a sequence of {} items, got {}",
+                        remote_size(&c),
+                        items.len()
+                    )));
+                }
+                let sends = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| Ok((i as i32, pickle::dumps_vec(py, o)?)))
+                    .collect::<PyResult<Vec<_>>>()?;
+                exchange_objs(py, &c, sends, vec![])?;
+                Ok(py.None().into_bound(py))
+            }
+            Role::Bystander => Ok(py.None().into_bound(py)),
+            Role::Remote(r) => {
+                let got = exchange_objs(py, &c, vec![], vec![r])?;
+                pickle::loads_slice(py, &got[0])
+            }
+        }
+    }
+
+    fn allgather<'py>(
+        slf: &Bound<'py, Self>,
+        sendobj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let c = inter(slf)?;
+        let blob = pickle::dumps_vec(py, sendobj)?;
+        let sends = all_remote(&c)
+            .into_iter()
+            .map(|r| (r, blob.clone()))
+            .collect();
+        let got = exchange_objs(py, &c, sends, all_remote(&c))?;
+        unpickle_list(py, &got)
+    }
+
+    fn alltoall<'py>(
+        slf: &Bound<'py, Self>,
+        sendobj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let c = inter(slf)?;
+        let items: Vec<Bound<'py, PyAny>> = sendobj.try_iter()?.collect::<PyResult<_>>()?;
+        if items.len() != remote_size(&c) as usize {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "alltoall: expected a sequence of {} items, got {}",
+                remote_size(&c),
+                items.len()
+            )));
+        }
+        let sends = items
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Ok((i as i32, pickle::dumps_vec(py, o)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let got = exchange_objs(py, &c, sends, all_remote(&c))?;
+        unpickle_list(py, &got)
+    }
+
+    #[pyo3(signature = (sendobj, op=None, root=0))]
+    fn reduce<'py>(
+        slf: &Bound<'py, Self>,
+        sendobj: &Bound<'py, PyAny>,
+        op: Option<&Bound<'py, PyAny>>,
+        root: i32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = inter(slf)?;
+        let op = op::from_py_object_op(op)?;
+        match role(py, &c, root)? {
+            Role::Root => {
+                let got = exchange_objs(py, &c, vec![], all_remote(&c))?;
+                fold_objects(py, &op, &got)
+            }
+            Role::Bystander => Ok(py.None().into_bound(py)),
+            Role::Remote(r) => {
+                exchange_objs(py, &c, vec![(r, pickle::dumps_vec(py, sendobj)?)], vec![])?;
+                Ok(py.None().into_bound(py))
+            }
+        }
+    }
+
+    #[pyo3(signature = (sendobj, op=None))]
+    fn allreduce<'py>(
+        slf: &Bound<'py, Self>,
+        sendobj: &Bound<'py, PyAny>,
+        op: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let c = inter(slf)?;
+        let op = op::from_py_object_op(op)?;
+        let blob = pickle::dumps_vec(py, sendobj)?;
+        let sends = all_remote(&c)
+            .into_iter()
+            .map(|r| (r, blob.clone()))
+            .collect();
+        let got = exchange_objs(py, &c, sends, all_remote(&c))?;
+        fold_objects(py, &op, &got)
+    }
+
+    // ------------------------------------------------------------ buffers
+
+    fn Barrier(slf: &Bound<'_, Self>) -> PyResult<()> {
+        barrier_start(&inter(slf)?)?.wait(slf.py())
+    }
+
+    #[pyo3(signature = (buf, root=0))]
+    fn Bcast(slf: &Bound<'_, Self>, buf: Option<&Bound<'_, PyAny>>, root: i32) -> PyResult<()> {
+        bcast_start(slf, buf, root)?.wait(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Gather(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<()> {
+        gather_start(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Gatherv(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<()> {
+        gather_start(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Scatter(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<()> {
+        scatter_start(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Scatterv(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<()> {
+        scatter_start(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
+    }
+
+    fn Allgather(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        allgather_start(slf, sendbuf, recvbuf, false)?.wait(slf.py())
+    }
+
+    fn Allgatherv(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        allgather_start(slf, sendbuf, recvbuf, true)?.wait(slf.py())
+    }
+
+    fn Alltoall(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        alltoall_start(slf, sendbuf, recvbuf, Some(false))?.wait(slf.py())
+    }
+
+    fn Alltoallv(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        alltoall_start(slf, sendbuf, recvbuf, Some(true))?.wait(slf.py())
+    }
+
+    fn Alltoallw(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        alltoall_start(slf, sendbuf, recvbuf, None)?.wait(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
+    fn Reduce(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<()> {
+        reduce_start(slf, sendbuf, recvbuf, op, root)?.wait(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Allreduce(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        allreduce_start(slf, sendbuf, recvbuf, op)?.wait(slf.py())
+    }
+
+    // --------------------------------------------------------- nonblocking
+
+    fn Ibarrier(slf: &Bound<'_, Self>) -> PyResult<PyRequest> {
+        Ok(barrier_start(&inter(slf)?)?.request())
+    }
+
+    #[pyo3(signature = (buf, root=0))]
+    fn Ibcast(
+        slf: &Bound<'_, Self>,
+        buf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(bcast_start(slf, buf, root)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Igather(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(gather_start(slf, sendbuf, recvbuf, root, false)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Igatherv(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(gather_start(slf, sendbuf, recvbuf, root, true)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Iscatter(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(scatter_start(slf, sendbuf, recvbuf, root, false)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0))]
+    fn Iscatterv(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(scatter_start(slf, sendbuf, recvbuf, root, true)?.request())
+    }
+
+    fn Iallgather(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(allgather_start(slf, sendbuf, recvbuf, false)?.request())
+    }
+
+    fn Iallgatherv(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(allgather_start(slf, sendbuf, recvbuf, true)?.request())
+    }
+
+    fn Ialltoall(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(alltoall_start(slf, sendbuf, recvbuf, Some(false))?.request())
+    }
+
+    fn Ialltoallv(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(alltoall_start(slf, sendbuf, recvbuf, Some(true))?.request())
+    }
+
+    fn Ialltoallw(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+    ) -> PyResult<PyRequest> {
+        Ok(alltoall_start(slf, sendbuf, recvbuf, None)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
+    fn Ireduce(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        root: i32,
+    ) -> PyResult<PyRequest> {
+        Ok(reduce_start(slf, sendbuf, recvbuf, op, root)?.request())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None))]
+    fn Iallreduce(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyRequest> {
+        Ok(allreduce_start(slf, sendbuf, recvbuf, op)?.request())
+    }
+
+    // ------------------------------------------------- not (yet) supported
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Reduce_scatter(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Reduce_scatter"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Reduce_scatter_block(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Reduce_scatter_block"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Ireduce_scatter(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Ireduce_scatter"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Ireduce_scatter_block(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Ireduce_scatter_block"))
+    }
+
+    // Prefix reductions exist on intracommunicators only (MPI-4.1 §6.11).
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Scan(&self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Scan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Exscan(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Exscan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Iscan(&self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Iscan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Iexscan(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Iexscan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn scan(&self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("scan"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn exscan(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("exscan"))
+    }
+}
+
+fn intra_only(what: &str) -> PyErr {
+    Python::attach(|py| {
+        mpi_error(
+            py,
+            oxmpi::error::class::ERR_COMM,
+            &format!("{what} needs an intracommunicator"),
+        )
+    })
+}
+
+/// A started collective: its request and what must live until it
+/// completes (buffers, packed copies).
+struct Started {
+    req: RequestRef,
+    keep: Box<dyn Any + Send + Sync>,
+}
+
+impl Started {
+    fn new(req: RequestRef, keep: impl Any + Send + Sync) -> Started {
+        Started {
+            req,
+            keep: Box::new(keep),
+        }
+    }
+
+    /// Nothing to do here (a bystander of a rooted collective).
+    fn done() -> Started {
+        Started::new(Arc::new(crate::comm::DoneRequest), ())
+    }
+
+    /// Waits (GIL released) and releases the buffers.
+    fn wait(self, py: Python<'_>) -> PyResult<()> {
+        let req = self.req.clone();
+        let res = if req.is_complete() {
+            req.wait().py()
+        } else {
+            blocking(py, move || req.wait())
+        };
+        drop(self.keep);
+        res.map(|_| ())
+    }
+
+    fn request(self) -> PyRequest {
+        PyRequest::new(self.req, Payload::Keep(self.keep))
+    }
+}
+
+fn start(
+    c: &CommRef,
+    sends: &[(i32, RawBuf)],
+    recvs: &[(i32, RawBuf)],
+    keep: impl Any + Send + Sync,
+) -> PyResult<Started> {
+    Ok(Started::new(c.iexchange(sends, recvs).py()?, keep))
+}
+
+fn barrier_start(c: &CommRef) -> PyResult<Started> {
+    let peers: Vec<_> = all_remote(c)
+        .into_iter()
+        .map(|r| (r, RawBuf::EMPTY))
+        .collect();
+    start(c, &peers, &peers, ())
+}
+
+fn bcast_start(
+    slf: &Bound<'_, PyIntercomm>,
+    buf: Option<&Bound<'_, PyAny>>,
+    root: i32,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    match role(slf.py(), &c, root)? {
+        Role::Root => {
+            let m = send_or_none(buf)?;
+            let sends: Vec<_> = all_remote(&c).into_iter().map(|r| (r, m.raw)).collect();
+            start(&c, &sends, &[], m)
+        }
+        Role::Bystander => Ok(Started::done()),
+        Role::Remote(r) => {
+            let m = recv_or_none(buf)?;
+            let raw = m.raw;
+            start(&c, &[], &[(r, raw)], m)
+        }
+    }
+}
+
+fn gather_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: Option<&Bound<'_, PyAny>>,
+    recvbuf: Option<&Bound<'_, PyAny>>,
+    root: i32,
+    vector: bool,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    match role(slf.py(), &c, root)? {
+        Role::Root => {
+            let n = remote_size(&c) as usize;
+            let b = blocks_or_empty(recvbuf, true, n, vector)?;
+            let recvs: Vec<_> = b
+                .raws
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (i as i32, r))
+                .collect();
+            start(&c, &[], &recvs, b)
+        }
+        Role::Bystander => Ok(Started::done()),
+        Role::Remote(r) => {
+            let m = send_or_none(sendbuf)?;
+            let raw = m.raw;
+            start(&c, &[(r, raw)], &[], m)
+        }
+    }
+}
+
+fn scatter_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: Option<&Bound<'_, PyAny>>,
+    recvbuf: Option<&Bound<'_, PyAny>>,
+    root: i32,
+    vector: bool,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    match role(slf.py(), &c, root)? {
+        Role::Root => {
+            let n = remote_size(&c) as usize;
+            let b = blocks_or_empty(sendbuf, false, n, vector)?;
+            let sends: Vec<_> = b
+                .raws
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (i as i32, r))
+                .collect();
+            start(&c, &sends, &[], b)
+        }
+        Role::Bystander => Ok(Started::done()),
+        Role::Remote(r) => {
+            let m = recv_or_none(recvbuf)?;
+            let raw = m.raw;
+            start(&c, &[], &[(r, raw)], m)
+        }
+    }
+}
+
+fn no_in_place(sendbuf: &Bound<'_, PyAny>) -> PyResult<()> {
+    if is_in_place(sendbuf) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "IN_PLACE is not valid on an intercommunicator",
+        ));
+    }
+    Ok(())
+}
+
+fn allgather_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: &Bound<'_, PyAny>,
+    recvbuf: &Bound<'_, PyAny>,
+    vector: bool,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    no_in_place(sendbuf)?;
+    let n = remote_size(&c) as usize;
+    let s = buffer::parse(sendbuf, false)?;
+    let r = parse_blocks(recvbuf, true, n, vector)?;
+    let sends: Vec<_> = (0..n as i32).map(|i| (i, s.raw)).collect();
+    let recvs: Vec<_> = r
+        .raws
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (i as i32, b))
+        .collect();
+    start(&c, &sends, &recvs, (s, r))
+}
+
+/// Alltoall (Some(false)), Alltoallv (Some(true)) or Alltoallw (None).
+fn alltoall_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: &Bound<'_, PyAny>,
+    recvbuf: &Bound<'_, PyAny>,
+    vector: Option<bool>,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    no_in_place(sendbuf)?;
+    let n = remote_size(&c) as usize;
+    let (s, r) = match vector {
+        Some(v) => (
+            parse_blocks(sendbuf, false, n, v)?,
+            parse_blocks(recvbuf, true, n, v)?,
+        ),
+        None => (
+            parse_blocks_w(sendbuf, false, n)?,
+            parse_blocks_w(recvbuf, true, n)?,
+        ),
+    };
+    let sends: Vec<_> = s
+        .raws
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (i as i32, b))
+        .collect();
+    let recvs: Vec<_> = r
+        .raws
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (i as i32, b))
+        .collect();
+    start(&c, &sends, &recvs, (s, r))
+}
+
+fn reduce_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: Option<&Bound<'_, PyAny>>,
+    recvbuf: Option<&Bound<'_, PyAny>>,
+    op: Option<&Bound<'_, PyAny>>,
+    root: i32,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    match role(slf.py(), &c, root)? {
+        Role::Root => {
+            let m = recv_or_none(recvbuf)?;
+            let rop = op::from_py_buffer_op(op)?.to_runtime(&m.pytype)?;
+            FoldRequest::start(&c, None, m, rop)
+        }
+        Role::Bystander => Ok(Started::done()),
+        Role::Remote(r) => {
+            if sendbuf.is_some_and(is_in_place) {
+                return Err(pyo3::exceptions::PyValueError::new_err(
+                    "IN_PLACE is not valid on an intercommunicator",
+                ));
+            }
+            let m = send_or_none(sendbuf)?;
+            let raw = m.raw;
+            start(&c, &[(r, raw)], &[], m)
+        }
+    }
+}
+
+fn allreduce_start(
+    slf: &Bound<'_, PyIntercomm>,
+    sendbuf: &Bound<'_, PyAny>,
+    recvbuf: &Bound<'_, PyAny>,
+    op: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Started> {
+    let c = inter(slf)?;
+    no_in_place(sendbuf)?;
+    let s = buffer::parse(sendbuf, false)?;
+    let m = recv_buf_parse(recvbuf)?;
+    let rop = op::from_py_buffer_op(op)?.to_runtime(&m.pytype)?;
+    FoldRequest::start(&c, Some(s), m, rop)
+}
+
+/// A reduction over the remote group: receives one block from each
+/// remote process (sending `send` to each of them, for Allreduce) and,
+/// once they are all in, combines them in remote-rank order into the
+/// receive buffer.
+struct FoldRequest {
+    exchange: RequestRef,
+    fold: Mutex<Option<Fold>>,
+}
+
+struct Fold {
+    /// One block per remote process (their heap buffers do not move).
+    blocks: Vec<Vec<u8>>,
+    op: Op,
+    /// The receive message: its buffer gets the result; dropped (so
+    /// unpacked, for a non-contiguous datatype) once it has.
+    out: Msg,
+    /// The send message, kept alive while the exchange reads it.
+    _send: Option<Msg>,
+}
+
+impl FoldRequest {
+    fn start(c: &CommRef, send: Option<Msg>, out: Msg, op: Op) -> PyResult<Started> {
+        let n = remote_size(c) as usize;
+        let mut blocks = vec![vec![0u8; out.raw.len]; n];
+        let recvs: Vec<_> = blocks
+            .iter_mut()
+            .enumerate()
+            .map(|(i, b)| (i as i32, RawBuf::from_mut(b)))
+            .collect();
+        let sends: Vec<_> = match &send {
+            Some(s) => (0..n as i32).map(|i| (i, s.raw)).collect(),
+            None => Vec::new(),
+        };
+        let exchange = c.iexchange(&sends, &recvs).py()?;
+        let req = Arc::new(FoldRequest {
+            exchange,
+            fold: Mutex::new(Some(Fold {
+                blocks,
+                op,
+                out,
+                _send: send,
+            })),
+        });
+        Ok(Started::new(req, ()))
+    }
+
+    /// Combines the blocks once (the first caller after completion).
+    fn finish(&self) -> oxmpi::Result<()> {
+        let Some(f) = self.fold.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(());
+        };
+        let Some((first, rest)) = f.blocks.split_first() else {
+            return Ok(());
+        };
+        let mut acc = first.clone();
+        for b in rest {
+            // apply(input, inout) computes inout = input op inout: the
+            // lower ranks stay on the left.
+            let mut next = b.clone();
+            f.op.apply(&acc, &mut next, f.out.count, &f.out.dtype)?;
+            acc = next;
+        }
+        // SAFETY: the receive message pins its buffer until `f` drops,
+        // after this copy; `acc` has the buffer's length.
+        let out = unsafe { f.out.raw.as_mut_slice() };
+        out[..acc.len()].copy_from_slice(&acc);
+        Ok(())
+    }
+}
+
+impl Request for FoldRequest {
+    fn test(&self) -> oxmpi::Result<Option<Status>> {
+        match self.exchange.test()? {
+            Some(st) => {
+                self.finish()?;
+                Ok(Some(st))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn wait(&self) -> oxmpi::Result<Status> {
+        let st = self.exchange.wait()?;
+        self.finish()?;
+        Ok(st)
+    }
+
+    fn is_complete(&self) -> bool {
+        self.exchange.is_complete()
+    }
+
+    fn get_status(&self) -> Option<Status> {
+        // The fold runs in the `test` or `wait` that completes the request.
+        self.exchange.get_status()
+    }
+
+    fn cancel(&self) -> oxmpi::Result<()> {
+        // Collective operations cannot be cancelled.
+        Ok(())
+    }
+}
