@@ -78,6 +78,10 @@ pub enum Error {
     },
     #[error("internal error: {0}")]
     Intern(String),
+    /// An error reported by the system MPI library, already translated to
+    /// oxmpi's error class; `message` is the library's own error string.
+    #[error("{message}")]
+    Mpi { class: i32, message: String },
 }
 
 impl Error {
@@ -101,6 +105,7 @@ impl Error {
             Error::Interrupted | Error::Callback(_) => ERR_OTHER,
             Error::Bootstrap(_) | Error::Os { .. } => ERR_OTHER,
             Error::Intern(_) => ERR_INTERN,
+            Error::Mpi { class, .. } => *class,
         }
     }
 

@@ -28,6 +28,7 @@ mod native;
 pub mod op;
 mod shm;
 mod sys;
+pub mod system_mpi;
 
 pub use comm::{Comm, Equivalence};
 pub use env::{init, Universe};

@@ -998,10 +998,16 @@ impl Engine for NativeEngine {
     }
 
     fn library_version(&self) -> String {
-        format!(
-            "oxmpi {} (native shared-memory runtime)",
-            env!("CARGO_PKG_VERSION")
-        )
+        match crate::env::backend_reason() {
+            Some(why) => format!(
+                "oxmpi {} (native shared-memory runtime: {why})",
+                env!("CARGO_PKG_VERSION")
+            ),
+            None => format!(
+                "oxmpi {} (native shared-memory runtime)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
     }
 
     fn universe_size(&self) -> i32 {
