@@ -136,6 +136,7 @@ REQUEST_NULL = Request()
 
 # -- initialisation -----------------------------------------------------------
 COMM_WORLD, COMM_SELF = _oxmpi.init()
+TAG_UB = _oxmpi.tag_ub()  # the running engine's (a system MPI's may be lower)
 _thread_level = THREAD_MULTIPLE
 
 

@@ -67,6 +67,12 @@ fn universe_size(py: Python<'_>) -> PyResult<i32> {
     Ok(engine::engine(py)?.universe_size())
 }
 
+/// The largest valid tag of the running engine (MPI_TAG_UB).
+#[pyfunction]
+fn tag_ub(py: Python<'_>) -> PyResult<i32> {
+    Ok(engine::engine(py)?.tag_ub())
+}
+
 #[pyfunction]
 fn set_pickle_protocol(protocol: i32) {
     pickle::PROTOCOL.store(protocol, std::sync::atomic::Ordering::Relaxed);
@@ -114,5 +120,6 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(universe_size, m)?)?;
     m.add_function(wrap_pyfunction!(set_pickle_protocol, m)?)?;
     m.add_function(wrap_pyfunction!(launch, m)?)?;
+    m.add_function(wrap_pyfunction!(tag_ub, m)?)?;
     Ok(())
 }

@@ -57,6 +57,8 @@ pub(crate) trait Abi: Sized + Send + Sync + 'static {
     const IN_PLACE: usize;
     /// The `MPI_UNIVERSE_SIZE` attribute key.
     const KEYVAL_UNIVERSE_SIZE: c_int;
+    /// The `MPI_TAG_UB` attribute key.
+    const KEYVAL_TAG_UB: c_int;
     /// An error class in the library's numbering, in oxmpi's.
     fn class_to_oxmpi(class: c_int) -> i32;
     /// The predefined handles.
@@ -213,6 +215,7 @@ impl Abi for Mpich {
     const THREAD_MULTIPLE: c_int = 3;
     const IN_PLACE: usize = usize::MAX; // (void *) -1
     const KEYVAL_UNIVERSE_SIZE: c_int = mh(0x6440_0009);
+    const KEYVAL_TAG_UB: c_int = mh(0x6440_0001);
 
     fn class_to_oxmpi(c: c_int) -> i32 {
         // oxmpi numbers its classes as MPICH does (error.rs).
@@ -310,6 +313,7 @@ impl Abi for OpenMpi {
     const IN_PLACE: usize = 1;
     // The predefined keyvals are an enum from MPI_TAG_UB = 0.
     const KEYVAL_UNIVERSE_SIZE: c_int = 6;
+    const KEYVAL_TAG_UB: c_int = 0;
 
     fn class_to_oxmpi(c: c_int) -> i32 {
         use class::*;
@@ -424,6 +428,7 @@ impl Abi for Standard {
     const THREAD_MULTIPLE: c_int = 4096;
     const IN_PLACE: usize = 1;
     const KEYVAL_UNIVERSE_SIZE: c_int = 507;
+    const KEYVAL_TAG_UB: c_int = 501;
 
     fn class_to_oxmpi(c: c_int) -> i32 {
         use class::*;

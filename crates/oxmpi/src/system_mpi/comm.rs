@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::backend::{
     CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status, ANY_SOURCE, ANY_TAG,
-    PROC_NULL, TAG_UB, UNDEFINED,
+    PROC_NULL, UNDEFINED,
 };
 use crate::coll::{self, Pt2Pt};
 use crate::datatype::Datatype;
@@ -103,6 +103,20 @@ impl<A: Abi> SystemComm<A> {
             });
         }
         Ok(())
+    }
+
+    fn check_send_tag(&self, tag: i32) -> Result<()> {
+        if !(0..=self.core.tag_ub()).contains(&tag) {
+            return Err(Error::Tag(tag));
+        }
+        Ok(())
+    }
+
+    fn check_recv_tag(&self, tag: i32) -> Result<()> {
+        if tag == ANY_TAG {
+            return Ok(());
+        }
+        self.check_send_tag(tag)
     }
 
     fn request(&self, req: Arc<SysRequest<A>>) -> RequestRef {
@@ -273,20 +287,6 @@ fn world_ranks_of<A: Abi>(core: &Core<A>, h: A::H, size: c_int) -> Result<Vec<i3
     Ok(out)
 }
 
-fn check_send_tag(tag: i32) -> Result<()> {
-    if !(0..=TAG_UB).contains(&tag) {
-        return Err(Error::Tag(tag));
-    }
-    Ok(())
-}
-
-fn check_recv_tag(tag: i32) -> Result<()> {
-    if tag == ANY_TAG {
-        return Ok(());
-    }
-    check_send_tag(tag)
-}
-
 /// Do two `n`-byte ranges overlap?
 fn overlap(a: *const u8, b: *const u8, n: usize) -> bool {
     n > 0 && (a as usize) < (b as usize) + n && (b as usize) < (a as usize) + n
@@ -341,7 +341,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn isend(&self, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<RequestRef> {
-        check_send_tag(tag)?;
+        self.check_send_tag(tag)?;
         if dest == PROC_NULL {
             return Ok(SysRequest::completed(&self.core, Status::proc_null()));
         }
@@ -367,7 +367,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn send(&self, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<()> {
-        check_send_tag(tag)?;
+        self.check_send_tag(tag)?;
         if dest == PROC_NULL {
             return Ok(());
         }
@@ -384,7 +384,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn irecv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<RequestRef> {
-        check_recv_tag(tag)?;
+        self.check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(SysRequest::completed(&self.core, Status::proc_null()));
         }
@@ -400,13 +400,13 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn recv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<Status> {
-        check_recv_tag(tag)?;
+        self.check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Status::proc_null());
         }
         self.check_source(source)?;
         let core = &*self.core;
-        if core.recvq.pending() {
+        if core.recvq.pending() || !core.prepost_receives {
             // Keep the posting order with queued receives.
             return self.irecv(buf, source, tag)?.wait();
         }
@@ -429,7 +429,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn irecv_owned(&self, source: i32, tag: i32) -> Result<RequestRef> {
-        check_recv_tag(tag)?;
+        self.check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(SysRequest::completed(&self.core, Status::proc_null()));
         }
@@ -444,7 +444,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn iprobe(&self, source: i32, tag: i32) -> Result<Option<Status>> {
-        check_recv_tag(tag)?;
+        self.check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Some(Status::proc_null()));
         }
@@ -474,7 +474,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn improbe(&self, source: i32, tag: i32) -> Result<Option<(Box<dyn Message>, Status)>> {
-        check_recv_tag(tag)?;
+        self.check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Some((
                 Box::new(SysMessage::new(&self.core, None)),

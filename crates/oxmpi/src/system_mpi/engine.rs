@@ -2,11 +2,13 @@
 //! and the `Engine` trait.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::backend::{CommRef, Communicator, Engine, Status, ANY_SOURCE, ANY_TAG, PROC_NULL};
+use crate::backend::{
+    CommRef, Communicator, Engine, Status, ANY_SOURCE, ANY_TAG, PROC_NULL, TAG_UB,
+};
 use crate::error::{Error, Result};
 
 use super::abi::{Abi, Handles, MpiCount, RawStatus};
@@ -27,11 +29,47 @@ pub(crate) struct Core<A: Abi> {
     pub recvq: RecvQueue<A>,
     finalized: AtomicBool,
     interrupt: RwLock<Option<Box<dyn Fn() -> Result<()> + Send + Sync>>>,
+    /// The library's MPI_TAG_UB (read once MPI is initialised).
+    tag_ub: AtomicI32,
+    /// Whether receives into user buffers are posted to the library before
+    /// their message is known. Not with Open MPI: Open MPI 5.0 crashes
+    /// (SIGSEGV in ob1's rget) when a large message arrives for a posted
+    /// receive that is too small; there every receive is matched with a
+    /// probe first, and a message that does not fit is truncated by oxmpi.
+    pub prepost_receives: bool,
 }
 
 impl<A: Abi> Core<A> {
     pub fn is_finalized(&self) -> bool {
         self.finalized.load(Ordering::Acquire)
+    }
+
+    /// The largest valid tag.
+    #[inline]
+    pub fn tag_ub(&self) -> i32 {
+        self.tag_ub.load(Ordering::Relaxed)
+    }
+
+    /// An integer attribute of MPI_COMM_WORLD (a predefined keyval).
+    fn world_attr(&self, keyval: c_int) -> Option<i32> {
+        let mut value: *mut c_int = std::ptr::null_mut();
+        let mut flag: c_int = 0;
+        // SAFETY: for a predefined keyval MPI stores a pointer to the int
+        // attribute in `value`.
+        let rc = unsafe {
+            (self.api.MPI_Comm_get_attr)(
+                self.h.comm_world,
+                keyval,
+                (&mut value as *mut *mut c_int).cast::<c_void>(),
+                &mut flag,
+            )
+        };
+        if rc == 0 && flag != 0 && !value.is_null() {
+            // SAFETY: the library's own attribute value, valid while MPI is.
+            Some(unsafe { *value })
+        } else {
+            None
+        }
     }
 
     /// `Ok` for MPI_SUCCESS, else the library's error in oxmpi's terms.
@@ -207,6 +245,8 @@ pub(crate) fn init<A: Abi>(
         recvq: RecvQueue::new(),
         finalized: AtomicBool::new(false),
         interrupt: RwLock::new(None),
+        tag_ub: AtomicI32::new(TAG_UB),
+        prepost_receives: !lib.version.contains("Open MPI"),
     });
     let api = &core.api;
     let mut initialized: c_int = 0;
@@ -236,6 +276,9 @@ pub(crate) fn init<A: Abi>(
         // SAFETY: predefined handles of this library.
         let rc = unsafe { (api.MPI_Comm_set_errhandler)(comm, core.h.errors_return) };
         core.check(rc, "MPI_Comm_set_errhandler")?;
+    }
+    if let Some(ub) = core.world_attr(A::KEYVAL_TAG_UB).filter(|&ub| ub > 0) {
+        core.tag_ub.store(ub, Ordering::Relaxed);
     }
     let world = SystemComm::predefined(core.clone(), core.h.comm_world, "MPI_COMM_WORLD")?;
     if let Some(n) = expected_size {
@@ -306,26 +349,14 @@ impl<A: Abi> Engine for SystemEngine<A> {
     }
 
     fn universe_size(&self) -> i32 {
-        let mut value: *mut c_int = std::ptr::null_mut();
-        let mut flag: c_int = 0;
-        // SAFETY: for a predefined keyval MPI stores a pointer to the int
-        // attribute in `value`.
-        let rc = unsafe {
-            (self.core.api.MPI_Comm_get_attr)(
-                self.core.h.comm_world,
-                A::KEYVAL_UNIVERSE_SIZE,
-                (&mut value as *mut *mut c_int).cast::<c_void>(),
-                &mut flag,
-            )
-        };
-        if rc == 0 && flag != 0 && !value.is_null() {
-            // SAFETY: the library's own attribute value.
-            let n = unsafe { *value };
-            if n > 0 {
-                return n;
-            }
+        match self.core.world_attr(A::KEYVAL_UNIVERSE_SIZE) {
+            Some(n) if n > 0 => n,
+            _ => self.world.size(),
         }
-        self.world.size()
+    }
+
+    fn tag_ub(&self) -> i32 {
+        self.core.tag_ub()
     }
 
     fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()> {

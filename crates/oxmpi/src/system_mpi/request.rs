@@ -147,6 +147,10 @@ enum State<A: Abi> {
         /// the count is then read as bytes of any length.
         derived: bool,
         data: Option<Vec<u8>>,
+        /// A message longer than the receive buffer is received whole into
+        /// `data`; on completion its head is copied here and the receive
+        /// fails with ERR_TRUNCATE (see `start_matched`).
+        truncate_into: Option<RawBuf>,
         cancel_requested: bool,
     },
     Done {
@@ -194,6 +198,7 @@ impl<A: Abi> SysRequest<A> {
                 recv,
                 derived,
                 data: None,
+                truncate_into: None,
                 cancel_requested: false,
             },
         )
@@ -269,8 +274,26 @@ impl<A: Abi> SysRequest<A> {
                 Ok(s) => status = s,
                 Err(e) => error = Some(e),
             }
-            if let State::Active { data: Some(d), .. } = &*st {
+            if let State::Active {
+                data: Some(d),
+                truncate_into,
+                ..
+            } = &mut *st
+            {
                 status.count = d.len();
+                if let Some(dst) = truncate_into.take() {
+                    let n = dst.len.min(d.len());
+                    // SAFETY: the receive buffer stays valid until this
+                    // request completes (now); `d` is ours.
+                    unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), dst.ptr, n) };
+                    error = Some(Error::Truncate {
+                        received: d.len(),
+                        capacity: dst.len,
+                    });
+                    status.error = crate::error::class::ERR_TRUNCATE;
+                    status.count = n;
+                    *d = Vec::new();
+                }
             }
             if cancel_requested {
                 let mut c: c_int = 0;
@@ -305,21 +328,29 @@ impl<A: Abi> SysRequest<A> {
             State::Queued(t) => *t,
             _ => return,
         };
-        let (buf, data) = match target {
-            Target::Buf(b) => (b, None),
-            Target::Owned => match core.message_bytes(probed) {
-                Ok(n) => {
-                    let mut v = vec![0u8; n];
-                    (RawBuf::from_mut(&mut v), Some(v))
-                }
-                Err(e) => {
-                    drop(st);
-                    // The message is matched: receive it somewhere, or the
-                    // library keeps it forever.
-                    discard_message(core, msg, probed);
-                    return self.fail(e);
-                }
-            },
+        let size = match core.message_bytes(probed) {
+            Ok(n) => n,
+            Err(e) => {
+                drop(st);
+                // The message is matched: receive it somewhere, or the
+                // library keeps it forever.
+                discard_message(core, msg, probed);
+                return self.fail(e);
+            }
+        };
+        // A message that does not fit is received whole and truncated by
+        // oxmpi: the size is known here, and Open MPI 5.0 crashes when it
+        // truncates a large message itself.
+        let (buf, data, truncate_into) = match target {
+            Target::Buf(b) if size <= b.len => (b, None, None),
+            Target::Buf(b) => {
+                let mut v = vec![0u8; size];
+                (RawBuf::from_mut(&mut v), Some(v), Some(b))
+            }
+            Target::Owned => {
+                let mut v = vec![0u8; size];
+                (RawBuf::from_mut(&mut v), Some(v), None)
+            }
         };
         let wire = match Wire::contiguous(core, buf.ptr, buf.len) {
             Ok(w) => w,
@@ -350,6 +381,7 @@ impl<A: Abi> SysRequest<A> {
             recv: true,
             derived: wire.derived,
             data,
+            truncate_into,
             cancel_requested: false,
         };
     }
@@ -483,7 +515,8 @@ impl<A: Abi> RecvQueue<A> {
     }
 
     /// Posts a receive into `buf`: to MPI at once, unless a queued receive
-    /// could take the same messages.
+    /// could take the same messages (or the library cannot have receives
+    /// posted early: `Core::prepost_receives`).
     pub fn post_buffer(
         &self,
         core: &Arc<Core<A>>,
@@ -493,9 +526,9 @@ impl<A: Abi> RecvQueue<A> {
         tag: c_int,
     ) -> Result<Arc<SysRequest<A>>> {
         let mut guard = None;
-        if self.pending() {
+        if self.pending() || !core.prepost_receives {
             let q = self.lock();
-            if q.iter().any(|e| e.overlaps(comm, source, tag)) {
+            if !core.prepost_receives || q.iter().any(|e| e.overlaps(comm, source, tag)) {
                 let req = SysRequest::with_state(core, State::Queued(Target::Buf(buf)));
                 self.push(q, comm, source, tag, req.clone());
                 return Ok(req);
@@ -742,6 +775,30 @@ impl<A: Abi> SysMessage<A> {
 
 impl<A: Abi> Message for SysMessage<A> {
     fn recv(mut self: Box<Self>, buf: RawBuf) -> Result<Status> {
+        let Some((_, probed)) = self.msg else {
+            return Ok(Status::proc_null());
+        };
+        // On an error before the receive, dropping `self` discards the
+        // message.
+        let size = self.core.message_bytes(&probed)?;
+        if size <= buf.len {
+            return self.recv_fitting(buf);
+        }
+        // Received whole, then truncated by oxmpi (see start_matched).
+        let mut whole = vec![0u8; size];
+        self.recv_fitting(RawBuf::from_mut(&mut whole))?;
+        // SAFETY: the caller keeps `buf` valid for the call.
+        unsafe { std::ptr::copy_nonoverlapping(whole.as_ptr(), buf.ptr, buf.len) };
+        Err(Error::Truncate {
+            received: size,
+            capacity: buf.len,
+        })
+    }
+}
+
+impl<A: Abi> SysMessage<A> {
+    /// Receives the message into a buffer it fits.
+    fn recv_fitting(&mut self, buf: RawBuf) -> Result<Status> {
         let Some((mut msg, probed)) = self.msg.take() else {
             return Ok(Status::proc_null());
         };
