@@ -153,10 +153,12 @@ pub fn unpickle_owned<'py>(
     data: Option<Vec<u8>>,
     st: &Status,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if st.source == oxmpi::backend::PROC_NULL {
+    let data = data.unwrap_or_default();
+    // As mpi4py: no message (PROC_NULL, a cancelled receive) or an empty
+    // one unpickles to None.
+    if st.source == oxmpi::backend::PROC_NULL || st.cancelled || data.is_empty() {
         return Ok(py.None().into_bound(py));
     }
-    let data = data.unwrap_or_default();
     let holder = Bound::new(py, ReceivedMessage { data })?;
     pickle::loads(py, holder.as_any(), &holder.get().data)
 }

@@ -128,10 +128,10 @@ pub fn choose_backend() -> Result<BackendChoice> {
                         None => "OXMPI_BACKEND=system".into(),
                     },
                 }),
-                Err(tried) => Err(Error::Bootstrap(format!(
+                Err(nf) => Err(Error::Bootstrap(format!(
                     "OXMPI_BACKEND=system, but no MPI library was found (tried: {}); set \
                      OXMPI_LIBMPI to the path of the MPI library (libmpi.so)",
-                    tried_list(&tried)
+                    tried_list(&nf.tried)
                 ))),
             }
         }
@@ -151,13 +151,19 @@ pub fn choose_backend() -> Result<BackendChoice> {
                     },
                     reason: format!("started by {}", l.who),
                 }),
-                Err(tried) if l.pmi_fd => Ok(native(format!(
+                Err(nf) if nf.explicit => Err(Error::Bootstrap(format!(
+                    "this process was started by {}, and OXMPI_LIBMPI names an MPI library \
+                     that cannot be used: {}",
+                    l.who,
+                    tried_list(&nf.tried)
+                ))),
+                Err(nf) if l.pmi_fd => Ok(native(format!(
                     "started by {}, but no MPI library was found (tried: {}): the native \
                      runtime joins the launcher's PMI-1 service (one node only)",
                     l.who,
-                    tried_list(&tried)
+                    tried_list(&nf.tried)
                 ))),
-                Err(tried) => Err(Error::Bootstrap(format!(
+                Err(nf) => Err(Error::Bootstrap(format!(
                     "this process was started by {}; oxmpi runs such jobs on the site's MPI \
                      library, but none was found (tried: {}). Set OXMPI_LIBMPI to the \
                      libmpi.so of the MPI installation whose launcher you use (or add its lib \
@@ -165,7 +171,7 @@ pub fn choose_backend() -> Result<BackendChoice> {
                      launcher (`mpiexec -n N python script.py` from the oxmpi package) so \
                      that it does not run as N independent copies of rank 0",
                     l.who,
-                    tried_list(&tried)
+                    tried_list(&nf.tried)
                 ))),
             }
         }
@@ -205,9 +211,9 @@ pub fn backend_report() -> Vec<String> {
             lib.version_line(),
             lib.found_by
         )),
-        Err(tried) => lines.push(format!(
+        Err(nf) => lines.push(format!(
             "system MPI library: none found (tried: {}); set OXMPI_LIBMPI to use one",
-            tried_list(&tried)
+            tried_list(&nf.tried)
         )),
     }
     lines

@@ -111,8 +111,13 @@ impl Loaded {
 fn open(name: &str, found_by: &str) -> std::result::Result<Loaded, String> {
     // SAFETY: loading an MPI library runs its initialisers, which only set
     // up the library's own state; it is never unloaded (see `locate`).
-    let lib = unsafe { Library::open(Some(name), RTLD_NOW | RTLD_GLOBAL) }
-        .map_err(|e| format!("{name}: {e}"))?;
+    let lib = unsafe { Library::open(Some(name), RTLD_NOW | RTLD_GLOBAL) }.map_err(|e| {
+        // libloading's message is "dlopen failed"; dlerror's is the source.
+        match std::error::Error::source(&e) {
+            Some(why) => format!("{why}"),
+            None => format!("{name}: {e}"),
+        }
+    })?;
     let mut loaded = Loaded {
         lib,
         path: name.to_owned(),
@@ -250,14 +255,27 @@ fn parent_of(pid: u32) -> Option<u32> {
 /// the launcher that started this process. The library stays loaded for
 /// the life of the process (MPI cannot be initialised twice anyway).
 ///
-/// On failure, returns what was tried and why each failed.
-pub fn locate(pref: Preference) -> std::result::Result<&'static Loaded, Vec<String>> {
+/// Why no library was found.
+#[derive(Debug)]
+pub struct NotFound {
+    /// `OXMPI_LIBMPI` named a library that could not be used: an error
+    /// whatever the launcher.
+    pub explicit: bool,
+    /// What was tried, and why each failed.
+    pub tried: Vec<String>,
+}
+
+/// On failure, says what was tried and why each failed.
+pub fn locate(pref: Preference) -> std::result::Result<&'static Loaded, NotFound> {
     let mut tried = Vec::new();
     if let Some(name) = std::env::var_os("OXMPI_LIBMPI") {
         let name = name.to_string_lossy().into_owned();
         return match open(&name, "OXMPI_LIBMPI") {
             Ok(l) => Ok(Box::leak(Box::new(l))),
-            Err(e) => Err(vec![format!("OXMPI_LIBMPI={e}")]),
+            Err(e) => Err(NotFound {
+                explicit: true,
+                tried: vec![format!("OXMPI_LIBMPI={name}: {e}")],
+            }),
         };
     }
     for soname in sonames(pref) {
@@ -280,7 +298,10 @@ pub fn locate(pref: Preference) -> std::result::Result<&'static Loaded, Vec<Stri
             }
         }
     }
-    Err(tried)
+    Err(NotFound {
+        explicit: false,
+        tried,
+    })
 }
 
 #[cfg(test)]
