@@ -57,10 +57,8 @@ impl<A: Abi> SystemComm<A> {
         }
         let mut shadow = core.h.comm_null;
         // SAFETY: as above; `shadow` is an out-pointer.
-        core.check(
-            unsafe { (api.MPI_Comm_dup)(h, &mut shadow) },
-            "MPI_Comm_dup",
-        )?;
+        let rc = unsafe { (api.MPI_Comm_dup)(h, &mut shadow) };
+        core.check(rc, "MPI_Comm_dup")?;
         let world_ranks = if h == core.h.comm_world {
             (0..size).collect()
         } else {
@@ -128,19 +126,21 @@ impl<A: Abi> SystemComm<A> {
     fn bcast_raw(&self, comm: A::H, ptr: *mut u8, len: usize, root: i32) -> Result<()> {
         let api = &self.core.api;
         let byte = self.core.h.byte;
-        // SAFETY (all three): the caller's buffer of `len` bytes stays valid
-        // for the call.
         if len <= INT_MAX {
+            // SAFETY: the caller's buffer of `len` bytes stays valid for the
+            // call.
             let rc = unsafe { (api.MPI_Bcast)(ptr.cast(), len as c_int, byte, root, comm) };
             return self.core.check(rc, "MPI_Bcast");
         }
         if let Some(f) = api.MPI_Bcast_c {
+            // SAFETY: as above, with a large count.
             let rc = unsafe { f(ptr.cast(), len as MpiCount, byte, root, comm) };
             return self.core.check(rc, "MPI_Bcast_c");
         }
         let mut off = 0;
         while off < len {
             let n = (len - off).min(BLOCK);
+            // SAFETY: [off, off + n) lies inside the caller's buffer.
             let rc = unsafe { (api.MPI_Bcast)(ptr.add(off).cast(), n as c_int, byte, root, comm) };
             self.core.check(rc, "MPI_Bcast")?;
             off += n;

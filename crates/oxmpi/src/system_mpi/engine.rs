@@ -17,6 +17,9 @@ use super::comm::SystemComm;
 use super::library::Loaded;
 use super::request::RecvQueue;
 
+/// A check a blocked wait runs now and then (Python's Ctrl-C).
+type InterruptCheck = Box<dyn Fn() -> Result<()> + Send + Sync>;
+
 /// How often a blocked wait runs the interrupt check (Ctrl-C in Python).
 const INTERRUPT_EVERY: Duration = Duration::from_millis(50);
 
@@ -28,7 +31,7 @@ pub(crate) struct Core<A: Abi> {
     /// Receives waiting for their message in posting order (request.rs).
     pub recvq: RecvQueue<A>,
     finalized: AtomicBool,
-    interrupt: RwLock<Option<Box<dyn Fn() -> Result<()> + Send + Sync>>>,
+    interrupt: RwLock<Option<InterruptCheck>>,
     /// The library's MPI_TAG_UB (read once MPI is initialised).
     tag_ub: AtomicI32,
     /// Whether receives into user buffers are posted to the library before
@@ -190,7 +193,7 @@ impl<A: Abi> Core<A> {
                 return Ok(());
             }
             spins = spins.wrapping_add(1);
-            if spins % 128 == 0 {
+            if spins & 127 == 0 {
                 // Let a rank that shares our core run.
                 std::thread::yield_now();
                 if last_check.elapsed() >= INTERRUPT_EVERY {
