@@ -28,12 +28,40 @@ pub(crate) struct SystemComm<A: Abi> {
     core: Arc<Core<A>>,
     h: A::H,
     shadow: A::H,
+    /// Owns `h` and `shadow`; receives queued on them hold it too.
+    handles: Arc<CommHandles<A>>,
     rank: i32,
     size: i32,
     world_ranks: Vec<i32>,
     name: Mutex<String>,
-    /// Freed on drop (not MPI_COMM_WORLD or MPI_COMM_SELF).
+}
+
+/// The library communicators a `SystemComm` wraps, freed once nothing
+/// uses them: neither the communicator object nor a receive still queued
+/// on it (MPI lets a communicator be freed with receives pending; those
+/// complete normally).
+pub(crate) struct CommHandles<A: Abi> {
+    core: Arc<Core<A>>,
+    h: A::H,
+    shadow: A::H,
+    /// MPI_COMM_WORLD and MPI_COMM_SELF are not freed.
     owned: bool,
+}
+
+impl<A: Abi> Drop for CommHandles<A> {
+    fn drop(&mut self) {
+        if self.core.is_finalized() {
+            return;
+        }
+        // SAFETY: communicators only this object owns; operations pending
+        // on them in the library complete normally after the free.
+        unsafe {
+            (self.core.api.MPI_Comm_free)(&mut self.shadow);
+            if self.owned {
+                (self.core.api.MPI_Comm_free)(&mut self.h);
+            }
+        }
+    }
 }
 
 impl<A: Abi> SystemComm<A> {
@@ -42,7 +70,8 @@ impl<A: Abi> SystemComm<A> {
         Self::wrap(core, h, name, false)
     }
 
-    /// Wraps library communicator `h` (errors returned, a shadow made).
+    /// Wraps library communicator `h` (errors returned, a shadow made);
+    /// `owned`: freed when no longer used.
     fn wrap(core: Arc<Core<A>>, h: A::H, name: &str, owned: bool) -> Result<Self> {
         let api = &core.api;
         let (mut rank, mut size): (c_int, c_int) = (0, 0);
@@ -65,6 +94,12 @@ impl<A: Abi> SystemComm<A> {
             world_ranks_of(&core, h, size)?
         };
         Ok(SystemComm {
+            handles: Arc::new(CommHandles {
+                core: core.clone(),
+                h,
+                shadow,
+                owned,
+            }),
             core,
             h,
             shadow,
@@ -72,7 +107,6 @@ impl<A: Abi> SystemComm<A> {
             size,
             world_ranks,
             name: Mutex::new(name.to_owned()),
-            owned,
         })
     }
 
@@ -391,7 +425,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
         self.check_source(source)?;
         let req = self.core.recvq.post_buffer(
             &self.core,
-            self.h,
+            &self.handles,
             buf,
             Core::<A>::lib_source(source),
             Core::<A>::lib_tag(tag),
@@ -436,7 +470,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
         self.check_source(source)?;
         let req = self.core.recvq.post_owned(
             &self.core,
-            self.h,
+            &self.handles,
             Core::<A>::lib_source(source),
             Core::<A>::lib_tag(tag),
         );
@@ -971,22 +1005,6 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 }
 
-impl<A: Abi> Drop for SystemComm<A> {
-    fn drop(&mut self) {
-        if self.core.is_finalized() {
-            return;
-        }
-        // SAFETY: communicators this object owns, used by nothing else
-        // (pending operations on them complete normally after the free).
-        unsafe {
-            (self.core.api.MPI_Comm_free)(&mut self.shadow);
-            if self.owned {
-                (self.core.api.MPI_Comm_free)(&mut self.h);
-            }
-        }
-    }
-}
-
 /// Point-to-point on the shadow communicator, for oxmpi's collective
 /// algorithms in `coll.rs`. Waits drive the receive queue.
 struct Shadow<'a, A: Abi>(&'a SystemComm<A>);
@@ -1062,5 +1080,12 @@ impl<A: Abi> Pt2Pt for Shadow<'_, A> {
         // when the receive failed.
         sreq.wait()?;
         got
+    }
+}
+
+impl<A: Abi> CommHandles<A> {
+    /// The user communicator.
+    pub fn handle(&self) -> A::H {
+        self.h
     }
 }

@@ -30,6 +30,7 @@ use crate::backend::{Message, RawBuf, Request, Status};
 use crate::error::{Error, Result};
 
 use super::abi::{Abi, MpiAint, RawStatus};
+use super::comm::CommHandles;
 use super::engine::Core;
 
 /// Largest block of one derived-datatype element (fits a C int).
@@ -466,6 +467,8 @@ pub(crate) struct Queued<A: Abi> {
     source: c_int,
     tag: c_int,
     req: Arc<SysRequest<A>>,
+    /// Keeps `comm` from being freed while the receive waits.
+    _keep: Arc<CommHandles<A>>,
 }
 
 impl<A: Abi> Queued<A> {
@@ -520,17 +523,18 @@ impl<A: Abi> RecvQueue<A> {
     pub fn post_buffer(
         &self,
         core: &Arc<Core<A>>,
-        comm: A::H,
+        keep: &Arc<CommHandles<A>>,
         buf: RawBuf,
         source: c_int,
         tag: c_int,
     ) -> Result<Arc<SysRequest<A>>> {
+        let comm = keep.handle();
         let mut guard = None;
         if self.pending() || !core.prepost_receives {
             let q = self.lock();
             if !core.prepost_receives || q.iter().any(|e| e.overlaps(comm, source, tag)) {
                 let req = SysRequest::with_state(core, State::Queued(Target::Buf(buf)));
-                self.push(q, comm, source, tag, req.clone());
+                self.push(q, keep, source, tag, req.clone());
                 return Ok(req);
             }
             // Keep the queue locked while posting, so that no queued
@@ -560,13 +564,13 @@ impl<A: Abi> RecvQueue<A> {
     pub fn post_owned(
         &self,
         core: &Arc<Core<A>>,
-        comm: A::H,
+        keep: &Arc<CommHandles<A>>,
         source: c_int,
         tag: c_int,
     ) -> Arc<SysRequest<A>> {
         let req = SysRequest::with_state(core, State::Queued(Target::Owned));
         let q = self.lock();
-        self.push(q, comm, source, tag, req.clone());
+        self.push(q, keep, source, tag, req.clone());
         // A message already here is matched now, as a posted receive's
         // would be.
         self.drive(core);
@@ -576,16 +580,17 @@ impl<A: Abi> RecvQueue<A> {
     fn push(
         &self,
         mut q: MutexGuard<'_, VecDeque<Queued<A>>>,
-        comm: A::H,
+        keep: &Arc<CommHandles<A>>,
         source: c_int,
         tag: c_int,
         req: Arc<SysRequest<A>>,
     ) {
         q.push_back(Queued {
-            comm,
+            comm: keep.handle(),
             source,
             tag,
             req,
+            _keep: keep.clone(),
         });
         self.len.store(q.len(), Ordering::Release);
         drop(q);
