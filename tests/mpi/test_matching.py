@@ -126,6 +126,22 @@ def test_cancel_object_receive(comm):
     comm.Barrier()
 
 
+def test_free_communicator_with_pending_receive(comm):
+    """A communicator freed while an object receive on it is pending: the
+    receive still completes (MPI defers the free)."""
+    import gc
+
+    sub = comm.Dup()
+    req = sub.irecv(source=left, tag=13)
+    sreq = sub.isend(("freed", rank), dest=right, tag=13)
+    sub.Free()
+    del sub
+    gc.collect()
+    assert req.wait() == ("freed", left), f"{WHERE} receive on a freed communicator"
+    sreq.wait()
+    comm.Barrier()
+
+
 def test_many_outstanding_object_receives(comm):
     """Object receives complete in posting order for one sender and tag."""
     tag = 12
@@ -225,6 +241,7 @@ def main():
     test_probe_does_not_report_claimed_message(comm)
     test_receive_progresses_during_collective(comm)
     test_cancel_object_receive(comm)
+    test_free_communicator_with_pending_receive(comm)
     test_many_outstanding_object_receives(comm)
     test_reductions_without_library_ops(comm)
     test_user_op_exception(comm)
