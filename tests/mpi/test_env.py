@@ -103,7 +103,9 @@ def main():
 
     # -- constants ------------------------------------------------------------------
     assert MPI.PROC_NULL not in range(size) and MPI.ANY_SOURCE not in range(size), where
-    assert MPI.ANY_TAG < 0 and MPI.TAG_UB >= 32767, f"{where} TAG_UB == {MPI.TAG_UB}"
+    # MPI.TAG_UB is the attribute key, as in mpi4py; the bound is its value.
+    tag_ub = world.Get_attr(MPI.TAG_UB)
+    assert MPI.ANY_TAG < 0 and tag_ub >= 32767, f"{where} TAG_UB attribute == {tag_ub}"
     assert MPI.INT.Get_size() == 4 and MPI.DOUBLE.Get_size() == 8 and MPI.BYTE.Get_size() == 1, where
 
     world.Barrier()

@@ -86,7 +86,8 @@ pub enum Persistent {
 /// What a handle is, beyond the operation in flight.
 enum Kind {
     Plain,
-    Persistent(Persistent),
+    // Boxed: the persistent operation's arguments are large, the others small.
+    Persistent(Box<Persistent>),
     Generalized(Arc<Greq>),
 }
 
@@ -334,7 +335,7 @@ impl PyRequest {
                 "invalid request: the persistent request is already active",
             ));
         }
-        let req = match op {
+        let req = match &**op {
             Persistent::Send {
                 comm,
                 msg,
@@ -459,7 +460,7 @@ impl Request for AllOf {
 
 /// Creates a persistent request (`Send_init`, `Recv_init`, ...).
 pub fn new_prequest(py: Python<'_>, op: Persistent) -> PyResult<Py<PyPrequest>> {
-    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(op), None)));
+    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(Box::new(op)), None)));
     Py::new(py, PyClassInitializer::from(base).add_subclass(PyPrequest))
 }
 
@@ -469,7 +470,9 @@ pub fn unpickle_owned<'py>(
     data: Option<Vec<u8>>,
     st: &Status,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if st.source == PROC_NULL {
+    // As mpi4py: no message (PROC_NULL, a cancelled receive) or an empty
+    // one unpickles to None.
+    if st.source == PROC_NULL || st.cancelled {
         return Ok(py.None().into_bound(py));
     }
     match data {
