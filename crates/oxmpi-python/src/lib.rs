@@ -78,6 +78,12 @@ fn universe_size(py: Python<'_>) -> PyResult<i32> {
     Ok(engine::engine(py)?.universe_size())
 }
 
+/// The largest valid tag of the running engine (MPI_TAG_UB).
+#[pyfunction]
+fn tag_ub(py: Python<'_>) -> PyResult<i32> {
+    Ok(engine::engine(py)?.tag_ub())
+}
+
 /// Runs the launcher (`mpiexec`, `mpirun`, `oxmpi`) with `args`; returns
 /// its exit status. The GIL is released for the whole job.
 #[pyfunction]
@@ -120,6 +126,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(launch, m)?)?;
     add_p2p(m)?;
     add_comm_chapter(m)?;
+    m.add_function(wrap_pyfunction!(tag_ub, m)?)?;
     Ok(())
 }
 

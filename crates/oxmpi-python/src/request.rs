@@ -104,7 +104,8 @@ impl Persistent {
 /// What a handle is, beyond the operation in flight.
 enum Kind {
     Plain,
-    Persistent(Persistent),
+    // Boxed: the persistent operation's arguments are large, the others small.
+    Persistent(Box<Persistent>),
     Generalized(Arc<Greq>),
 }
 
@@ -267,12 +268,14 @@ impl PyRequest {
             // Another thread completed it first.
             return Ok(Completion::empty());
         };
-        if let Kind::Persistent(Persistent::Recv { msg, .. }) = &h.kind {
-            if let Some(p) = &msg.packed {
-                // SAFETY: the receive has completed (it was packed afresh
-                // at its start, so whatever it did not deliver unpacks
-                // unchanged).
-                unsafe { p.unpack() };
+        if let Kind::Persistent(op) = &h.kind {
+            if let Persistent::Recv { msg, .. } = &**op {
+                if let Some(p) = &msg.packed {
+                    // SAFETY: the receive has completed (it was packed afresh
+                    // at its start, so whatever it did not deliver unpacks
+                    // unchanged).
+                    unsafe { p.unpack() };
+                }
             }
         }
         let st = match outcome {
@@ -365,7 +368,7 @@ impl PyRequest {
             // operation uses its packed copy.
             unsafe { p.repack() };
         }
-        let req = match op {
+        let req = match &**op {
             Persistent::Send {
                 comm,
                 msg,
@@ -493,7 +496,7 @@ pub fn new_prequest(py: Python<'_>, mut op: Persistent) -> PyResult<Py<PyPreques
     if let Some(p) = op.msg_mut().packed.as_mut() {
         p.make_persistent();
     }
-    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(op), None)));
+    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(Box::new(op)), None)));
     Py::new(py, PyClassInitializer::from(base).add_subclass(PyPrequest))
 }
 
@@ -503,7 +506,9 @@ pub fn unpickle_owned<'py>(
     data: Option<Vec<u8>>,
     st: &Status,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if st.source == PROC_NULL {
+    // As mpi4py: no message (PROC_NULL, a cancelled receive) or an empty
+    // one unpickles to None.
+    if st.source == PROC_NULL || st.cancelled {
         return Ok(py.None().into_bound(py));
     }
     match data {

@@ -365,6 +365,11 @@ pub trait Engine: Send + Sync {
     fn set_interrupt_check(&self, check: Box<dyn Fn() -> Result<()> + Send + Sync>);
     fn abort(&self, code: i32, msg: &str) -> !;
     fn finalize(&self) -> Result<()>;
+    /// The largest valid tag (the MPI_TAG_UB attribute): [`TAG_UB`] unless
+    /// the engine's transport allows less (a system MPI library).
+    fn tag_ub(&self) -> i32 {
+        TAG_UB
+    }
 }
 
 /// One process's blocks in a vector collective: block `i` is `counts[i]`

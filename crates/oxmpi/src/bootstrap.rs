@@ -65,6 +65,78 @@ pub fn foreign_launcher_without_pmi() -> Option<String> {
     None
 }
 
+/// A process manager other than oxmpi's that started this process.
+#[derive(Clone, Debug)]
+pub struct ForeignLauncher {
+    /// Who, in words, with the variable that told.
+    pub who: String,
+    /// Which MPI library goes with it.
+    pub preference: crate::system_mpi::Preference,
+    /// The number of ranks it started, where it says.
+    pub size: Option<usize>,
+    /// It passed a PMI-1 descriptor (`PMI_FD`) that the native runtime
+    /// could join.
+    pub pmi_fd: bool,
+}
+
+/// The foreign launcher that started this process, from the variables it
+/// sets (whatever the job size). oxmpi's own launcher sets
+/// `OXMPI_LAUNCHER`, which overrides every other sign.
+pub fn foreign_launcher() -> Option<ForeignLauncher> {
+    use crate::system_mpi::Preference;
+    let set = |name: &str| std::env::var_os(name).is_some();
+    if set("OXMPI_LAUNCHER") {
+        return None;
+    }
+    let pmi_fd = set("PMI_FD");
+    let found = |who: &str, preference, size| {
+        Some(ForeignLauncher {
+            who: who.to_owned(),
+            preference,
+            size,
+            pmi_fd,
+        })
+    };
+    if set("OMPI_COMM_WORLD_SIZE") || set("OMPI_COMM_WORLD_RANK") {
+        return found(
+            "Open MPI's mpirun/prterun (OMPI_COMM_WORLD_SIZE is set)",
+            Preference::OpenMpi,
+            env_usize("OMPI_COMM_WORLD_SIZE"),
+        );
+    }
+    let pmi = set("PMI_RANK") && (pmi_fd || set("PMI_PORT"));
+    if set("SLURM_PROCID") && (pmi || set("PMIX_RANK")) {
+        return found(
+            "Slurm's srun (SLURM_PROCID with PMI/PMIx variables)",
+            Preference::Any,
+            env_usize("SLURM_STEP_NUM_TASKS").or_else(|| env_usize("SLURM_NTASKS")),
+        );
+    }
+    if pmi {
+        let who = if pmi_fd {
+            "MPICH's hydra mpiexec or another PMI launcher (PMI_RANK and PMI_FD are set)"
+        } else {
+            "MPICH's hydra mpiexec or another PMI launcher (PMI_RANK and PMI_PORT are set)"
+        };
+        return found(who, Preference::Mpich, env_usize("PMI_SIZE"));
+    }
+    if set("PMIX_RANK") {
+        return found(
+            "a PMIx launcher such as prterun (PMIX_RANK is set)",
+            Preference::OpenMpi,
+            env_usize("PMIX_SIZE"),
+        );
+    }
+    if set("PALS_RANKID") {
+        return found(
+            "HPE's PALS launcher (PALS_RANKID is set)",
+            Preference::Mpich,
+            None,
+        );
+    }
+    None
+}
+
 impl Pmi {
     /// Connects to the launcher if there is one; `Ok(None)` for a singleton.
     pub fn from_env() -> Result<Option<Pmi>> {

@@ -49,11 +49,6 @@ impl Comm {
         Comm { inner }
     }
 
-    /// The backend handle, for layers built on top.
-    pub fn as_ref(&self) -> &CommRef {
-        &self.inner
-    }
-
     pub fn rank(&self) -> i32 {
         self.inner.rank()
     }
@@ -125,5 +120,12 @@ impl Comm {
     /// MPI_Comm_dup.
     pub fn dup(&self) -> Result<Comm> {
         Ok(Comm::from_ref(self.inner.dup()?))
+    }
+}
+
+/// The backend handle, for layers built on top.
+impl AsRef<CommRef> for Comm {
+    fn as_ref(&self) -> &CommRef {
+        &self.inner
     }
 }

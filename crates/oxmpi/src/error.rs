@@ -235,6 +235,10 @@ pub enum Error {
     Topology(String),
     #[error("invalid dimensions: {0}")]
     Dims(String),
+    /// An error reported by the system MPI library, already translated to
+    /// oxmpi's error class; `message` is the library's own error string.
+    #[error("{message}")]
+    Mpi { class: i32, message: String },
 }
 
 impl Error {
@@ -261,6 +265,7 @@ impl Error {
             Error::Group(_) => ERR_GROUP,
             Error::Topology(_) => ERR_TOPOLOGY,
             Error::Dims(_) => ERR_DIMS,
+            Error::Mpi { class, .. } => *class,
         }
     }
 

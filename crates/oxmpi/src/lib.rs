@@ -29,6 +29,7 @@ mod native;
 pub mod op;
 mod shm;
 mod sys;
+pub mod system_mpi;
 pub mod topo;
 
 pub use comm::{Comm, Equivalence};

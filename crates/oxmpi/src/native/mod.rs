@@ -28,6 +28,9 @@ use crate::sys;
 pub use comm::NativeComm;
 use request::ReqState;
 
+/// The check `Engine::set_interrupt_check` installs (Python's Ctrl-C).
+type InterruptCheck = Box<dyn Fn() -> Result<()> + Send + Sync>;
+
 /// How long a sleeping waiter naps before looking around (interrupt check,
 /// launcher gone) when nothing rings its doorbell.
 const IDLE_NAP: Duration = Duration::from_millis(50);
@@ -186,7 +189,7 @@ pub struct Core {
     next_id: AtomicU64,
     /// Communicator ids free at this process (see `ctxid.rs`).
     ctx_ids: ctxid::ContextIds,
-    interrupt: RwLock<Option<Box<dyn Fn() -> Result<()> + Send + Sync>>>,
+    interrupt: RwLock<Option<InterruptCheck>>,
     finalized: AtomicBool,
     /// Which collective channels of the segment our communicators hold.
     coll_channels: coll::ChannelPool,
@@ -1085,10 +1088,16 @@ impl Engine for NativeEngine {
     }
 
     fn library_version(&self) -> String {
-        format!(
-            "oxmpi {} (native shared-memory runtime)",
-            env!("CARGO_PKG_VERSION")
-        )
+        match crate::env::backend_reason() {
+            Some(why) => format!(
+                "oxmpi {} (native shared-memory runtime: {why})",
+                env!("CARGO_PKG_VERSION")
+            ),
+            None => format!(
+                "oxmpi {} (native shared-memory runtime)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        }
     }
 
     fn universe_size(&self) -> i32 {

@@ -1,0 +1,133 @@
+//! The MPI functions oxmpi calls, looked up in the loaded library with
+//! their C signatures for one ABI. Fields are named after the C functions.
+//!
+//! oxmpi needs an MPI-3.0 library (2012: matched probes, `MPI_Get_elements_x`);
+//! the MPI-4 large-count `_c` functions are used when the library has them.
+
+#![allow(non_snake_case)]
+
+use std::ffi::{c_char, c_int, c_void};
+use std::marker::PhantomData;
+
+use crate::error::{Error, Result};
+
+use super::abi::{Abi, MpiAint, MpiCount};
+use super::library::Loaded;
+
+/// `MPI_User_function` of ABI `A`.
+pub(crate) type UserFunction<A> =
+    unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_int, *mut <A as Abi>::H);
+
+macro_rules! mpi_api {
+    (
+        required { $( $name:ident ( $($arg:ty),* $(,)? ); )* }
+        optional { $( $oname:ident ( $($oarg:ty),* $(,)? ); )* }
+    ) => {
+        /// The library's functions (every one returns an MPI error code).
+        pub(crate) struct Api<A: Abi> {
+            $( pub $name: unsafe extern "C" fn($($arg),*) -> c_int, )*
+            $( pub $oname: Option<unsafe extern "C" fn($($oarg),*) -> c_int>, )*
+            _abi: PhantomData<A>,
+        }
+
+        impl<A: Abi> Api<A> {
+            /// Looks every function up; a missing required one is an error.
+            pub(crate) fn load(lib: &Loaded) -> Result<Api<A>> {
+                Ok(Api {
+                    $(
+                        // SAFETY: the field's type is the function's C
+                        // signature for this ABI (see the headers in abi.rs).
+                        $name: unsafe { lib.function(stringify!($name)) }.ok_or_else(|| {
+                            Error::Bootstrap(format!(
+                                "{} lacks {}: oxmpi needs an MPI-3.0 library",
+                                lib.path,
+                                stringify!($name)
+                            ))
+                        })?,
+                    )*
+                    $(
+                        // SAFETY: as above.
+                        $oname: unsafe { lib.function(stringify!($oname)) },
+                    )*
+                    _abi: PhantomData,
+                })
+            }
+        }
+    };
+}
+
+mpi_api! {
+    required {
+        MPI_Init_thread(*mut c_int, *mut *mut *mut c_char, c_int, *mut c_int);
+        MPI_Initialized(*mut c_int);
+        MPI_Finalized(*mut c_int);
+        MPI_Finalize();
+        MPI_Abort(A::H, c_int);
+        MPI_Get_processor_name(*mut c_char, *mut c_int);
+        MPI_Error_class(c_int, *mut c_int);
+        MPI_Error_string(c_int, *mut c_char, *mut c_int);
+
+        MPI_Comm_set_errhandler(A::H, A::H);
+        MPI_Comm_rank(A::H, *mut c_int);
+        MPI_Comm_size(A::H, *mut c_int);
+        MPI_Comm_dup(A::H, *mut A::H);
+        MPI_Comm_split(A::H, c_int, c_int, *mut A::H);
+        MPI_Comm_free(*mut A::H);
+        MPI_Comm_group(A::H, *mut A::H);
+        MPI_Group_translate_ranks(A::H, c_int, *const c_int, A::H, *mut c_int);
+        MPI_Group_free(*mut A::H);
+        MPI_Comm_get_attr(A::H, c_int, *mut c_void, *mut c_int);
+
+        MPI_Send(*const c_void, c_int, A::H, c_int, c_int, A::H);
+        MPI_Ssend(*const c_void, c_int, A::H, c_int, c_int, A::H);
+        MPI_Isend(*const c_void, c_int, A::H, c_int, c_int, A::H, *mut A::H);
+        MPI_Issend(*const c_void, c_int, A::H, c_int, c_int, A::H, *mut A::H);
+        MPI_Recv(*mut c_void, c_int, A::H, c_int, c_int, A::H, *mut A::Status);
+        MPI_Irecv(*mut c_void, c_int, A::H, c_int, c_int, A::H, *mut A::H);
+        MPI_Iprobe(c_int, c_int, A::H, *mut c_int, *mut A::Status);
+        MPI_Improbe(c_int, c_int, A::H, *mut c_int, *mut A::H, *mut A::Status);
+        MPI_Mrecv(*mut c_void, c_int, A::H, *mut A::H, *mut A::Status);
+        MPI_Imrecv(*mut c_void, c_int, A::H, *mut A::H, *mut A::H);
+        MPI_Test(*mut A::H, *mut c_int, *mut A::Status);
+        MPI_Cancel(*mut A::H);
+        MPI_Test_cancelled(*const A::Status, *mut c_int);
+        MPI_Get_count(*const A::Status, A::H, *mut c_int);
+        MPI_Get_elements_x(*const A::Status, A::H, *mut MpiCount);
+
+        MPI_Type_create_hindexed(c_int, *const c_int, *const MpiAint, A::H, *mut A::H);
+        MPI_Type_commit(*mut A::H);
+        MPI_Type_free(*mut A::H);
+        MPI_Op_create(UserFunction<A>, c_int, *mut A::H);
+        MPI_Op_free(*mut A::H);
+
+        MPI_Barrier(A::H);
+        MPI_Bcast(*mut c_void, c_int, A::H, c_int, A::H);
+        MPI_Reduce(*const c_void, *mut c_void, c_int, A::H, A::H, c_int, A::H);
+        MPI_Allreduce(*const c_void, *mut c_void, c_int, A::H, A::H, A::H);
+        MPI_Gather(*const c_void, c_int, A::H, *mut c_void, c_int, A::H, c_int, A::H);
+        MPI_Gatherv(*const c_void, c_int, A::H, *mut c_void, *const c_int, *const c_int,
+                    A::H, c_int, A::H);
+        MPI_Allgather(*const c_void, c_int, A::H, *mut c_void, c_int, A::H, A::H);
+        MPI_Allgatherv(*const c_void, c_int, A::H, *mut c_void, *const c_int, *const c_int,
+                       A::H, A::H);
+        MPI_Scatterv(*const c_void, *const c_int, *const c_int, A::H, *mut c_void, c_int,
+                     A::H, c_int, A::H);
+        MPI_Alltoall(*const c_void, c_int, A::H, *mut c_void, c_int, A::H, A::H);
+        MPI_Alltoallv(*const c_void, *const c_int, *const c_int, A::H, *mut c_void,
+                      *const c_int, *const c_int, A::H, A::H);
+    }
+    optional {
+        MPI_Get_count_c(*const A::Status, A::H, *mut MpiCount);
+        MPI_Bcast_c(*mut c_void, MpiCount, A::H, c_int, A::H);
+        MPI_Reduce_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, c_int, A::H);
+        MPI_Allreduce_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, A::H);
+        MPI_Gatherv_c(*const c_void, MpiCount, A::H, *mut c_void, *const MpiCount,
+                      *const MpiAint, A::H, c_int, A::H);
+        MPI_Allgatherv_c(*const c_void, MpiCount, A::H, *mut c_void, *const MpiCount,
+                         *const MpiAint, A::H, A::H);
+        MPI_Scatterv_c(*const c_void, *const MpiCount, *const MpiAint, A::H, *mut c_void,
+                       MpiCount, A::H, c_int, A::H);
+        MPI_Alltoallv_c(*const c_void, *const MpiCount, *const MpiAint, A::H, *mut c_void,
+                        *const MpiCount, *const MpiAint, A::H, A::H);
+    }
+}
