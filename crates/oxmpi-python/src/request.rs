@@ -104,7 +104,8 @@ impl Persistent {
 /// What a handle is, beyond the operation in flight.
 enum Kind {
     Plain,
-    Persistent(Persistent),
+    /// Boxed: a persistent operation is much larger than the others.
+    Persistent(Box<Persistent>),
     Generalized(Arc<Greq>),
 }
 
@@ -267,8 +268,8 @@ impl PyRequest {
             // Another thread completed it first.
             return Ok(Completion::empty());
         };
-        if let Kind::Persistent(Persistent::Recv { msg, .. }) = &h.kind {
-            if let Some(p) = &msg.packed {
+        if let Kind::Persistent(op) = &h.kind {
+            if let (Persistent::Recv { .. }, Some(p)) = (&**op, &op.msg().packed) {
                 // SAFETY: the receive has completed (it was packed afresh
                 // at its start, so whatever it did not deliver unpacks
                 // unchanged).
@@ -365,7 +366,7 @@ impl PyRequest {
             // operation uses its packed copy.
             unsafe { p.repack() };
         }
-        let req = match op {
+        let req = match &**op {
             Persistent::Send {
                 comm,
                 msg,
@@ -493,7 +494,7 @@ pub fn new_prequest(py: Python<'_>, mut op: Persistent) -> PyResult<Py<PyPreques
     if let Some(p) = op.msg_mut().packed.as_mut() {
         p.make_persistent();
     }
-    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(op), None)));
+    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(Box::new(op)), None)));
     Py::new(py, PyClassInitializer::from(base).add_subclass(PyPrequest))
 }
 

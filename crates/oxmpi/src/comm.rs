@@ -44,14 +44,16 @@ pub struct Comm {
     inner: CommRef,
 }
 
+/// The backend handle, for layers built on top (`comm.as_ref()`).
+impl AsRef<CommRef> for Comm {
+    fn as_ref(&self) -> &CommRef {
+        &self.inner
+    }
+}
+
 impl Comm {
     pub(crate) fn from_ref(inner: CommRef) -> Comm {
         Comm { inner }
-    }
-
-    /// The backend handle, for layers built on top.
-    pub fn as_ref(&self) -> &CommRef {
-        &self.inner
     }
 
     pub fn rank(&self) -> i32 {

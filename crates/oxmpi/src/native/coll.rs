@@ -241,7 +241,7 @@ pub(crate) struct Chan<'a> {
 /// below `coll::COLL_TAG_LIMIT`. Calls 2^24 apart could only be confused
 /// if that many were in flight on one communicator at once.
 fn tag_base(seq: u32) -> i32 {
-    const _: () = assert!((0x00ff_ffff << 6 | 63) < coll::COLL_TAG_LIMIT);
+    const _: () = assert!((0x00ff_ffff << 6) + 63 < coll::COLL_TAG_LIMIT);
     ((seq & 0x00ff_ffff) << 6) as i32
 }
 

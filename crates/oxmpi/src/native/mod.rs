@@ -186,7 +186,7 @@ pub struct Core {
     next_id: AtomicU64,
     /// Communicator ids free at this process (see `ctxid.rs`).
     ctx_ids: ctxid::ContextIds,
-    interrupt: RwLock<Option<Box<dyn Fn() -> Result<()> + Send + Sync>>>,
+    interrupt: RwLock<Option<InterruptCheck>>,
     finalized: AtomicBool,
     /// Which collective channels of the segment our communicators hold.
     coll_channels: coll::ChannelPool,
@@ -1029,6 +1029,9 @@ fn decode_iov(payload: &[u8]) -> Vec<(u64, u64)> {
     let n = word(0) as usize;
     (0..n).map(|k| (word(1 + 2 * k), word(2 + 2 * k))).collect()
 }
+
+/// A check run periodically while blocked (`Engine::set_interrupt_check`).
+type InterruptCheck = Box<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// Communicator id of COMM_WORLD.
 const WORLD_ID: u32 = 0;
