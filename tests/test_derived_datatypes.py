@@ -74,6 +74,10 @@ sty = [MPI.Datatype.Create_struct([1], [sa + 8 * i], [MPI.INT]).Commit() for i i
 rty = [MPI.Datatype.Create_struct([1], [ta + 8 * i + 4], [MPI.INT]).Commit() for i in range(n)]
 c.Ialltoallw([MPI.BOTTOM, ([1] * n, [0] * n), sty], [MPI.BOTTOM, ([1] * n, [0] * n), rty]).Wait()
 assert list(t[:, 0]) == [-1] * n and list(t[:, 1]) == list(range(n)), t
+# predefined types at BOTTOM: the displacements are the addresses
+c.Alltoallw([MPI.BOTTOM, ([1] * n, [sa + 8 * i for i in range(n)]), [MPI.INT] * n],
+            [MPI.BOTTOM, ([1] * n, [ta + 8 * i for i in range(n)]), [MPI.INT] * n])
+assert list(t[:, 0]) == list(range(n)) and list(t[:, 1]) == list(range(n)), t
 # a reduction over a strided type
 x = np.arange(6, dtype='d') * (r + 1); y = np.full(6, -1.0)
 c.Reduce([x, 1, vec], [y, 1, vec], op=MPI.MAX, root=0)

@@ -582,7 +582,9 @@ fn vector_w(obj: &Bound<'_, PyAny>, writable: bool, blocks: usize) -> PyResult<V
         })?;
         dtypes.push(t.get().get()?.clone());
     }
-    if dtypes.iter().any(|d| needs_packing(d, &view)) {
+    // At BOTTOM the displacements are absolute addresses, whatever the
+    // types: the blocks are packed.
+    if view.is_none() || dtypes.iter().any(|d| needs_packing(d, &view)) {
         let blocks = dtypes
             .iter()
             .zip(counts.iter().zip(&displs))

@@ -44,6 +44,13 @@ pub struct Comm {
     inner: CommRef,
 }
 
+/// The backend handle, for layers built on top (`comm.as_ref()`).
+impl AsRef<CommRef> for Comm {
+    fn as_ref(&self) -> &CommRef {
+        &self.inner
+    }
+}
+
 impl Comm {
     pub(crate) fn from_ref(inner: CommRef) -> Comm {
         Comm { inner }
@@ -120,12 +127,5 @@ impl Comm {
     /// MPI_Comm_dup.
     pub fn dup(&self) -> Result<Comm> {
         Ok(Comm::from_ref(self.inner.dup()?))
-    }
-}
-
-/// The backend handle, for layers built on top.
-impl AsRef<CommRef> for Comm {
-    fn as_ref(&self) -> &CommRef {
-        &self.inner
     }
 }

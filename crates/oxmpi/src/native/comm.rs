@@ -145,8 +145,13 @@ impl NativeComm {
     /// part, on its own collective context, so creations that are not
     /// collective over the parent (`create_group`) or whose parent is an
     /// intercommunicator (`merge`) work alike. The new communicator must
-    /// not have been shared yet.
+    /// not have been shared yet. A communicator of one process needs no
+    /// channel (its collectives move nothing between processes) and keeps
+    /// the channels for others.
     pub(super) fn with_agreed_channel(self) -> Result<Self> {
+        if self.members.len() < 2 {
+            return Ok(self);
+        }
         let channel = self.agree_on_channel(true)?;
         Ok(self.with_coll_channel(channel))
     }
