@@ -267,6 +267,13 @@ from ._unsupported import (  # noqa: E402
 )
 
 # -- initialisation -----------------------------------------------------------
+# A program started without mpiexec gets a process manager on its first
+# Comm.Spawn: oxmpi's launcher, run by this interpreter.
+import os as _os  # noqa: E402
+import sys as _sys  # noqa: E402
+
+if _sys.executable:
+    _os.environ.setdefault("OXMPI_SERVER_PYTHON", _sys.executable)
 COMM_WORLD, COMM_SELF = _oxmpi.init()
 _thread_level = THREAD_MULTIPLE
 
@@ -308,6 +315,34 @@ def Wtime():
 
 def Wtick():
     return _oxmpi.wtick()
+
+
+# -- process management (MPI-4.1 chapter 11) ---------------------------------
+
+
+def Open_port(info=None):
+    """A port name for ``Intracomm.Accept`` (connectable within one launch)."""
+    return _oxmpi.open_port(info)
+
+
+def Close_port(port_name):
+    """Releases a port name returned by ``Open_port``."""
+    _oxmpi.close_port(port_name)
+
+
+def Publish_name(service_name, port_name, info=None):
+    """Publishes ``port_name`` under ``service_name`` (one launch's names)."""
+    _oxmpi.publish_name(service_name, port_name, info)
+
+
+def Unpublish_name(service_name, port_name, info=None):
+    """Withdraws a name published with ``Publish_name``."""
+    _oxmpi.unpublish_name(service_name, port_name, info)
+
+
+def Lookup_name(service_name, info=None):
+    """The port name published under ``service_name``."""
+    return _oxmpi.lookup_name(service_name, info)
 
 
 def Get_processor_name():

@@ -37,3 +37,10 @@ def oxmpi_main():
         main(sys.argv[2:])
         return
     _run("oxmpi")
+
+
+if __name__ == "__main__":
+    # `python -m oxmpi._launcher --singleton-server`: how the runtime of a
+    # program started without mpiexec gets a process manager when it
+    # spawns (see crates/oxmpi/src/native/dynproc.rs).
+    _run("mpiexec")

@@ -47,6 +47,8 @@ enum State {
     Finished {
         since: Instant,
     },
+    /// A spare slot with no process (see `MPI_Comm_spawn`).
+    Vacant,
 }
 
 /// The per-job state machine.
@@ -67,6 +69,21 @@ impl Monitor {
         }
     }
 
+    /// A new process took `slot` (spawned); it counts as running.
+    pub fn occupy(&mut self, slot: usize) {
+        if self.ranks.len() <= slot {
+            self.ranks.resize(slot + 1, State::Vacant);
+        }
+        self.ranks[slot] = State::Running;
+    }
+
+    /// `slot` has no process any more, or never had one.
+    pub fn vacate(&mut self, slot: usize) {
+        if let Some(s) = self.ranks.get_mut(slot) {
+            *s = State::Vacant;
+        }
+    }
+
     /// Records `report` from `rank`, received at `now`.
     ///
     /// A repeated `blocked` report with the same call and peer keeps the
@@ -76,7 +93,7 @@ impl Monitor {
         let Some(slot) = self.ranks.get_mut(rank) else {
             return;
         };
-        if matches!(slot, State::Finished { .. }) {
+        if matches!(slot, State::Finished { .. } | State::Vacant) {
             return;
         }
         let new = match report {
@@ -115,6 +132,7 @@ impl Monitor {
                     *since
                 }
                 State::Finished { since } => *since,
+                State::Vacant => continue,
             };
             latest = Some(latest.map_or(since, |l| l.max(since)));
         }
@@ -159,6 +177,7 @@ impl Monitor {
                 State::Running => {
                     let _ = writeln!(s, "  rank {rank}: running");
                 }
+                State::Vacant => {}
             }
         }
         for cycle in self.cycles() {

@@ -22,7 +22,7 @@
 //! ranks published under `oxmpi.shm.*`, and any segment whose name contains
 //! the job id, are unlinked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
@@ -30,7 +30,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -40,15 +40,27 @@ use crate::args::{AppSpec, EnvSetting, JobSpec};
 use crate::bind;
 use crate::deadlock::{self, Monitor, Report};
 use crate::io::{Forwarder, Target};
-use crate::pmi::PmiServer;
+use crate::pmi::{self, PmiServer};
 use crate::signals::SignalForwarder;
 use crate::sys;
+use oxmpi::process_manager as pm;
 
 /// Something the controller must react to.
 #[derive(Debug)]
 pub enum Event {
-    /// Rank `rank` has ended and has been reaped.
-    Exited { rank: usize, status: ExitStatus },
+    /// The process `pid` in slot `rank` has ended and has been reaped.
+    Exited {
+        rank: usize,
+        pid: libc::pid_t,
+        status: ExitStatus,
+    },
+    /// The process in slot `rank` closed its PMI channel.
+    Disconnected { rank: usize },
+    /// The process in slot `rank` asked for processes to be spawned.
+    Spawn {
+        rank: usize,
+        fields: HashMap<String, String>,
+    },
     /// Rank `rank` sent `cmd=abort exitcode=code`.
     Abort { rank: usize, code: i64 },
     /// Rank `rank` reported its state, or called `finalize`.
@@ -146,204 +158,385 @@ pub fn run(spec: &JobSpec) -> i32 {
 }
 
 fn run_job(spec: &JobSpec, size: usize, nofile: Option<libc::rlimit>) -> i32 {
-    let jobid = new_jobid();
-    let (tx, rx) = mpsc::channel();
-
-    // All channels exist before the first rank starts, so the PMI barrier
-    // counts every rank from the beginning.
-    let mut ours = Vec::with_capacity(size);
-    let mut theirs = Vec::with_capacity(size);
-    for _ in 0..size {
-        match UnixStream::pair().and_then(|(a, b)| Ok((a, above_stdio(b.into())?))) {
-            Ok((a, b)) => {
-                ours.push(a);
-                theirs.push(b);
-            }
-            Err(e) => {
-                eprintln!("mpiexec: cannot create the PMI channels: {e}");
-                return STATUS_SETUP_FAILED;
-            }
-        }
-    }
-    let appnums: Vec<usize> = spec
-        .apps
-        .iter()
-        .enumerate()
-        .flat_map(|(i, a)| std::iter::repeat(i).take(a.nprocs))
-        .collect();
-    let (server, pmi_threads) = match PmiServer::start(jobid.clone(), appnums, ours, tx.clone()) {
-        Ok(s) => s,
+    let cap = size + pm::spare_slots();
+    let shm = match pm::create_segment(cap) {
+        Ok(fd) => fd,
         Err(e) => {
-            eprintln!("mpiexec: cannot start the PMI server: {e}");
+            eprintln!("mpiexec: cannot create the shared-memory segment: {e}");
             return STATUS_SETUP_FAILED;
         }
     };
-    let signals = match SignalForwarder::install(tx.clone()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!("mpiexec: warning: signals will not be forwarded: {e}");
-            None
-        }
+    let universe = Universe {
+        jobid: new_jobid(),
+        spec,
+        size,
+        cap,
+        shm,
+        adopted: None,
     };
-
-    let launcher_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let compat = std::env::var_os("OXMPI_COMPAT_PATH");
-    let mut procs: Vec<Arc<RankProc>> = Vec::with_capacity(size);
-    let mut waiters: Vec<JoinHandle<()>> = Vec::with_capacity(size);
-    let mut pipes: Vec<(usize, Target, OwnedFd)> = Vec::with_capacity(2 * size);
-    let mut guard = KillOnDrop(Vec::new());
-    let mut failure: Option<(i32, String)> = None;
-    let units = bind::units(spec.bind).unwrap_or_else(|e| {
-        eprintln!("mpiexec: warning: ranks will not be bound to CPUs: {e}");
-        Vec::new()
-    });
-    let mut rank = 0;
-    'spawn: for app in &spec.apps {
-        let env = base_env(spec, app, &launcher_env, compat.as_deref());
-        let wdir = app.wdir.as_ref().or(spec.global_wdir.as_ref());
-        for _ in 0..app.nprocs {
-            let ids = RankIds {
-                rank,
-                size,
-                jobid: &jobid,
-            };
-            let cpus = (!units.is_empty())
-                .then(|| sys::CpuSet::new(&bind::cpus_for_rank(&units, rank, spec.cpus_per_rank)));
-            let child = spawn_rank(app, &env, wdir, &ids, &theirs[rank], nofile, cpus);
-            let mut child = match child {
-                Ok(c) => c,
-                Err(e) => {
-                    let status = if e.kind() == io::ErrorKind::NotFound {
-                        STATUS_NOT_FOUND
-                    } else {
-                        STATUS_CANNOT_EXEC
-                    };
-                    let msg = format!("cannot start '{}': {}", app.program, describe(&e));
-                    failure = Some((status, msg));
-                    break 'spawn;
-                }
-            };
-            let proc = Arc::new(RankProc {
-                pid: child.id() as libc::pid_t,
-                reaped: Mutex::new(false),
-            });
-            guard.0.push(Arc::clone(&proc));
-            if let Some(out) = child.stdout.take() {
-                pipes.push((rank, Target::Stdout, out.into()));
-            }
-            if let Some(err) = child.stderr.take() {
-                pipes.push((rank, Target::Stderr, err.into()));
-            }
-            // The Child handle is dropped without waiting: the waiter below
-            // reaps the process itself.
-            drop(child);
-            match spawn_waiter(rank, Arc::clone(&proc), Arc::clone(&server), tx.clone()) {
-                Ok(w) => {
-                    waiters.push(w);
-                    procs.push(proc);
-                }
-                Err(e) => {
-                    proc.signal(libc::SIGKILL);
-                    let mut reaped = proc.reaped.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = sys::reap(proc.pid);
-                    *reaped = true;
-                    failure = Some((
-                        STATUS_SETUP_FAILED,
-                        format!("cannot watch rank {rank}: {e}"),
-                    ));
-                    break 'spawn;
-                }
-            }
-            rank += 1;
-        }
-    }
-    // The ranks hold their ends now; ours must go so that a rank's exit
-    // shows up as end-of-file on its channel.
-    drop(theirs);
-
-    let forwarder = match Forwarder::start(size, pipes, spec.tag_output) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            if failure.is_none() {
-                failure = Some((STATUS_SETUP_FAILED, format!("cannot forward output: {e}")));
-            }
-            None
-        }
-    };
-
-    let threshold = spec.deadlock_timeout.unwrap_or(deadlock::DEFAULT_THRESHOLD);
-    let mut ctl = Controller {
-        procs: &procs,
-        monitor: (!threshold.is_zero()).then(|| Monitor::new(size, threshold)),
-        forwarder: forwarder.as_ref(),
-        remaining: procs.len(),
-        status: None,
-        kill_at: None,
-        killed: false,
-        timeout_at: spec.timeout.map(|t| Instant::now() + t),
-        timeout: spec.timeout,
-    };
-    if let Some((status, msg)) = failure {
-        eprintln!("mpiexec: {msg}");
-        ctl.status = Some(status);
-        ctl.broadcast(libc::SIGKILL);
-        ctl.killed = true;
-    }
-    let status = ctl.run(&rx);
-
-    // Every rank has been reaped. Pass on the rest of their output, close
-    // the channels (a descendant may still hold one), clean up.
-    if let Some(f) = forwarder {
-        f.finish();
-    }
-    server.shutdown();
-    for t in pmi_threads {
-        let _ = t.join();
-    }
-    for w in waiters {
-        let _ = w.join();
-    }
-    server.unlink_shm();
-    remove_job_segments(&jobid);
-    drop(signals);
-    drop(guard);
-    status
+    universe.run(nofile)
 }
 
-/// Identity of one rank, for its environment.
-struct RankIds<'a> {
+/// `mpiexec --singleton-server`: the process manager of a program started
+/// without a launcher that called `MPI_Comm_spawn` (or another call that
+/// needs one). It adopts that process as slot 0 of a universe over the
+/// descriptors the runtime passed (`process_manager` and
+/// `native/dynproc.rs`) and serves it and whatever it spawns until all
+/// are gone.
+pub fn serve_singleton() -> i32 {
+    let fd = |name: &str| -> Option<OwnedFd> {
+        let n: i32 = std::env::var(name).ok()?.trim().parse().ok()?;
+        sys::take_inherited_fd(n)
+    };
+    let (Some(pmi), Some(shm)) = (fd("OXMPI_SERVER_PMI_FD"), fd("OXMPI_SERVER_SHM_FD")) else {
+        eprintln!("mpiexec: --singleton-server is started by the oxmpi runtime, not by hand");
+        return STATUS_USAGE;
+    };
+    let cap = match pm::segment_capacity(&shm) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mpiexec: {e}");
+            return STATUS_SETUP_FAILED;
+        }
+    };
+    // Spawned processes start from our environment (the singleton's) with
+    // the mpi4py compatibility path in front, as under mpiexec.
+    let spec = JobSpec {
+        inherit_env: true,
+        mpi4py_compat: true,
+        ..JobSpec::default()
+    };
+    let universe = Universe {
+        jobid: new_jobid(),
+        spec: &spec,
+        size: 1,
+        cap,
+        shm,
+        adopted: Some(UnixStream::from(pmi)),
+    };
+    universe.run(None)
+}
+
+/// One launch: the job started from the command line (or an adopted
+/// singleton) and the processes spawned from it, sharing one segment.
+struct Universe<'a> {
+    jobid: String,
+    spec: &'a JobSpec,
+    /// Processes of the launched job (slots `0..size`).
+    size: usize,
+    /// Slots in the segment.
+    cap: usize,
+    shm: OwnedFd,
+    /// The singleton we serve, already running as slot 0.
+    adopted: Option<UnixStream>,
+}
+
+/// What starting processes needs, shared by the first job and spawns.
+struct Starter<'a> {
+    spec: &'a JobSpec,
+    shm: &'a OwnedFd,
+    server: Arc<PmiServer>,
+    events: Sender<Event>,
+    launcher_env: Vec<(OsString, OsString)>,
+    compat: Option<OsString>,
+    nofile: Option<libc::rlimit>,
+    units: Vec<Vec<usize>>,
+}
+
+/// A started process, for the controller.
+struct Started {
+    proc: Arc<RankProc>,
+    waiter: JoinHandle<()>,
+    pipes: Vec<(usize, Target, OwnedFd)>,
+}
+
+/// Where a process stands in its universe.
+struct Placement<'a> {
+    slot: usize,
     rank: usize,
     size: usize,
     jobid: &'a str,
+    /// The slots of its COMM_WORLD (spawned jobs only).
+    world: Option<&'a str>,
+    parent: Option<pm::ParentInfo>,
+    reused: bool,
 }
 
-fn spawn_rank(
-    app: &AppSpec,
-    env: &BTreeMap<OsString, OsString>,
-    wdir: Option<&std::path::PathBuf>,
-    ids: &RankIds<'_>,
-    pmi: &OwnedFd,
-    nofile: Option<libc::rlimit>,
-    cpus: Option<sys::CpuSet>,
-) -> io::Result<Child> {
-    let fd = pmi.as_raw_fd();
-    let mut cmd = Command::new(&app.program);
-    cmd.args(&app.args)
-        .env_clear()
-        .envs(env)
-        .envs(rank_env(ids, fd))
-        .stdin(if ids.rank == 0 {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(d) = wdir {
-        cmd.current_dir(d);
+impl Starter<'_> {
+    /// Starts one process; its PMI channel is registered with the server.
+    fn start(
+        &self,
+        app: &AppSpec,
+        env: &BTreeMap<OsString, OsString>,
+        at: &Placement<'_>,
+        bind: bool,
+    ) -> Result<Started, (i32, String)> {
+        let (ours, theirs) = UnixStream::pair()
+            .and_then(|(a, b)| Ok((a, above_stdio(b.into())?)))
+            .map_err(|e| {
+                (
+                    STATUS_SETUP_FAILED,
+                    format!("cannot create a PMI channel: {e}"),
+                )
+            })?;
+        let cpus = (bind && !self.units.is_empty()).then(|| {
+            sys::CpuSet::new(&bind::cpus_for_rank(
+                &self.units,
+                at.rank,
+                self.spec.cpus_per_rank,
+            ))
+        });
+        let wdir = app.wdir.as_ref().or(self.spec.global_wdir.as_ref());
+        let mut cmd = Command::new(&app.program);
+        cmd.args(&app.args)
+            .env_clear()
+            .envs(env)
+            .envs(rank_env(at, theirs.as_raw_fd(), self.shm.as_raw_fd()))
+            .stdin(if at.slot == 0 {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(d) = wdir {
+            cmd.current_dir(d);
+        }
+        sys::prepare_rank_exec(
+            &mut cmd,
+            theirs.as_raw_fd(),
+            self.shm.as_raw_fd(),
+            self.nofile,
+            cpus,
+        );
+        let mut child = cmd.spawn().map_err(|e| {
+            let status = if e.kind() == io::ErrorKind::NotFound {
+                STATUS_NOT_FOUND
+            } else {
+                STATUS_CANNOT_EXEC
+            };
+            (
+                status,
+                format!("cannot start '{}': {}", app.program, describe(&e)),
+            )
+        })?;
+        drop(theirs);
+        let proc = Arc::new(RankProc {
+            pid: child.id() as libc::pid_t,
+            reaped: Mutex::new(false),
+        });
+        let mut pipes = Vec::with_capacity(2);
+        if let Some(out) = child.stdout.take() {
+            pipes.push((at.slot, Target::Stdout, out.into()));
+        }
+        if let Some(err) = child.stderr.take() {
+            pipes.push((at.slot, Target::Stderr, err.into()));
+        }
+        // The Child handle is dropped without waiting: the waiter reaps the
+        // process itself.
+        drop(child);
+        let fail = |proc: &Arc<RankProc>, what: String| {
+            proc.signal(libc::SIGKILL);
+            let mut reaped = proc.reaped.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = sys::reap(proc.pid);
+            *reaped = true;
+            (STATUS_SETUP_FAILED, what)
+        };
+        if let Err(e) = self.server.attach(at.slot, ours) {
+            return Err(fail(&proc, format!("cannot serve rank {}: {e}", at.rank)));
+        }
+        match spawn_waiter(
+            at.slot,
+            Arc::clone(&proc),
+            Arc::clone(&self.server),
+            self.events.clone(),
+        ) {
+            Ok(waiter) => Ok(Started {
+                proc,
+                waiter,
+                pipes,
+            }),
+            Err(e) => Err(fail(&proc, format!("cannot watch rank {}: {e}", at.rank))),
+        }
     }
-    sys::prepare_rank_exec(&mut cmd, fd, nofile, cpus);
-    cmd.spawn()
+}
+
+impl Universe<'_> {
+    fn run(self, nofile: Option<libc::rlimit>) -> i32 {
+        let spec = self.spec;
+        let size = self.size;
+        let (tx, rx) = mpsc::channel();
+        let appnums: Vec<usize> = if self.adopted.is_some() {
+            vec![0]
+        } else {
+            spec.apps
+                .iter()
+                .enumerate()
+                .flat_map(|(i, a)| std::iter::repeat(i).take(a.nprocs))
+                .collect()
+        };
+        let (server, pmi_threads) =
+            match PmiServer::start(self.jobid.clone(), appnums, Vec::new(), tx.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("mpiexec: cannot start the PMI server: {e}");
+                    return STATUS_SETUP_FAILED;
+                }
+            };
+        server.with_core(|c| c.set_universe_size(pm::default_universe_size(size)));
+        let signals = match SignalForwarder::install(tx.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("mpiexec: warning: signals will not be forwarded: {e}");
+                None
+            }
+        };
+        let starter = Starter {
+            spec,
+            shm: &self.shm,
+            server: Arc::clone(&server),
+            events: tx.clone(),
+            launcher_env: std::env::vars_os().collect(),
+            compat: std::env::var_os("OXMPI_COMPAT_PATH"),
+            nofile,
+            units: bind::units(spec.bind).unwrap_or_else(|e| {
+                eprintln!("mpiexec: warning: ranks will not be bound to CPUs: {e}");
+                Vec::new()
+            }),
+        };
+        let threshold = spec.deadlock_timeout.unwrap_or(deadlock::DEFAULT_THRESHOLD);
+        let mut ctl = Controller {
+            starter: &starter,
+            procs: vec![None; self.cap],
+            all: KillOnDrop(Vec::new()),
+            waiters: Vec::new(),
+            forwarders: Vec::new(),
+            slots: (0..self.cap)
+                .map(|s| {
+                    if s < size {
+                        SlotUse::Busy
+                    } else {
+                        SlotUse::Free { reused: false }
+                    }
+                })
+                .collect(),
+            finalized: vec![false; self.cap],
+            spawned_jobs: 0,
+            doomed: Vec::new(),
+            monitor: (!threshold.is_zero()).then(|| {
+                let mut m = Monitor::new(self.cap, threshold);
+                for s in size..self.cap {
+                    m.vacate(s);
+                }
+                m
+            }),
+            remaining: 0,
+            status: None,
+            kill_at: None,
+            killed: false,
+            timeout_at: spec.timeout.map(|t| Instant::now() + t),
+            timeout: spec.timeout,
+        };
+
+        let mut failure: Option<(i32, String)> = None;
+        let mut pipes = Vec::new();
+        if let Some(stream) = self.adopted {
+            // The singleton is running already: serve it, and count it as a
+            // process until its channel closes.
+            if let Err(e) = server.attach(0, stream) {
+                eprintln!("mpiexec: cannot serve the program: {e}");
+                return STATUS_SETUP_FAILED;
+            }
+            ctl.remaining = 1;
+        } else {
+            let mut rank = 0;
+            'spawn: for app in &spec.apps {
+                let env = base_env(spec, app, &starter.launcher_env, starter.compat.as_deref());
+                for _ in 0..app.nprocs {
+                    let at = Placement {
+                        slot: rank,
+                        rank,
+                        size,
+                        jobid: &self.jobid,
+                        world: None,
+                        parent: None,
+                        reused: false,
+                    };
+                    match starter.start(app, &env, &at, true) {
+                        Ok(started) => {
+                            pipes.extend(started.pipes);
+                            ctl.adopt(rank, started.proc, started.waiter);
+                        }
+                        Err(f) => {
+                            failure = Some(f);
+                            break 'spawn;
+                        }
+                    }
+                    rank += 1;
+                }
+            }
+        }
+        match Forwarder::start(self.cap, pipes, spec.tag_output) {
+            Ok(f) => ctl.forwarders.push(f),
+            Err(e) => {
+                if failure.is_none() {
+                    failure = Some((STATUS_SETUP_FAILED, format!("cannot forward output: {e}")));
+                }
+            }
+        }
+        if let Some((status, msg)) = failure {
+            eprintln!("mpiexec: {msg}");
+            ctl.status = Some(status);
+            ctl.broadcast(libc::SIGKILL);
+            ctl.killed = true;
+        }
+        let status = ctl.run(&rx);
+
+        // Every process has been reaped. Pass on the rest of their output,
+        // close the channels (a descendant may still hold one), clean up.
+        for f in std::mem::take(&mut ctl.forwarders) {
+            f.finish();
+        }
+        server.shutdown();
+        for t in pmi_threads {
+            let _ = t.join();
+        }
+        server.join_added();
+        for w in std::mem::take(&mut ctl.waiters) {
+            let _ = w.join();
+        }
+        server.unlink_shm();
+        remove_job_segments(&self.jobid);
+        drop(signals);
+        status
+    }
+}
+
+/// Place of a process in the environment (see the bootstrap contract in
+/// `docs/architecture.md` and `oxmpi::process_manager`).
+fn rank_env(at: &Placement<'_>, pmi_fd: i32, shm_fd: i32) -> Vec<(&'static str, String)> {
+    let mut v = vec![
+        ("PMI_FD", pmi_fd.to_string()),
+        ("PMI_RANK", at.rank.to_string()),
+        ("PMI_SIZE", at.size.to_string()),
+        ("OXMPI_LAUNCHER", crate::VERSION.to_string()),
+        ("OXMPI_JOBID", at.jobid.to_string()),
+        // Hydra sets these; single machine, so local == world.
+        ("MPI_LOCALNRANKS", at.size.to_string()),
+        ("MPI_LOCALRANKID", at.rank.to_string()),
+        (pm::SHM_FD, shm_fd.to_string()),
+        (pm::SLOT, at.slot.to_string()),
+    ];
+    if let Some(w) = at.world {
+        v.push((pm::WORLD_SLOTS, w.to_string()));
+    }
+    if let Some(p) = at.parent {
+        v.push((pm::PARENT, p.encode()));
+    }
+    if at.reused {
+        v.push((pm::SLOT_REUSED, "1".into()));
+    }
+    v
 }
 
 fn spawn_waiter(
@@ -373,17 +566,46 @@ fn spawn_waiter(
                 *reaped = true;
                 ExitStatus::from_raw(raw)
             };
-            let _ = events.send(Event::Exited { rank, status });
+            let _ = events.send(Event::Exited {
+                rank,
+                pid: proc.pid,
+                status,
+            });
         })
 }
 
-/// Decides the exit status and ends the job.
+/// Whether a slot of the segment can take a spawned process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotUse {
+    Busy,
+    /// Free; `reused` once an earlier occupant has left it.
+    Free {
+        reused: bool,
+    },
+    /// Its occupant left without finalizing: what it left in the segment
+    /// is not known to be clean, so the slot is not used again.
+    Retired,
+}
+
+/// Decides the exit status and ends the universe; starts spawned jobs.
 struct Controller<'a> {
-    procs: &'a [Arc<RankProc>],
+    starter: &'a Starter<'a>,
+    /// The process in each slot now.
+    procs: Vec<Option<Arc<RankProc>>>,
+    /// Every process ever started (killed if the controller unwinds).
+    all: KillOnDrop,
+    waiters: Vec<JoinHandle<()>>,
+    forwarders: Vec<Forwarder>,
+    slots: Vec<SlotUse>,
+    /// Whether the slot's current process called finalize.
+    finalized: Vec<bool>,
+    spawned_jobs: usize,
+    /// Processes of a spawn that failed half-way, killed by us.
+    doomed: Vec<libc::pid_t>,
     /// `None` when disabled (`--deadlock-timeout 0`).
     monitor: Option<Monitor>,
-    forwarder: Option<&'a Forwarder>,
-    /// Ranks not reaped yet.
+    /// Processes not reaped yet (the adopted singleton: until its channel
+    /// closes).
     remaining: usize,
     /// Set by the first thing that goes wrong; later ones do not change it
     /// (ranks we terminate then die of our SIGTERM, which is no news).
@@ -396,6 +618,19 @@ struct Controller<'a> {
 }
 
 impl Controller<'_> {
+    /// Takes charge of a process started in `slot`.
+    fn adopt(&mut self, slot: usize, proc: Arc<RankProc>, waiter: JoinHandle<()>) {
+        self.all.0.push(Arc::clone(&proc));
+        self.procs[slot] = Some(proc);
+        self.slots[slot] = SlotUse::Busy;
+        self.finalized[slot] = false;
+        self.waiters.push(waiter);
+        self.remaining += 1;
+        if let Some(m) = &mut self.monitor {
+            m.occupy(slot);
+        }
+    }
+
     fn run(&mut self, rx: &Receiver<Event>) -> i32 {
         while self.remaining > 0 {
             let timeout_at = self.timeout_at.filter(|_| self.status.is_none());
@@ -434,17 +669,33 @@ impl Controller<'_> {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Exited { rank, status } => {
+            Event::Exited { rank, pid, status } => {
                 self.remaining = self.remaining.saturating_sub(1);
+                if let Some(i) = self.doomed.iter().position(|&d| d == pid) {
+                    self.doomed.swap_remove(i);
+                    return;
+                }
+                let current = self.procs[rank].as_ref().is_some_and(|p| p.pid == pid);
+                if current {
+                    self.procs[rank] = None;
+                    self.slots[rank] = if status.success() && self.finalized[rank] {
+                        SlotUse::Free { reused: true }
+                    } else {
+                        SlotUse::Retired
+                    };
+                }
                 if status.success() {
                     if let Some(m) = &mut self.monitor {
                         m.update(rank, Report::Finished, Instant::now());
+                        if current && matches!(self.slots[rank], SlotUse::Free { .. }) {
+                            m.vacate(rank);
+                        }
                     }
                 }
                 if status.success() || self.status.is_some() {
                     return;
                 }
-                if let Some(f) = self.forwarder {
+                for f in &self.forwarders {
                     f.wait_drained(rank, DRAIN_WAIT);
                 }
                 if let Some(code) = status.code() {
@@ -461,6 +712,17 @@ impl Controller<'_> {
                     self.fail(1);
                 }
             }
+            Event::Disconnected { rank } => {
+                // Only the adopted singleton is not our child: its channel
+                // closing is its exit.
+                if rank == 0 && self.procs[0].is_none() && self.slots[0] == SlotUse::Busy {
+                    self.slots[0] = SlotUse::Retired;
+                    self.remaining = self.remaining.saturating_sub(1);
+                    if let Some(m) = &mut self.monitor {
+                        m.update(0, Report::Finished, Instant::now());
+                    }
+                }
+            }
             Event::Abort { rank, code } => {
                 if self.status.is_none() {
                     eprintln!("mpiexec: rank {rank} called MPI_Abort with error code {code}");
@@ -469,9 +731,31 @@ impl Controller<'_> {
                 }
             }
             Event::State { rank, report } => {
+                if report == Report::Finished {
+                    if let Some(f) = self.finalized.get_mut(rank) {
+                        *f = true;
+                    }
+                }
                 if let Some(m) = &mut self.monitor {
                     m.update(rank, report, Instant::now());
                 }
+            }
+            Event::Spawn { rank, fields } => {
+                let line = match self.spawn(rank, &fields) {
+                    Ok((tag, slots)) => pmi::format_reply(
+                        "oxmpi_spawn_result",
+                        &[
+                            ("rc", "0"),
+                            ("tag", &tag.to_string()),
+                            ("slots", &pm::slot_list(&slots)),
+                        ],
+                    ),
+                    Err(msg) => pmi::format_reply(
+                        "oxmpi_spawn_result",
+                        &[("rc", "-1"), ("msg", &oxmpi_percent_encode(&msg))],
+                    ),
+                };
+                self.starter.server.send(rank, &line);
             }
             Event::Signal(sig) if sig == libc::SIGUSR1 || sig == libc::SIGUSR2 => {
                 self.broadcast(sig);
@@ -492,6 +776,119 @@ impl Controller<'_> {
                 }
             }
         }
+    }
+
+    /// Starts the processes of an `oxmpi_spawn` request from `from`; on
+    /// success the connection tag and the new processes' slots.
+    fn spawn(
+        &mut self,
+        from: usize,
+        fields: &HashMap<String, String>,
+    ) -> Result<(i32, Vec<usize>), String> {
+        if self.status.is_some() {
+            return Err("the job is ending".into());
+        }
+        let req = SpawnRequest::parse(fields)?;
+        let free: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| matches!(self.slots[s], SlotUse::Free { .. }))
+            .collect();
+        let wanted: usize = req.commands.iter().map(|c| c.maxprocs).sum();
+        let minimum: usize = req.commands.iter().map(|c| c.soft_min).sum();
+        let n = wanted.min(free.len());
+        if n < minimum || n == 0 {
+            return Err(format!(
+                "cannot start {wanted} more processes: {} of the universe's {} slots are \
+                 free (set OXMPI_SPAWN_SLOTS before starting the job for more)",
+                free.len(),
+                self.slots.len()
+            ));
+        }
+        // With `soft`, each command gets what is left, in order.
+        let mut counts = Vec::with_capacity(req.commands.len());
+        let mut left = n;
+        for c in &req.commands {
+            let k = c.maxprocs.min(left);
+            counts.push(k);
+            left -= k;
+        }
+        let slots: Vec<usize> = free[..n].to_vec();
+        let appnums: Vec<usize> = counts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &k)| std::iter::repeat(i).take(k))
+            .collect();
+        let tag = self
+            .starter
+            .server
+            .with_core(|c| c.new_tag())
+            .ok_or("no more connection tags")?;
+        let jobname = self
+            .starter
+            .server
+            .with_core(|c| c.add_job(&slots, &appnums));
+        self.spawned_jobs += 1;
+        let world = pm::slot_list(&slots);
+        let parent = pm::ParentInfo {
+            tag,
+            root_slot: from as i32,
+        };
+        let mut pipes = Vec::new();
+        let mut started: Vec<(usize, Started)> = Vec::new();
+        let mut error = None;
+        let mut rank = 0;
+        'start: for (c, &count) in req.commands.iter().zip(&counts) {
+            let app = c.app_spec();
+            let mut env = base_env(
+                self.starter.spec,
+                &app,
+                &self.starter.launcher_env,
+                self.starter.compat.as_deref(),
+            );
+            for (k, v) in &c.env {
+                env.insert(k.into(), v.into());
+            }
+            for _ in 0..count {
+                let slot = slots[rank];
+                let at = Placement {
+                    slot,
+                    rank,
+                    size: n,
+                    jobid: &jobname,
+                    world: Some(&world),
+                    parent: Some(parent),
+                    reused: self.slots[slot] == (SlotUse::Free { reused: true }),
+                };
+                match self.starter.start(&app, &env, &at, false) {
+                    Ok(s) => started.push((slot, s)),
+                    Err((_, msg)) => {
+                        error = Some(msg);
+                        break 'start;
+                    }
+                }
+                rank += 1;
+            }
+        }
+        for (slot, s) in started {
+            pipes.extend(s.pipes);
+            self.adopt(slot, s.proc, s.waiter);
+        }
+        if let Some(msg) = error {
+            // Those that did start cannot connect to anyone: end them, and
+            // do not count their deaths as the job's failure.
+            for &slot in &slots {
+                if let Some(p) = self.procs[slot].take() {
+                    p.signal(libc::SIGKILL);
+                    self.doomed.push(p.pid);
+                    self.slots[slot] = SlotUse::Retired;
+                }
+            }
+            return Err(msg);
+        }
+        match Forwarder::start(self.slots.len(), pipes, self.starter.spec.tag_output) {
+            Ok(f) => self.forwarders.push(f),
+            Err(e) => eprintln!("mpiexec: warning: cannot forward spawned output: {e}"),
+        }
+        Ok((tag, slots))
     }
 
     fn on_deadline(&mut self) {
@@ -529,10 +926,136 @@ impl Controller<'_> {
     }
 
     fn broadcast(&self, sig: libc::c_int) {
-        for p in self.procs {
+        for p in self.procs.iter().flatten() {
             p.signal(sig);
         }
     }
+}
+
+/// One command of an `oxmpi_spawn` request (see `bootstrap.rs`).
+struct SpawnCmd {
+    command: String,
+    args: Vec<String>,
+    maxprocs: usize,
+    /// The fewest processes `soft` accepts (`maxprocs` without it).
+    soft_min: usize,
+    wdir: Option<std::path::PathBuf>,
+    /// Extra directories to find the command in (`path`).
+    path: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+struct SpawnRequest {
+    commands: Vec<SpawnCmd>,
+}
+
+impl SpawnRequest {
+    fn parse(f: &HashMap<String, String>) -> Result<SpawnRequest, String> {
+        let get = |k: &str| f.get(k).map(|v| oxmpi_percent_decode(v));
+        let num = |k: &str| -> Result<usize, String> {
+            get(k)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("malformed spawn request ({k})"))
+        };
+        let ncmds = num("ncmds")?;
+        let mut commands = Vec::with_capacity(ncmds);
+        for i in 0..ncmds {
+            let command = get(&format!("cmd{i}")).ok_or("spawn request without a command")?;
+            let maxprocs = num(&format!("maxprocs{i}"))?;
+            let argc = num(&format!("argc{i}"))?;
+            let args = (0..argc)
+                .map(|j| get(&format!("arg{i}_{j}")).unwrap_or_default())
+                .collect();
+            let ninfo = num(&format!("ninfo{i}"))?;
+            let mut c = SpawnCmd {
+                command,
+                args,
+                maxprocs,
+                soft_min: maxprocs,
+                wdir: None,
+                path: Vec::new(),
+                env: Vec::new(),
+            };
+            for j in 0..ninfo {
+                let key = get(&format!("infokey{i}_{j}")).unwrap_or_default();
+                let val = get(&format!("infoval{i}_{j}")).unwrap_or_default();
+                match key.as_str() {
+                    "wdir" => c.wdir = Some(val.into()),
+                    "path" => c.path = val.split(':').map(String::from).collect(),
+                    "soft" => c.soft_min = soft_minimum(&val, maxprocs)?,
+                    "env" => {
+                        for line in val.lines() {
+                            if let Some((k, v)) = line.split_once('=') {
+                                c.env.push((k.trim().to_owned(), v.to_owned()));
+                            }
+                        }
+                    }
+                    // One machine: every host is this one.
+                    "host" | "hostfile" | "arch" | "file" => {}
+                    _ => {}
+                }
+            }
+            commands.push(c);
+        }
+        Ok(SpawnRequest { commands })
+    }
+}
+
+impl SpawnCmd {
+    /// The command as a group of the launcher's job (a `path` hint is
+    /// searched before `PATH`).
+    fn app_spec(&self) -> AppSpec {
+        let program = if self.command.contains('/') {
+            self.command.clone()
+        } else {
+            self.path
+                .iter()
+                .map(|d| std::path::Path::new(d).join(&self.command))
+                .find(|p| p.is_file())
+                .map_or_else(|| self.command.clone(), |p| p.display().to_string())
+        };
+        AppSpec {
+            nprocs: self.maxprocs,
+            nprocs_given: true,
+            program,
+            args: self.args.clone(),
+            env: Vec::new(),
+            wdir: self.wdir.clone(),
+        }
+    }
+}
+
+/// The smallest count of MPI's `soft` info value (`1:4`, `2,4`, `1:8:2`,
+/// `3`) that is at most `maxprocs`.
+fn soft_minimum(v: &str, maxprocs: usize) -> Result<usize, String> {
+    let mut best: Option<usize> = None;
+    for part in v.split(',') {
+        let nums: Vec<usize> = part
+            .split(':')
+            .map(|t| t.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("malformed soft value {v:?}"))?;
+        let (lo, hi, step) = match nums[..] {
+            [a] => (a, a, 1),
+            [a, b] => (a, b, 1),
+            [a, b, c] if c > 0 => (a, b, c),
+            _ => return Err(format!("malformed soft value {v:?}")),
+        };
+        let mut k = lo;
+        while k <= hi && k <= maxprocs {
+            best = Some(best.map_or(k, |b| b.min(k)));
+            k += step;
+        }
+    }
+    best.ok_or_else(|| format!("soft value {v:?} allows no count up to {maxprocs}"))
+}
+
+fn oxmpi_percent_encode(s: &str) -> String {
+    oxmpi::process_manager::percent_encode(s)
+}
+
+fn oxmpi_percent_decode(s: &str) -> String {
+    oxmpi::process_manager::percent_decode(s)
 }
 
 /// Environment variables inherited from the launcher that would make a rank
@@ -590,21 +1113,6 @@ pub fn base_env(
         }
     }
     env
-}
-
-/// The variables that tell a rank who it is (see the bootstrap contract in
-/// `docs/architecture.md`).
-fn rank_env(ids: &RankIds<'_>, pmi_fd: i32) -> [(&'static str, String); 7] {
-    [
-        ("PMI_FD", pmi_fd.to_string()),
-        ("PMI_RANK", ids.rank.to_string()),
-        ("PMI_SIZE", ids.size.to_string()),
-        ("OXMPI_LAUNCHER", crate::VERSION.to_string()),
-        ("OXMPI_JOBID", ids.jobid.to_string()),
-        // Hydra sets these; single machine, so local == world.
-        ("MPI_LOCALNRANKS", ids.size.to_string()),
-        ("MPI_LOCALRANKID", ids.rank.to_string()),
-    ]
 }
 
 /// `oxmpi-<launcher pid>-<8 random hex digits>`: unique across concurrent

@@ -83,6 +83,9 @@ pub fn main_from_env() -> i32 {
 }
 
 fn mpiexec_main(prog: &str, args: &[String]) -> i32 {
+    if args.first().map(String::as_str) == Some("--singleton-server") {
+        return job::serve_singleton();
+    }
     match args::parse(args) {
         Ok(args::Command::Help) => {
             print!("{}", usage(prog));

@@ -34,7 +34,7 @@ pub const VALLEN_MAX: usize = 4096;
 /// Longest request line: a `put` with maximal name, key and value fits with
 /// plenty to spare. A longer line is a protocol violation and ends the
 /// connection rather than letting a rank grow the launcher's memory.
-const LINE_MAX: usize = 16 * 1024;
+const LINE_MAX: usize = 256 * 1024;
 
 /// Key prefix whose values name shared-memory segments to unlink at job end.
 pub const SHM_KEY_PREFIX: &str = "oxmpi.shm.";
@@ -125,18 +125,43 @@ pub enum Effect {
     /// The rank reported its state (`oxmpi_state`), or called `finalize`
     /// ([`Report::Finished`]); for the deadlock monitor.
     State { report: Report },
+    /// The rank asked for processes to be spawned (`oxmpi_spawn`); the
+    /// controller starts them and replies.
+    Spawn { fields: HashMap<String, String> },
 }
 
-/// The PMI-1 state machine of one job, free of I/O.
+/// Key-value space and barrier of one job of the universe.
+#[derive(Debug)]
+struct JobKvs {
+    name: String,
+    kvs: HashMap<String, String>,
+}
+
+/// What the server knows of one slot's current occupant.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotState {
+    job: usize,
+    appnum: usize,
+    connected: bool,
+    in_barrier: bool,
+}
+
+/// The PMI-1 state machine of a universe (the launched job and the jobs
+/// spawned from it), free of I/O. Ranks are addressed by slot.
 #[derive(Debug)]
 pub struct Core {
-    jobid: String,
-    appnums: Vec<usize>,
-    kvs: HashMap<String, String>,
+    jobs: Vec<JobKvs>,
+    slots: Vec<SlotState>,
     shm_names: BTreeSet<String>,
-    connected: Vec<bool>,
-    in_barrier: Vec<bool>,
+    /// The name service of `MPI_Publish_name` (percent-encoded values).
+    names: HashMap<String, String>,
+    /// Next connection tag (odd; a port uses it and the next number).
+    next_tag: i32,
+    universe_size: usize,
 }
+
+/// Tags handed out stay below the runtime's join tag.
+const TAG_LIMIT: i32 = 1 << 29;
 
 impl Core {
     /// A job with one rank per entry of `appnums` (each rank's MPMD group).
@@ -145,23 +170,76 @@ impl Core {
     pub fn new(jobid: String, appnums: Vec<usize>) -> Self {
         let n = appnums.len();
         Core {
-            jobid,
-            appnums,
-            kvs: HashMap::new(),
+            jobs: vec![JobKvs {
+                name: jobid,
+                kvs: HashMap::new(),
+            }],
+            slots: appnums
+                .into_iter()
+                .map(|appnum| SlotState {
+                    job: 0,
+                    appnum,
+                    connected: true,
+                    in_barrier: false,
+                })
+                .collect(),
             shm_names: BTreeSet::new(),
-            connected: vec![true; n],
-            in_barrier: vec![false; n],
+            names: HashMap::new(),
+            next_tag: 1,
+            universe_size: n,
         }
+    }
+
+    /// The `MPI_UNIVERSE_SIZE` reported to ranks.
+    pub fn set_universe_size(&mut self, n: usize) {
+        self.universe_size = n;
+    }
+
+    /// Registers a spawned job: `slots[i]` holds its rank i, of MPMD group
+    /// `appnums[i]`; returns its kvsname.
+    pub fn add_job(&mut self, slots: &[usize], appnums: &[usize]) -> String {
+        let name = format!("{}-s{}", self.jobs[0].name, self.jobs.len());
+        let job = self.jobs.len();
+        self.jobs.push(JobKvs {
+            name: name.clone(),
+            kvs: HashMap::new(),
+        });
+        for (&slot, &appnum) in slots.iter().zip(appnums) {
+            if self.slots.len() <= slot {
+                self.slots.resize(slot + 1, SlotState::default());
+            }
+            self.slots[slot] = SlotState {
+                job,
+                appnum,
+                connected: true,
+                in_barrier: false,
+            };
+        }
+        name
+    }
+
+    /// A tag unique in the universe (connections between groups).
+    pub fn new_tag(&mut self) -> Option<i32> {
+        let t = self.next_tag;
+        if t + 1 >= TAG_LIMIT {
+            return None;
+        }
+        self.next_tag += 2;
+        Some(t)
     }
 
     /// Whether rank `rank` still holds its end of the channel.
     pub fn is_connected(&self, rank: usize) -> bool {
-        self.connected.get(rank).copied().unwrap_or(false)
+        self.slots.get(rank).is_some_and(|s| s.connected)
     }
 
     /// Shared-memory segment names published under [`SHM_KEY_PREFIX`].
     pub fn shm_names(&self) -> impl Iterator<Item = &str> {
         self.shm_names.iter().map(String::as_str)
+    }
+
+    fn job_of(&self, rank: usize) -> usize {
+        self.slots.get(rank).map_or(0, |s| s.job)
     }
 
     /// Handles one request line from `rank`.
@@ -177,6 +255,7 @@ impl Core {
             Err(ParseError::Empty) => return Vec::new(),
             Err(e) => return reply("error", &[("rc", "-1"), ("msg", &e.to_string())]),
         };
+        let job = self.job_of(rank);
         match req.cmd {
             "init" => {
                 let v = req.get("pmi_version").unwrap_or("1");
@@ -201,22 +280,25 @@ impl Core {
                 ],
             ),
             "get_appnum" => {
-                let appnum = self.appnums.get(rank).copied().unwrap_or(0);
+                let appnum = self.slots.get(rank).map_or(0, |s| s.appnum);
                 reply("appnum", &[("appnum", &appnum.to_string()), ("rc", "0")])
             }
-            "get_my_kvsname" => reply("my_kvsname", &[("kvsname", &self.jobid), ("rc", "0")]),
+            "get_my_kvsname" => reply(
+                "my_kvsname",
+                &[("kvsname", &self.jobs[job].name.clone()), ("rc", "0")],
+            ),
             "get_universe_size" => reply(
                 "universe_size",
-                &[("size", &self.appnums.len().to_string()), ("rc", "0")],
+                &[("size", &self.universe_size.to_string()), ("rc", "0")],
             ),
             "put" => {
-                let result = self.put(&req);
+                let result = self.put(job, &req);
                 match result {
                     Ok(()) => reply("put_result", &[("rc", "0"), ("msg", "success")]),
                     Err(msg) => reply("put_result", &[("rc", "-1"), ("msg", &msg)]),
                 }
             }
-            "get" => match self.get(&req) {
+            "get" => match self.get(job, &req) {
                 Ok(value) => reply(
                     "get_result",
                     &[("rc", "0"), ("msg", "success"), ("value", value)],
@@ -224,10 +306,10 @@ impl Core {
                 Err(msg) => reply("get_result", &[("rc", "-1"), ("msg", &msg)]),
             },
             "barrier_in" => {
-                if let Some(b) = self.in_barrier.get_mut(rank) {
-                    *b = true;
+                if let Some(s) = self.slots.get_mut(rank) {
+                    s.in_barrier = true;
                 }
-                self.release_barrier()
+                self.release_barrier(job)
             }
             "finalize" => {
                 let mut out = reply("finalize_ack", &[]);
@@ -251,6 +333,61 @@ impl Core {
                     .unwrap_or(1);
                 vec![Effect::Abort { code }]
             }
+            // The controller starts the processes and replies.
+            "oxmpi_spawn" => vec![Effect::Spawn {
+                fields: req
+                    .fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            }],
+            "oxmpi_open_port" => match self.new_tag() {
+                Some(tag) => reply(
+                    "oxmpi_open_port_result",
+                    &[
+                        ("rc", "0"),
+                        ("tag", &tag.to_string()),
+                        ("universe", &self.jobs[0].name.clone()),
+                    ],
+                ),
+                None => reply(
+                    "oxmpi_open_port_result",
+                    &[("rc", "-1"), ("msg", "no_more_ports")],
+                ),
+            },
+            "oxmpi_publish" => {
+                let (Some(service), Some(port)) = (req.get("service"), req.get("port")) else {
+                    return reply(
+                        "oxmpi_publish_result",
+                        &[("rc", "-1"), ("msg", "missing_field")],
+                    );
+                };
+                if self.names.contains_key(service) {
+                    return reply(
+                        "oxmpi_publish_result",
+                        &[("rc", "-1"), ("msg", "service%20already%20published")],
+                    );
+                }
+                self.names.insert(service.to_owned(), port.to_owned());
+                reply("oxmpi_publish_result", &[("rc", "0")])
+            }
+            "oxmpi_unpublish" => match req.get("service").and_then(|s| self.names.remove(s)) {
+                Some(_) => reply("oxmpi_unpublish_result", &[("rc", "0")]),
+                None => reply(
+                    "oxmpi_unpublish_result",
+                    &[("rc", "-1"), ("msg", "service%20not%20published")],
+                ),
+            },
+            "oxmpi_lookup" => match req.get("service").and_then(|s| self.names.get(s)) {
+                Some(port) => reply(
+                    "oxmpi_lookup_result",
+                    &[("rc", "0"), ("port", &port.clone())],
+                ),
+                None => reply(
+                    "oxmpi_lookup_result",
+                    &[("rc", "-1"), ("msg", "service%20name%20not%20published")],
+                ),
+            },
             other => reply(
                 &format!("{other}_result"),
                 &[("rc", "-1"), ("msg", "unknown_command")],
@@ -261,24 +398,23 @@ impl Core {
     /// Records that `rank` closed its channel (exit, or finished with PMI).
     /// It no longer counts for barriers, which may complete as a result.
     pub fn disconnect(&mut self, rank: usize) -> Vec<Effect> {
-        if let Some(c) = self.connected.get_mut(rank) {
-            *c = false;
+        let job = self.job_of(rank);
+        if let Some(s) = self.slots.get_mut(rank) {
+            s.connected = false;
+            s.in_barrier = false;
         }
-        if let Some(b) = self.in_barrier.get_mut(rank) {
-            *b = false;
-        }
-        self.release_barrier()
+        self.release_barrier(job)
     }
 
-    fn check_kvsname(&self, req: &Request<'_>) -> Result<(), String> {
+    fn check_kvsname(&self, job: usize, req: &Request<'_>) -> Result<(), String> {
         match req.get("kvsname") {
-            Some(k) if k != self.jobid => Err("unknown_kvsname".into()),
+            Some(k) if k != self.jobs[job].name => Err("unknown_kvsname".into()),
             _ => Ok(()),
         }
     }
 
-    fn put(&mut self, req: &Request<'_>) -> Result<(), String> {
-        self.check_kvsname(req)?;
+    fn put(&mut self, job: usize, req: &Request<'_>) -> Result<(), String> {
+        self.check_kvsname(job, req)?;
         let key = req.get("key").ok_or("missing_key")?;
         let value = req.get("value").ok_or("missing_value")?;
         if key.is_empty() {
@@ -294,34 +430,34 @@ impl Core {
             self.shm_names.insert(value.to_string());
         }
         // Overwriting is allowed: the newest value wins.
-        self.kvs.insert(key.to_string(), value.to_string());
+        self.jobs[job]
+            .kvs
+            .insert(key.to_string(), value.to_string());
         Ok(())
     }
 
-    fn get(&self, req: &Request<'_>) -> Result<&str, String> {
-        self.check_kvsname(req)?;
+    fn get(&self, job: usize, req: &Request<'_>) -> Result<&str, String> {
+        self.check_kvsname(job, req)?;
         let key = req.get("key").ok_or("missing_key")?;
-        self.kvs
+        self.jobs[job]
+            .kvs
             .get(key)
             .map(String::as_str)
             .ok_or_else(|| format!("key_{key}_not_found"))
     }
 
-    /// Completes the barrier when every still-connected rank has entered:
-    /// sends `barrier_out` to each rank waiting in it and starts afresh.
-    fn release_barrier(&mut self) -> Vec<Effect> {
-        let any_waiting = self.in_barrier.iter().any(|&b| b);
-        let all_in = self
-            .connected
-            .iter()
-            .zip(&self.in_barrier)
-            .all(|(&c, &b)| !c || b);
+    /// Completes job `job`'s barrier when every still-connected rank of it
+    /// has entered: sends `barrier_out` to each rank waiting in it.
+    fn release_barrier(&mut self, job: usize) -> Vec<Effect> {
+        let members = || self.slots.iter().filter(|s| s.job == job);
+        let any_waiting = members().any(|s| s.in_barrier);
+        let all_in = members().all(|s| !s.connected || s.in_barrier);
         if !(any_waiting && all_in) {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for (rank, b) in self.in_barrier.iter_mut().enumerate() {
-            if std::mem::take(b) {
+        for (rank, s) in self.slots.iter_mut().enumerate() {
+            if s.job == job && std::mem::take(&mut s.in_barrier) {
                 out.push(Effect::Send {
                     rank,
                     line: format_reply("barrier_out", &[]),
@@ -332,14 +468,23 @@ impl Core {
     }
 }
 
+/// One rank's connection.
+struct Conn {
+    stream: UnixStream,
+    /// Keeps lines written to the rank from interleaving.
+    write_lock: Mutex<()>,
+}
+
 /// Serves [`Core`] over the launcher's ends of the ranks' socket pairs.
 pub struct PmiServer {
     core: Mutex<Core>,
     /// Signalled (with `core`) when a rank disconnects.
     disconnected: Condvar,
-    streams: Vec<UnixStream>,
-    /// Keeps lines written to one rank from interleaving.
-    write_locks: Vec<Mutex<()>>,
+    /// By slot; a slot's connection is replaced when a new process takes
+    /// the slot.
+    conns: Mutex<Vec<Option<Arc<Conn>>>>,
+    /// Serving threads of processes added after the start.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     events: Sender<Event>,
 }
 
@@ -351,25 +496,16 @@ impl PmiServer {
         streams: Vec<UnixStream>,
         events: Sender<Event>,
     ) -> io::Result<(Arc<Self>, Vec<JoinHandle<()>>)> {
-        for s in &streams {
-            s.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        }
-        let n = streams.len();
         let server = Arc::new(PmiServer {
             core: Mutex::new(Core::new(jobid, appnums)),
             disconnected: Condvar::new(),
-            streams,
-            write_locks: (0..n).map(|_| Mutex::new(())).collect(),
+            conns: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
             events,
         });
-        let mut threads = Vec::with_capacity(n);
-        for rank in 0..n {
-            let s = Arc::clone(&server);
-            let t = std::thread::Builder::new()
-                .name(format!("mpiexec-pmi-{rank}"))
-                .stack_size(128 * 1024)
-                .spawn(move || s.serve(rank));
-            match t {
+        let mut threads = Vec::with_capacity(streams.len());
+        for (rank, stream) in streams.into_iter().enumerate() {
+            match server.serve_thread(rank, stream) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     server.shutdown();
@@ -383,14 +519,62 @@ impl PmiServer {
         Ok((server, threads))
     }
 
+    /// Serves a process that took slot `slot` after the start (its job was
+    /// registered with [`PmiServer::with_core`]).
+    pub fn attach(self: &Arc<Self>, slot: usize, stream: UnixStream) -> io::Result<()> {
+        let t = self.serve_thread(slot, stream)?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t);
+        Ok(())
+    }
+
+    fn serve_thread(
+        self: &Arc<Self>,
+        slot: usize,
+        stream: UnixStream,
+    ) -> io::Result<JoinHandle<()>> {
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let conn = Arc::new(Conn {
+            stream,
+            write_lock: Mutex::new(()),
+        });
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            if conns.len() <= slot {
+                conns.resize(slot + 1, None);
+            }
+            conns[slot] = Some(Arc::clone(&conn));
+        }
+        let s = Arc::clone(self);
+        std::thread::Builder::new()
+            .name(format!("mpiexec-pmi-{slot}"))
+            .stack_size(128 * 1024)
+            .spawn(move || s.serve(slot, &conn))
+    }
+
+    /// Runs `f` on the protocol state (e.g. to register a spawned job).
+    pub fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        f(&mut self.lock())
+    }
+
+    /// Joins the serving threads of processes added after the start.
+    pub fn join_added(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock cannot leave Core inconsistent in a
         // way that matters more than losing the job, so keep going.
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn serve(&self, rank: usize) {
-        let mut reader = BufReader::new(&self.streams[rank]);
+    fn serve(&self, rank: usize, conn: &Conn) {
+        let mut reader = BufReader::new(&conn.stream);
         let mut line = Vec::new();
         loop {
             line.clear();
@@ -419,6 +603,7 @@ impl PmiServer {
             effects
         };
         self.apply(rank, effects);
+        let _ = self.events.send(Event::Disconnected { rank });
     }
 
     /// Performs effects outside the state lock, so a slow socket write never
@@ -433,17 +618,27 @@ impl PmiServer {
                 Effect::State { report } => {
                     let _ = self.events.send(Event::State { rank: from, report });
                 }
+                Effect::Spawn { fields } => {
+                    let _ = self.events.send(Event::Spawn { rank: from, fields });
+                }
             }
         }
     }
 
-    fn send(&self, rank: usize, line: &str) {
-        let _guard = self.write_locks[rank]
+    /// Writes one reply line to the process in slot `rank`.
+    pub fn send(&self, rank: usize, line: &str) {
+        let conn = self
+            .conns
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(|p| p.into_inner())
+            .get(rank)
+            .cloned()
+            .flatten();
+        let Some(conn) = conn else { return };
+        let _guard = conn.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         // A failed write means the rank is gone; its exit status tells the
         // rest of the story.
-        let _ = (&self.streams[rank]).write_all(line.as_bytes());
+        let _ = (&conn.stream).write_all(line.as_bytes());
     }
 
     /// Waits up to `timeout` for rank `rank` to close its channel. Used when
@@ -467,8 +662,14 @@ impl PmiServer {
     /// Closes every channel so the serving threads return, even when a
     /// rank's descendant still holds the other end.
     pub fn shutdown(&self) {
-        for s in &self.streams {
-            let _ = s.shutdown(Shutdown::Both);
+        for c in self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flatten()
+        {
+            let _ = c.stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -493,7 +694,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Effect::Send { rank, line } => Some((*rank, line.as_str())),
-                Effect::Abort { .. } | Effect::State { .. } => None,
+                Effect::Abort { .. } | Effect::State { .. } | Effect::Spawn { .. } => None,
             })
             .collect()
     }

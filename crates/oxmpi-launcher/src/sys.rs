@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -210,6 +210,7 @@ pub fn hostname() -> String {
 pub fn prepare_rank_exec(
     cmd: &mut Command,
     pmi_fd: RawFd,
+    shm_fd: RawFd,
     nofile: Option<libc::rlimit>,
     cpus: Option<CpuSet>,
 ) {
@@ -225,13 +226,15 @@ pub fn prepare_rank_exec(
         if unsafe { libc::getppid() } as u32 != launcher {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
-        // SAFETY: fcntl on an fd number with integer arguments; a bad fd
-        // only yields EBADF.
-        let flags = unsafe { libc::fcntl(pmi_fd, libc::F_GETFD) };
-        // SAFETY: as above.
-        if flags < 0 || unsafe { libc::fcntl(pmi_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0
-        {
-            return Err(io::Error::last_os_error());
+        for fd in [pmi_fd, shm_fd] {
+            // SAFETY: fcntl on an fd number with integer arguments; a bad
+            // fd only yields EBADF.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            // SAFETY: as above.
+            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
         }
         if let Some(old) = nofile {
             // SAFETY: `old` is a valid rlimit copied into this closure.
@@ -253,6 +256,18 @@ pub fn prepare_rank_exec(
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the process that
+/// started us for exactly this purpose; None if it is not open.
+pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) on a number only reads the descriptor table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked above) and was passed to us
+    // to own; nothing else in this process refers to it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The conventional name of a signal number, for messages.

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use pyo3::exceptions::{PyNotImplementedError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 use pyo3::PyClassInitializer;
@@ -293,7 +293,7 @@ pub fn null_of(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
     instance_of(cls, None)
 }
 
-fn class_named<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+pub(crate) fn class_named<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
     Ok(py
         .import("oxmpi.MPI")?
         .getattr(name)?
@@ -667,6 +667,7 @@ impl PyComm {
         let attrs = with_state(&c, |s| s.attrs.take_all());
         let deleted = attr::run_deletes(py, slf.as_any(), attrs);
         c.free().py()?;
+        crate::dynproc::forget_if_parent(py, &c);
         drop_state(&c);
         slf.borrow_mut().inner = None;
         deleted
@@ -702,12 +703,6 @@ impl PyComm {
             blocking(py, move || c2.barrier())?;
         }
         PyComm::Free(slf)
-    }
-
-    #[classmethod]
-    fn Get_parent(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
-        // Not started by MPI_Comm_spawn: no parent.
-        null_of(&class_named(cls.py(), "Intercomm")?)
     }
 
     // ------------------------------------------------------------- info
@@ -873,17 +868,6 @@ impl PyComm {
 
     fn py2f(&self) -> i64 {
         -1
-    }
-
-    // --------------------------------------------- unsupported (dynamic)
-
-    #[classmethod]
-    #[pyo3(signature = (fd))]
-    fn Join(_cls: &Bound<'_, PyType>, fd: i32) -> PyResult<Py<PyAny>> {
-        let _ = fd;
-        Err(PyNotImplementedError::new_err(
-            "MPI_Comm_join is not supported by oxmpi",
-        ))
     }
 }
 

@@ -9,6 +9,7 @@ mod buffer;
 mod coll;
 mod comm;
 mod datatype;
+mod dynproc;
 mod engine;
 mod errhandler;
 mod errors;
@@ -127,6 +128,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     add_p2p(m)?;
     add_comm_chapter(m)?;
     m.add_function(wrap_pyfunction!(tag_ub, m)?)?;
+    dynproc::add(m)?;
     Ok(())
 }
 

@@ -313,6 +313,34 @@ pub trait Communicator: Send + Sync {
     /// MPI_Intercomm_merge.
     fn merge(&self, high: bool) -> Result<CommRef>;
 
+    // ---------------------------------- process management (ch. 11)
+
+    /// MPI_Comm_spawn_multiple, collective over this intracommunicator;
+    /// `commands` is significant at `root` only. Returns the
+    /// intercommunicator to the new processes.
+    fn spawn(&self, root: i32, commands: Option<&[SpawnCommand]>) -> Result<CommRef> {
+        let _ = (root, commands);
+        Err(Error::NotImplemented(
+            "MPI_Comm_spawn is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Comm_accept (`port` significant at `root` only).
+    fn accept(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        let _ = (port, root);
+        Err(Error::NotImplemented(
+            "MPI_Comm_accept is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Comm_connect (`port` significant at `root` only).
+    fn connect(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        let _ = (port, root);
+        Err(Error::NotImplemented(
+            "MPI_Comm_connect is not available on this backend".into(),
+        ))
+    }
+
     // ----------------------------------------------- topologies (ch. 8)
 
     /// The virtual topology, if any.
@@ -356,6 +384,51 @@ pub trait Engine: Send + Sync {
     /// e.g. "oxmpi 0.1.0 (native shared-memory runtime)".
     fn library_version(&self) -> String;
     fn universe_size(&self) -> i32;
+
+    /// MPI_Comm_get_parent: the intercommunicator to the processes that
+    /// spawned this one, if they did.
+    fn parent(&self) -> Option<CommRef> {
+        None
+    }
+
+    /// MPI_Open_port: a port name for `accept`.
+    fn open_port(&self) -> Result<String> {
+        Err(Error::NotImplemented(
+            "MPI_Open_port is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Close_port.
+    fn close_port(&self, port: &str) -> Result<()> {
+        let _ = port;
+        Err(Error::NotImplemented(
+            "MPI_Close_port is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Publish_name, or MPI_Unpublish_name with `port` None.
+    fn publish_name(&self, service: &str, port: Option<&str>) -> Result<()> {
+        let _ = (service, port);
+        Err(Error::NotImplemented(
+            "MPI_Publish_name is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Lookup_name.
+    fn lookup_name(&self, service: &str) -> Result<String> {
+        let _ = service;
+        Err(Error::NotImplemented(
+            "MPI_Lookup_name is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Comm_join over the connected socket `fd`.
+    fn join(&self, fd: i32) -> Result<CommRef> {
+        let _ = fd;
+        Err(Error::NotImplemented(
+            "MPI_Comm_join is not available on this backend".into(),
+        ))
+    }
     /// Makes progress until `done()` returns true (Waitany, Waitsome, ...).
     fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()>;
     /// Makes progress once without blocking.
@@ -401,6 +474,16 @@ impl Blocks {
             len: self.counts[i],
         }
     }
+}
+
+/// One command of MPI_Comm_spawn(_multiple).
+#[derive(Clone, Debug, Default)]
+pub struct SpawnCommand {
+    pub command: String,
+    pub args: Vec<String>,
+    pub maxprocs: usize,
+    /// Info hints (`wdir`, `path`, `env`, `soft`, `host`, ...).
+    pub info: Vec<(String, String)>,
 }
 
 /// A collective operation on buffers (MPI-4.1 chapter 6), described in

@@ -174,6 +174,16 @@ impl Pmi {
         // SAFETY: fd is an open socket handed to this process by the launcher
         // for the PMI connection; nothing else in the process owns it.
         let stream = unsafe { UnixStream::from_raw_fd(fd as i32) };
+        Pmi::connect(stream, rank, size, launcher).map(Some)
+    }
+
+    /// Speaks PMI over `stream` as rank `rank` of `size`.
+    pub(crate) fn connect(
+        stream: UnixStream,
+        rank: usize,
+        size: usize,
+        launcher: Launcher,
+    ) -> Result<Pmi> {
         // Keep it out of processes we spawn.
         let _ = rustix::io::fcntl_setfd(&stream, rustix::io::FdFlags::CLOEXEC);
         let writer = stream.try_clone().map_err(|e| Error::os("PMI socket", e))?;
@@ -196,7 +206,7 @@ impl Pmi {
             .get("kvsname")
             .cloned()
             .ok_or_else(|| Error::Bootstrap("PMI: no kvsname in reply".into()))?;
-        Ok(Some(pmi))
+        Ok(pmi)
     }
 
     fn call(&self, cmd: &str, args: &[(&str, &str)]) -> Result<HashMap<String, String>> {
@@ -307,6 +317,107 @@ impl Pmi {
         };
     }
 
+    /// Sends an oxmpi request that only oxmpi's launcher understands and
+    /// checks its `rc`; a failure carries the launcher's message.
+    fn oxmpi_call(&self, cmd: &str, args: &[(&str, &str)]) -> Result<HashMap<String, String>> {
+        if self.launcher != Launcher::Oxmpi {
+            return Err(Error::NotImplemented(format!(
+                "{cmd}: dynamic processes need oxmpi's own launcher"
+            )));
+        }
+        let r = self.call(cmd, args)?;
+        match r.get("rc").map(String::as_str) {
+            Some("0") => Ok(r),
+            _ => Err(Error::Mpi {
+                class: match cmd {
+                    "oxmpi_spawn" => crate::error::class::ERR_SPAWN,
+                    "oxmpi_lookup" => crate::error::class::ERR_NAME,
+                    "oxmpi_publish" | "oxmpi_unpublish" => crate::error::class::ERR_SERVICE,
+                    _ => crate::error::class::ERR_OTHER,
+                },
+                message: percent_decode(r.get("msg").map(String::as_str).unwrap_or("failed")),
+            }),
+        }
+    }
+
+    /// Asks the launcher to start the processes of `commands` as a new
+    /// job whose parents are `parents` (slots); returns the connection
+    /// tag and the new processes' slots.
+    pub fn spawn(
+        &self,
+        commands: &[crate::backend::SpawnCommand],
+        parents: &[i32],
+    ) -> Result<(i32, Vec<i32>)> {
+        let mut fields: Vec<(String, String)> = vec![
+            ("ncmds".into(), commands.len().to_string()),
+            (
+                "parents".into(),
+                crate::process_manager::slot_list(
+                    &parents.iter().map(|&p| p as usize).collect::<Vec<_>>(),
+                ),
+            ),
+        ];
+        for (i, c) in commands.iter().enumerate() {
+            fields.push((format!("cmd{i}"), percent_encode(&c.command)));
+            fields.push((format!("maxprocs{i}"), c.maxprocs.to_string()));
+            fields.push((format!("argc{i}"), c.args.len().to_string()));
+            for (j, a) in c.args.iter().enumerate() {
+                fields.push((format!("arg{i}_{j}"), percent_encode(a)));
+            }
+            fields.push((format!("ninfo{i}"), c.info.len().to_string()));
+            for (j, (k, v)) in c.info.iter().enumerate() {
+                fields.push((format!("infokey{i}_{j}"), percent_encode(k)));
+                fields.push((format!("infoval{i}_{j}"), percent_encode(v)));
+            }
+        }
+        let args: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let r = self.oxmpi_call("oxmpi_spawn", &args)?;
+        let tag = r
+            .get("tag")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Bootstrap("spawn reply without a tag".into()))?;
+        let slots = crate::process_manager::parse_slot_list(
+            r.get("slots").map(String::as_str).unwrap_or(""),
+        )?;
+        Ok((tag, slots))
+    }
+
+    /// A tag unique in the universe for a new port: `(universe, tag)`.
+    pub fn open_port(&self) -> Result<(String, i32)> {
+        let r = self.oxmpi_call("oxmpi_open_port", &[])?;
+        let universe = r.get("universe").cloned().unwrap_or_default();
+        let tag = r
+            .get("tag")
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| Error::Bootstrap("open_port reply without a tag".into()))?;
+        Ok((universe, tag))
+    }
+
+    /// MPI_Publish_name / MPI_Unpublish_name (`port` None) in the
+    /// universe's name service.
+    pub fn publish(&self, service: &str, port: Option<&str>) -> Result<()> {
+        let service = percent_encode(service);
+        match port {
+            Some(p) => self.oxmpi_call(
+                "oxmpi_publish",
+                &[("service", &service), ("port", &percent_encode(p))],
+            ),
+            None => self.oxmpi_call("oxmpi_unpublish", &[("service", &service)]),
+        }
+        .map(|_| ())
+    }
+
+    /// MPI_Lookup_name.
+    pub fn lookup(&self, service: &str) -> Result<String> {
+        let r = self.oxmpi_call("oxmpi_lookup", &[("service", &percent_encode(service))])?;
+        Ok(percent_decode(
+            r.get("port").map(String::as_str).unwrap_or(""),
+        ))
+    }
+
     /// Asks the launcher to end the whole job with `code`.
     pub fn abort(&self, code: i32, msg: &str) {
         let msg: String = msg
@@ -325,7 +436,7 @@ impl Pmi {
 
 /// Percent-encodes everything but printable ASCII other than space, '='
 /// and '%', so that a value is one PMI token.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_graphic() && b != b'=' && b != b'%' {
@@ -335,6 +446,26 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Undoes `percent_encode`.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn rc_ok(r: &HashMap<String, String>, what: &str) -> Result<()> {

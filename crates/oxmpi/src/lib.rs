@@ -27,6 +27,7 @@ pub mod error;
 pub mod group;
 mod native;
 pub mod op;
+pub mod process_manager;
 mod shm;
 mod sys;
 pub mod system_mpi;

@@ -23,6 +23,9 @@
 //!
 //! * invariant: `seq == pos` means the cell at `pos % slots` is free for the
 //!   producer that claims position `pos`;
+//!   (the segment stores `seq - pos % slots`, so that a zeroed ring is the
+//!   initial state `seq == pos` and nobody has to write every cell before
+//!   the first use: untouched inboxes of spare slots cost no memory);
 //! * `seq == pos + 1` means it holds the message at position `pos`, ready
 //!   for the consumer;
 //! * after consuming, the consumer sets `seq = pos + slots`, freeing it for
@@ -77,6 +80,18 @@
 //!   reuse channels safely because the check is per posting, not per
 //!   communicator, and tokens are never reused by an owner.
 //!
+//! # Slots and processes
+//!
+//! The segment has a fixed number of *slots* (`Layout::nranks`), each an
+//! inbox and a row of collective slots. The launcher creates the segment
+//! (a memfd it passes to every process it starts) with room for the job
+//! plus spare slots for processes spawned later (`MPI_Comm_spawn`); a
+//! process's "job rank" is its slot. A slot is reused only after its
+//! previous occupant finalized and exited cleanly: that occupant records
+//! its inbox position (`retire_inbox`), and the next one discards whatever
+//! was left in the ring (`adopt_inbox`) and starts its collective
+//! generations above any its predecessor posted (`adopt_coll_slots`).
+//!
 //! Waiters sleep on their own inbox doorbell; whoever publishes what a
 //! peer may be waiting for calls `notify(peer)` (SeqCst fence, then ring if
 //! the peer is asleep: the same Dekker pairing as the inbox).
@@ -93,7 +108,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"oxmpiSHM");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Bytes of a cell's header; the payload follows it.
 pub const CELL_HEADER: usize = 64;
 /// Default cell size (header + payload). Messages whose payload fits travel
@@ -184,7 +199,11 @@ struct InboxCtl {
     doorbell: AtomicU32,
     sleepers: AtomicU32,
     pid: AtomicU32,
-    _pad1: [u32; 13],
+    _pad1: u32,
+    /// The consumer position a finalizing occupant left the ring at
+    /// (`retire_inbox`), for the next occupant of the slot.
+    final_head: AtomicU64,
+    _pad2: [u64; 5],
 }
 const _: () = assert!(std::mem::size_of::<InboxCtl>() == 128);
 
@@ -197,7 +216,7 @@ pub const COLL_HALF: usize = 256 * 1024;
 /// Most collective channels a segment has.
 const COLL_MAX_CHANS: usize = 16;
 /// Budget for the collective region; fewer channels on big nodes.
-const COLL_BUDGET: usize = 64 << 20;
+const COLL_BUDGET: usize = 256 << 20;
 
 /// Control of one half of a collective slot: what is posted there and who
 /// has finished reading it (see the module doc). `done` has its own cache
@@ -258,6 +277,13 @@ impl Layout {
         }
     }
 
+    /// This geometry, mapped only over its first `size` bytes (to read a
+    /// header).
+    fn with_size(mut self, size: usize) -> Layout {
+        self.size = size;
+        self
+    }
+
     /// Largest payload that fits in one cell.
     pub fn cell_payload(&self) -> usize {
         self.cell_size - CELL_HEADER
@@ -314,8 +340,52 @@ impl Segment {
         Ok(seg)
     }
 
+    /// Creates and initialises an unnamed segment (a memfd, closed on
+    /// exec unless the caller says otherwise): the launcher's way, which
+    /// hands the descriptor to every process it starts, so there is no
+    /// name to find or to clean up.
+    pub fn create_memfd(layout: Layout) -> Result<(Segment, OwnedFd)> {
+        let fd = rustix::fs::memfd_create("oxmpi-segment", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| Error::os("memfd_create(shared memory segment)", e))?;
+        rustix::fs::ftruncate(&fd, layout.size as u64)
+            .map_err(|e| Error::os("ftruncate(shared memory segment)", e))?;
+        let seg = Self::map(&fd, layout)?;
+        seg.init();
+        Ok((seg, fd))
+    }
+
+    /// Maps the segment behind `fd` (from `create_memfd`), its geometry
+    /// read from its header.
+    pub fn from_fd(fd: &OwnedFd) -> Result<Segment> {
+        let st = rustix::fs::fstat(fd).map_err(|e| Error::os("fstat(shared memory segment)", e))?;
+        let bad = |why: &str| {
+            Error::Bootstrap(format!(
+                "the shared-memory segment passed by the launcher is unusable: {why} \
+                 (another oxmpi version in the same job?)"
+            ))
+        };
+        if (st.st_size as usize) < std::mem::size_of::<SegmentHeader>() {
+            return Err(bad("too small"));
+        }
+        let probe = Self::map(
+            fd,
+            Layout::new(1, 2, 128).with_size(std::mem::size_of::<SegmentHeader>()),
+        )?;
+        let h = probe.header();
+        if h.magic != MAGIC || h.version != VERSION {
+            return Err(bad("wrong magic or version"));
+        }
+        let layout = Layout::new(h.nranks as usize, h.slots as usize, h.cell_size as usize);
+        if h.layout_size != layout.size as u64 || (st.st_size as u64) < h.layout_size {
+            return Err(bad("its size does not match its header"));
+        }
+        drop(probe);
+        Self::map(fd, layout)
+    }
+
     /// An anonymous segment for a job of one process (no name, nothing to
     /// clean up).
+    #[cfg(test)]
     pub fn anonymous(layout: Layout) -> Result<Segment> {
         // SAFETY: a fresh anonymous mapping aliases nothing.
         let ptr = unsafe {
@@ -372,11 +442,8 @@ impl Segment {
             (*h).cell_size = self.layout.cell_size as u32;
             (*h).layout_size = self.layout.size as u64;
         }
-        for r in 0..self.layout.nranks {
-            for pos in 0..self.layout.slots {
-                self.cell(r, pos).seq.store(pos as u64, Ordering::Relaxed);
-            }
-        }
+        // The rings need no initialisation: zero is `seq == pos` (see
+        // `seq`), so pages of unused slots are never touched.
         fence(Ordering::Release);
     }
 
@@ -420,6 +487,43 @@ impl Segment {
         unsafe { &*self.cell_ptr(rank, pos).cast::<CellHead>() }
     }
 
+    /// The sequence number of the cell for position `pos` of `rank`'s ring
+    /// (stored as `seq - pos % slots`, so that zero means free for the
+    /// first lap).
+    fn seq(&self, rank: usize, pos: u64, order: Ordering) -> u64 {
+        let idx = pos & (self.layout.slots as u64 - 1);
+        self.cell(rank, pos as usize)
+            .seq
+            .load(order)
+            .wrapping_add(idx)
+    }
+
+    fn set_seq(&self, rank: usize, pos: u64, seq: u64, order: Ordering) {
+        let idx = pos & (self.layout.slots as u64 - 1);
+        self.cell(rank, pos as usize)
+            .seq
+            .store(seq.wrapping_sub(idx), order);
+    }
+
+    /// A finalizing occupant of `rank`'s slot records where it stopped
+    /// consuming, for the next occupant (`adopt_inbox`).
+    pub fn retire_inbox(&self, rank: usize, head: u64) {
+        self.ctl(rank).final_head.store(head, Ordering::Release);
+    }
+
+    /// A new occupant of a slot whose previous occupant retired: frees
+    /// every cell still published in the ring (messages to a process that
+    /// is gone) and returns the consumer position to start at.
+    pub fn adopt_inbox(&self, rank: usize) -> u64 {
+        let ctl = self.ctl(rank);
+        let mut head = ctl.final_head.load(Ordering::Acquire);
+        let end = ctl.enqueue_pos.load(Ordering::Acquire);
+        while head < end && self.has_pending(rank, head) {
+            head = self.pop_release(rank, head);
+        }
+        head
+    }
+
     pub fn set_pid(&self, rank: usize, pid: u32) {
         self.ctl(rank).pid.store(pid, Ordering::Release);
     }
@@ -441,10 +545,9 @@ impl Segment {
         let ctl = self.ctl(dest);
         let mut pos = ctl.enqueue_pos.load(Ordering::Relaxed);
         loop {
-            let cell = self.cell(dest, pos as usize);
             // Acquire pairs with the consumer's Release in `pop_release`,
             // so our writes to the cell cannot precede its reads.
-            let seq = cell.seq.load(Ordering::Acquire);
+            let seq = self.seq(dest, pos, Ordering::Acquire);
             let diff = seq as i64 - pos as i64;
             if diff == 0 {
                 match ctl.enqueue_pos.compare_exchange_weak(
@@ -483,9 +586,7 @@ impl Segment {
         }
         // Release publishes the cell; pairs with the consumer's Acquire in
         // `peek`.
-        self.cell(dest, pos as usize)
-            .seq
-            .store(pos + 1, Ordering::Release);
+        self.set_seq(dest, pos, pos + 1, Ordering::Release);
         // SeqCst fence: pairs with the one in `prepare_sleep` (see module doc).
         fence(Ordering::SeqCst);
         if ctl.sleepers.load(Ordering::Relaxed) != 0 {
@@ -498,9 +599,8 @@ impl Segment {
     /// Only the owner of the ring, holding its progress lock, may call this
     /// and `pop_release`; `head` is the consumer's position.
     pub fn peek(&self, rank: usize, head: u64) -> Option<(CellInfo, &[u8])> {
-        let cell = self.cell(rank, head as usize);
         // Acquire pairs with the producer's Release in `push`.
-        if cell.seq.load(Ordering::Acquire) != head + 1 {
+        if self.seq(rank, head, Ordering::Acquire) != head + 1 {
             return None;
         }
         let p = self.cell_ptr(rank, head as usize);
@@ -529,15 +629,18 @@ impl Segment {
     pub fn pop_release(&self, rank: usize, head: u64) -> u64 {
         // Release pairs with the producer's Acquire in `push`: our reads of
         // the cell happen before its next writes.
-        self.cell(rank, head as usize)
-            .seq
-            .store(head + self.layout.slots as u64, Ordering::Release);
+        self.set_seq(
+            rank,
+            head,
+            head + self.layout.slots as u64,
+            Ordering::Release,
+        );
         head + 1
     }
 
     /// Is there a cell waiting in `rank`'s ring at `head`?
     pub fn has_pending(&self, rank: usize, head: u64) -> bool {
-        self.cell(rank, head as usize).seq.load(Ordering::Acquire) == head + 1
+        self.seq(rank, head, Ordering::Acquire) == head + 1
     }
 
     /// Announces that a thread of `rank` is going to sleep; returns the
@@ -595,6 +698,11 @@ impl CollToken {
     pub fn new(generation: u64, step: u64) -> CollToken {
         assert!(generation < Self::GENERATIONS);
         CollToken(((generation + 1) << 40) | (step & ((1 << 40) - 1)))
+    }
+
+    /// The generation this token was posted under (0 for no posting).
+    fn generation(self) -> u64 {
+        (self.0 >> 40).saturating_sub(1)
     }
 }
 
@@ -699,6 +807,27 @@ impl Segment {
         // writes (pairs with the Acquire in `coll_free`).
         let done = c.done.fetch_add(1, Ordering::AcqRel) + 1;
         done == c.expected.load(Ordering::Relaxed)
+    }
+
+    /// A new occupant of a slot (see `adopt_inbox`): per channel, the
+    /// highest claim generation its predecessor posted under, so that its
+    /// own tokens stay above them; and every half marked read, since the
+    /// readers of the predecessor's last postings have finished with them
+    /// (they completed the collectives) or are gone.
+    pub fn adopt_coll_slots(&self, rank: usize) -> Vec<u64> {
+        (0..self.layout.coll_chans)
+            .map(|chan| {
+                (0..2)
+                    .map(|half| {
+                        let c = self.coll_ctl(chan, rank, half);
+                        c.done
+                            .store(c.expected.load(Ordering::Relaxed), Ordering::Release);
+                        CollToken(c.posted.load(Ordering::Acquire)).generation()
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     /// Wakes `rank`'s sleeping threads after publishing something they may

@@ -83,6 +83,14 @@ impl ChannelPool {
         }
     }
 
+    /// Starts every channel's generations at least at `floor` (a reused
+    /// slot: above those its predecessor posted under).
+    pub(crate) fn raise_generations(&self, floor: &[u64]) {
+        for (g, &f) in self.generations.iter().zip(floor) {
+            g.fetch_max(f, Ordering::Relaxed);
+        }
+    }
+
     /// Reserves every free channel for a creation in progress (concurrent
     /// creations thus never pick the same one); returns them.
     fn reserve_free(&self, nchans: usize) -> u64 {

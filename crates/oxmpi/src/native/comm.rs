@@ -133,6 +133,13 @@ impl NativeComm {
         }
     }
 
+    /// The same communicator, but its id is not its to give back (a
+    /// reserved id such as the universe's).
+    pub(super) fn without_id(mut self) -> Self {
+        self.owns_id = false;
+        self
+    }
+
     /// Gives a new communicator the shared-memory channel its members
     /// agreed on (see `agree_on_channel`).
     pub(crate) fn with_coll_channel(mut self, channel: Option<ChannelClaim>) -> Self {
@@ -786,6 +793,22 @@ impl Communicator for NativeComm {
 
     fn merge(&self, high: bool) -> Result<CommRef> {
         self.merge_comm(high)
+    }
+
+    fn spawn(
+        &self,
+        root: i32,
+        commands: Option<&[crate::backend::SpawnCommand]>,
+    ) -> Result<CommRef> {
+        self.spawn_comm(root, commands)
+    }
+
+    fn accept(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        self.accept_comm(port, root)
+    }
+
+    fn connect(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        self.connect_comm(port, root)
     }
 
     fn topology(&self) -> Option<Arc<Topology>> {

@@ -18,13 +18,13 @@ use super::comm::{ctx, NativeComm};
 use super::ctxid::Proposal;
 
 /// Tag of the messages of communicator management on a collective context.
-const TAG_MGMT: i32 = 0x4f58_4d47;
+pub(super) const TAG_MGMT: i32 = 0x4f58_4d47;
 
-fn encode_i32s(v: &[i32]) -> Vec<u8> {
+pub(super) fn encode_i32s(v: &[i32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn decode_i32s(b: &[u8]) -> Result<Vec<i32>> {
+pub(super) fn decode_i32s(b: &[u8]) -> Result<Vec<i32>> {
     if !b.len().is_multiple_of(4) {
         return Err(Error::Intern("malformed rank list".into()));
     }
@@ -64,7 +64,7 @@ impl NativeComm {
     }
 
     /// Binomial-tree broadcast of a blob whose length only `root` knows.
-    fn bcast_from(&self, data: Option<Vec<u8>>, root: i32, tag: i32) -> Result<Vec<u8>> {
+    pub(super) fn bcast_from(&self, data: Option<Vec<u8>>, root: i32, tag: i32) -> Result<Vec<u8>> {
         let n = self.members.len() as i32;
         let rel = (self.rank - root + n) % n;
         let mut mask = 1;

@@ -11,18 +11,19 @@ mod coll;
 pub(crate) mod comm;
 mod commgmt;
 mod ctxid;
+mod dynproc;
 mod nbr;
 mod request;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{CommRef, Engine, RawBuf, SendMode, Status, ANY_SOURCE, ANY_TAG};
 use crate::bootstrap::Pmi;
 use crate::error::{class, Error, Result};
-use crate::shm::{self, CellInfo, CellKind, Layout, Push, Segment};
+use crate::shm::{self, CellInfo, CellKind, Push, Segment};
 use crate::sys;
 
 pub use comm::NativeComm;
@@ -172,12 +173,19 @@ struct State {
 pub struct Core {
     seg: Segment,
     me: usize,
+    /// Slots in the segment (the universe's capacity).
     nranks: usize,
+    /// The slots of COMM_WORLD, in rank order.
+    world: Vec<i32>,
+    /// How to reach the processes that spawned us, if they did.
+    parent: Option<crate::process_manager::ParentInfo>,
+    /// A singleton's segment, kept to hand to a launcher if it spawns.
+    singleton_fd: Mutex<Option<std::os::fd::OwnedFd>>,
     /// Inbox consumer position; written only under the state lock, read
     /// without it by the sleep check.
     head: AtomicU64,
     state: Mutex<State>,
-    pmi: Option<Pmi>,
+    pmi: OnceLock<Pmi>,
     /// Most polls a waiter makes before it sleeps (OXMPI_SPIN, or 0 when
     /// ranks outnumber cores).
     spin_limit: u32,
@@ -201,60 +209,151 @@ fn env_flag(name: &str) -> Option<bool> {
         .map(|v| !matches!(v.trim(), "0" | "false" | "no" | "off" | ""))
 }
 
+/// Where a process stands when it starts: its segment, slot and world.
+struct Start {
+    seg: Segment,
+    me: usize,
+    world: Vec<i32>,
+    pmi: Option<Pmi>,
+    reused: bool,
+    parent: Option<crate::process_manager::ParentInfo>,
+    singleton_fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Start {
+    fn from_env() -> Result<Start> {
+        use crate::process_manager as pm;
+        let pmi = Pmi::from_env()?;
+        if let Some(fd) = pm::inherited_segment()? {
+            // Started by oxmpi's launcher: the universe's segment.
+            let p = pmi.ok_or_else(|| {
+                Error::Bootstrap(format!("{} is set but PMI_FD is not", pm::SHM_FD))
+            })?;
+            let seg = Segment::from_fd(&fd)?;
+            let var = |name: &str| std::env::var(name).ok();
+            let me = match var(pm::SLOT) {
+                Some(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| Error::Bootstrap(format!("bad {}={v:?}", pm::SLOT)))?,
+                None => p.rank,
+            };
+            let world = match var(pm::WORLD_SLOTS) {
+                Some(v) => pm::parse_slot_list(&v)?,
+                None => (0..p.size as i32).collect(),
+            };
+            let cap = seg.layout().nranks;
+            if world.len() != p.size
+                || world.get(p.rank) != Some(&(me as i32))
+                || world.iter().any(|&w| w as usize >= cap)
+            {
+                return Err(Error::Bootstrap(format!(
+                    "inconsistent slots from the launcher: slot {me}, world {world:?}, \
+                     rank {} of {}, {cap} slots",
+                    p.rank, p.size
+                )));
+            }
+            let parent = var(pm::PARENT)
+                .map(|v| pm::ParentInfo::decode(&v))
+                .transpose()?;
+            seg.set_pid(me, std::process::id());
+            return Ok(Start {
+                seg,
+                me,
+                world,
+                pmi: Some(p),
+                reused: var(pm::SLOT_REUSED).as_deref() == Some("1"),
+                parent,
+                singleton_fd: None,
+            });
+        }
+        let Some(p) = pmi else {
+            // A singleton: a segment of its own, with spare slots for the
+            // processes it may spawn (handed to a launcher then).
+            let (seg, fd) = Segment::create_memfd(pm::layout_for(1 + pm::spare_slots()))?;
+            seg.set_pid(0, std::process::id());
+            return Ok(Start {
+                seg,
+                me: 0,
+                world: vec![0],
+                pmi: None,
+                reused: false,
+                parent: None,
+                singleton_fd: Some(fd),
+            });
+        };
+        // A foreign PMI-1 launcher (hydra): rank 0 creates a named segment
+        // for the job, the others find it through PMI.
+        let (me, nranks) = (p.rank, p.size);
+        let layout = pm::layout_for(nranks);
+        let name = shm::segment_name(&p.kvsname);
+        let seg = if me == 0 {
+            let seg = Segment::create(&name, layout)?;
+            p.put("oxmpi.shm.0", &name)?;
+            seg
+        } else {
+            p.fence()?;
+            let name = p.get("oxmpi.shm.0")?;
+            Segment::attach(&name, layout)?
+        };
+        if me == 0 {
+            p.fence()?;
+        }
+        seg.set_pid(me, std::process::id());
+        // Everyone has mapped the segment after this fence: unlink it so
+        // that nothing is left behind whatever happens next.
+        p.fence()?;
+        if me == 0 {
+            Segment::unlink(&name);
+        }
+        Ok(Start {
+            seg,
+            me,
+            world: (0..nranks as i32).collect(),
+            pmi: Some(p),
+            reused: false,
+            parent: None,
+            singleton_fd: None,
+        })
+    }
+}
+
 impl Core {
     /// MPI_Init for the native runtime.
     pub fn init() -> Result<Arc<Core>> {
-        let pmi = Pmi::from_env()?;
-        let (me, nranks) = pmi.as_ref().map_or((0, 1), |p| (p.rank, p.size));
-        let slots = std::env::var("OXMPI_SHM_CELLS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| n.is_power_of_two() && *n >= 2)
-            .unwrap_or(shm::DEFAULT_SLOTS);
-        let layout = Layout::new(nranks, slots, shm::DEFAULT_CELL_SIZE);
-        let seg = match &pmi {
-            None => Segment::anonymous(layout)?,
-            Some(p) => {
-                let name = shm::segment_name(&p.kvsname);
-                let seg = if me == 0 {
-                    let seg = Segment::create(&name, layout)?;
-                    p.put("oxmpi.shm.0", &name)?;
-                    seg
-                } else {
-                    p.fence()?;
-                    let name = p.get("oxmpi.shm.0")?;
-                    Segment::attach(&name, layout)?
-                };
-                if me == 0 {
-                    p.fence()?;
-                }
-                seg.set_pid(me, std::process::id());
-                // Everyone has mapped the segment after this fence: unlink
-                // it so that nothing is left behind whatever happens next.
-                p.fence()?;
-                if me == 0 {
-                    Segment::unlink(&name);
-                }
-                seg
-            }
-        };
-        if pmi.is_none() {
-            seg.set_pid(0, std::process::id());
-        }
+        let start = Start::from_env()?;
+        let nslots = start.seg.layout().nranks;
         sys::allow_cross_memory_attach();
-        let oversubscribed = nranks > sys::available_cpus();
+        let oversubscribed = start.world.len() > sys::available_cpus();
         let spin_limit = std::env::var("OXMPI_SPIN")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(if oversubscribed { 0 } else { 4000 });
         let cma = env_flag("OXMPI_CMA").unwrap_or(true);
+        let (head, coll_channels) = if start.reused {
+            // An earlier occupant of our slot retired: skip what it left
+            // and post above its generations (see `shm.rs`).
+            let head = start.seg.adopt_inbox(start.me);
+            let pool = coll::ChannelPool::new();
+            pool.raise_generations(&start.seg.adopt_coll_slots(start.me));
+            (head, pool)
+        } else {
+            (0, coll::ChannelPool::new())
+        };
+        let pmi = OnceLock::new();
+        if let Some(p) = start.pmi {
+            let _ = pmi.set(p);
+        }
         Ok(Arc::new(Core {
-            seg,
-            me,
-            nranks,
-            head: AtomicU64::new(0),
+            seg: start.seg,
+            me: start.me,
+            nranks: nslots,
+            world: start.world,
+            parent: start.parent,
+            singleton_fd: Mutex::new(start.singleton_fd),
+            head: AtomicU64::new(head),
             state: Mutex::new(State {
-                outbox: (0..nranks).map(|_| VecDeque::new()).collect(),
+                outbox: (0..nslots).map(|_| VecDeque::new()).collect(),
                 ..State::default()
             }),
             pmi,
@@ -262,19 +361,22 @@ impl Core {
             spin_budget: AtomicU32::new(spin_limit),
             cma: AtomicBool::new(cma),
             next_id: AtomicU64::new(1),
-            ctx_ids: ctxid::ContextIds::new(&[WORLD_ID, SELF_ID]),
+            ctx_ids: ctxid::ContextIds::new(&[WORLD_ID, SELF_ID, UNIVERSE_ID]),
             interrupt: RwLock::new(None),
             finalized: AtomicBool::new(false),
-            coll_channels: coll::ChannelPool::new(),
+            coll_channels,
         }))
     }
 
+    /// This process's slot in the segment (its "job rank").
     pub fn rank(&self) -> usize {
         self.me
     }
 
-    pub fn size(&self) -> usize {
-        self.nranks
+    /// The PMI connection, once there is one (a singleton has none until
+    /// it spawns).
+    fn pmi(&self) -> Option<&Pmi> {
+        self.pmi.get()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -919,7 +1021,7 @@ impl Core {
 
     /// Tells oxmpi's launcher that this rank is blocked (or running again).
     fn report_state(&self, blocked: Option<&Blocked>) {
-        if let Some(p) = &self.pmi {
+        if let Some(p) = self.pmi() {
             p.report_state(blocked.map(|b| (b.call.as_str(), b.peer)));
         }
     }
@@ -1035,6 +1137,10 @@ fn decode_iov(payload: &[u8]) -> Vec<(u64, u64)> {
 
 /// Communicator id of COMM_WORLD.
 const WORLD_ID: u32 = 0;
+/// Communicator id of the universe communicator: every slot of the
+/// segment, rank = slot; the peer communicator through which separately
+/// created groups (spawn, connect/accept, join) find each other.
+const UNIVERSE_ID: u32 = 2;
 /// Communicator id of COMM_SELF.
 const SELF_ID: u32 = 1;
 
@@ -1043,22 +1149,35 @@ pub struct NativeEngine {
     core: Arc<Core>,
     world: CommRef,
     self_comm: CommRef,
+    /// The intercommunicator to the processes that spawned us.
+    parent: Option<CommRef>,
 }
 
 impl NativeEngine {
     pub fn init() -> Result<NativeEngine> {
         let core = Core::init()?;
-        let n = core.size() as i32;
-        let world: CommRef = Arc::new(
-            NativeComm::new(
-                core.clone(),
-                WORLD_ID,
-                core.rank() as i32,
-                (0..n).collect(),
-                "MPI_COMM_WORLD",
-            )
-            .with_coll_channel(coll::ChannelClaim::claim(&core, 0)),
+        let rank = core
+            .world
+            .iter()
+            .position(|&s| s as usize == core.rank())
+            .expect("our slot is in our world") as i32;
+        let world = NativeComm::new(
+            core.clone(),
+            WORLD_ID,
+            rank,
+            core.world.clone(),
+            "MPI_COMM_WORLD",
         );
+        let world: CommRef = Arc::new(if core.parent.is_none() && core.world[0] == 0 {
+            // The launched job in a fresh segment: every rank claims the
+            // world's channel 0 at generation 1, with no messages.
+            world.with_coll_channel(coll::ChannelClaim::claim(&core, 0))
+        } else {
+            // Spawned processes may sit in reused slots whose collective
+            // postings are not fresh: agree, as any new communicator does.
+            let claim = world.agree_on_channel(true)?;
+            world.with_coll_channel(claim)
+        });
         let self_comm: CommRef = Arc::new(NativeComm::new(
             core.clone(),
             SELF_ID,
@@ -1066,10 +1185,21 @@ impl NativeEngine {
             vec![core.rank() as i32],
             "MPI_COMM_SELF",
         ));
+        let universe = core.universe_comm();
+        let parent = match core.parent {
+            Some(p) => Some(world.create_intercomm(
+                0,
+                (rank == 0).then_some(&universe as &dyn crate::backend::Communicator),
+                p.root_slot,
+                p.tag,
+            )?),
+            None => None,
+        };
         Ok(NativeEngine {
             core,
             world,
             self_comm,
+            parent,
         })
     }
 }
@@ -1101,10 +1231,42 @@ impl Engine for NativeEngine {
     }
 
     fn universe_size(&self) -> i32 {
-        self.core
-            .pmi
-            .as_ref()
-            .map_or(1, |p| p.universe_size() as i32)
+        self.core.pmi().map_or_else(
+            || crate::process_manager::default_universe_size(1) as i32,
+            |p| p.universe_size() as i32,
+        )
+    }
+
+    fn parent(&self) -> Option<CommRef> {
+        self.parent.clone()
+    }
+
+    fn open_port(&self) -> Result<String> {
+        self.core.open_port()
+    }
+
+    fn close_port(&self, port: &str) -> Result<()> {
+        self.core.close_port(port)
+    }
+
+    fn publish_name(&self, service: &str, port: Option<&str>) -> Result<()> {
+        self.core.publish_name(service, port)
+    }
+
+    fn lookup_name(&self, service: &str) -> Result<String> {
+        self.core.lookup_name(service)
+    }
+
+    fn join(&self, fd: i32) -> Result<CommRef> {
+        let me = NativeComm::new(
+            self.core.clone(),
+            SELF_ID,
+            0,
+            vec![self.core.rank() as i32],
+            "MPI_COMM_SELF",
+        )
+        .without_id();
+        self.core.join(fd, &me)
     }
 
     fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()> {
@@ -1136,7 +1298,13 @@ impl Engine for NativeEngine {
             let st = self.core.lock();
             st.outbox_len == 0 && st.streams_out.is_empty()
         })?;
-        if let Some(p) = &self.core.pmi {
+        if let Some(p) = self.core.pmi() {
+            // Our slot may be given to a process spawned later: tell it
+            // where we stopped reading our inbox.
+            let _st = self.core.lock();
+            self.core
+                .seg
+                .retire_inbox(self.core.me, self.core.head.load(Ordering::Relaxed));
             p.finalize()?;
         }
         Ok(())
@@ -1144,7 +1312,7 @@ impl Engine for NativeEngine {
 }
 
 pub(crate) fn abort_job(core: &Core, code: i32, msg: &str) -> ! {
-    if let Some(p) = &core.pmi {
+    if let Some(p) = core.pmi() {
         p.abort(code, msg);
         // The launcher ends every rank; wait for it rather than racing it.
         std::thread::sleep(Duration::from_secs(5));
