@@ -192,8 +192,8 @@ pub fn serve_singleton() -> i32 {
         eprintln!("mpiexec: --singleton-server is started by the oxmpi runtime, not by hand");
         return STATUS_USAGE;
     };
-    let cap = match pm::segment_capacity(&shm) {
-        Ok(c) => c,
+    let cap = match pm::UniverseSegment::open(&shm) {
+        Ok(seg) => seg.capacity(),
         Err(e) => {
             eprintln!("mpiexec: {e}");
             return STATUS_SETUP_FAILED;
@@ -235,6 +235,8 @@ struct Universe<'a> {
 struct Starter<'a> {
     spec: &'a JobSpec,
     shm: &'a OwnedFd,
+    /// The segment, mapped to recycle slots.
+    seg: pm::UniverseSegment,
     server: Arc<PmiServer>,
     events: Sender<Event>,
     launcher_env: Vec<(OsString, OsString)>,
@@ -391,9 +393,17 @@ impl Universe<'_> {
                 None
             }
         };
+        let seg = match pm::UniverseSegment::open(&self.shm) {
+            Ok(seg) => seg,
+            Err(e) => {
+                eprintln!("mpiexec: cannot map the shared-memory segment: {e}");
+                return STATUS_SETUP_FAILED;
+            }
+        };
         let starter = Starter {
             spec,
             shm: &self.shm,
+            seg,
             server: Arc::clone(&server),
             events: tx.clone(),
             launcher_env: std::env::vars_os().collect(),
@@ -849,6 +859,10 @@ impl Controller<'_> {
             }
             for _ in 0..count {
                 let slot = slots[rank];
+                let reused = self.slots[slot] == (SlotUse::Free { reused: true });
+                if reused {
+                    self.starter.seg.recycle_slot(slot);
+                }
                 let at = Placement {
                     slot,
                     rank,
@@ -856,7 +870,7 @@ impl Controller<'_> {
                     jobid: &jobname,
                     world: Some(&world),
                     parent: Some(parent),
-                    reused: self.slots[slot] == (SlotUse::Free { reused: true }),
+                    reused,
                 };
                 match self.starter.start(&app, &env, &at, false) {
                     Ok(s) => started.push((slot, s)),

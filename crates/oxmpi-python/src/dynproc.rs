@@ -36,6 +36,61 @@ fn command_str(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     os.call_method1("fsdecode", (obj,))?.extract()
 }
 
+fn is_string_like(o: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(o.is_instance_of::<pyo3::types::PyString>()
+        || o.is_instance_of::<pyo3::types::PyBytes>()
+        || o.hasattr("__fspath__")?)
+}
+
+fn check_len(got: usize, want: usize) -> PyResult<()> {
+    if got != want {
+        return Err(PyValueError::new_err(format!(
+            "expecting {want} items, got {got}"
+        )));
+    }
+    Ok(())
+}
+
+/// Spawn_multiple's `args`: None, one string for every command, or one
+/// argument list per command.
+fn argvs(obj: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Vec<Vec<String>>> {
+    match obj {
+        None => Ok(vec![Vec::new(); n]),
+        Some(o) if o.is_none() => Ok(vec![Vec::new(); n]),
+        Some(o) if is_string_like(o)? => Ok(vec![argv(Some(o))?; n]),
+        Some(o) => {
+            let v: Vec<Vec<String>> = o
+                .try_iter()?
+                .map(|x| argv(Some(&x?)))
+                .collect::<PyResult<_>>()?;
+            check_len(v.len(), n)?;
+            Ok(v)
+        }
+    }
+}
+
+/// Spawn_multiple's `maxprocs`: None (1 each), one integer for every
+/// command, or one per command.
+fn nprocs(obj: Option<&Bound<'_, PyAny>>, n: usize) -> PyResult<Vec<usize>> {
+    let positive = |x: i64| {
+        usize::try_from(x)
+            .ok()
+            .filter(|&x| x > 0)
+            .ok_or_else(|| PyValueError::new_err("maxprocs must be positive"))
+    };
+    match obj.filter(|m| !m.is_none()) {
+        None => Ok(vec![1; n]),
+        Some(m) => match m.extract::<i64>() {
+            Ok(v) => Ok(vec![positive(v)?; n]),
+            Err(_) => {
+                let v: Vec<i64> = m.extract()?;
+                check_len(v.len(), n)?;
+                v.into_iter().map(positive).collect()
+            }
+        },
+    }
+}
+
 /// An argument list: None, one string, or a sequence of strings.
 fn argv(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
     match obj {
@@ -117,13 +172,14 @@ impl PyIntracomm {
         root: i32,
         errcodes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let maxprocs = usize::try_from(maxprocs)
-            .ok()
-            .filter(|&m| m > 0)
-            .ok_or_else(|| PyValueError::new_err("maxprocs must be positive"))?;
+        // Like every argument but `root`, significant at the root only.
         let rank = slf.as_super().borrow().c()?.rank();
         let commands = (rank == root)
             .then(|| -> PyResult<_> {
+                let maxprocs = usize::try_from(maxprocs)
+                    .ok()
+                    .filter(|&m| m > 0)
+                    .ok_or_else(|| PyValueError::new_err("maxprocs must be positive"))?;
                 Ok(vec![SpawnCommand {
                     command: command_str(command)?,
                     args: argv(args)?,
@@ -133,7 +189,12 @@ impl PyIntracomm {
             })
             .transpose()?;
         let (obj, started) = spawn(slf, commands, root)?;
-        fill_errcodes(errcodes, &[maxprocs], started, false)?;
+        fill_errcodes(
+            errcodes,
+            &[usize::try_from(maxprocs).unwrap_or(0)],
+            started,
+            false,
+        )?;
         Ok(obj)
     }
 
@@ -148,52 +209,31 @@ impl PyIntracomm {
         errcodes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let rank = slf.as_super().borrow().c()?.rank();
-        let counts = |n: usize| -> PyResult<Vec<usize>> {
-            match maxprocs.filter(|m| !m.is_none()) {
-                None => Ok(vec![1; n]),
-                Some(m) => {
-                    let v: Vec<i64> = m.extract()?;
-                    v.into_iter()
-                        .map(|x| {
-                            usize::try_from(x)
-                                .ok()
-                                .filter(|&x| x > 0)
-                                .ok_or_else(|| PyValueError::new_err("maxprocs must be positive"))
-                        })
-                        .collect()
-                }
-            }
-        };
+        let counts = |n: usize| nprocs(maxprocs, n);
+        let mut ncmds = None;
         let commands = if rank == root {
+            if is_string_like(command)? {
+                return Err(PyValueError::new_err("expecting a sequence of path-like"));
+            }
             let cmds: Vec<String> = command
                 .try_iter()?
                 .map(|c| command_str(&c?))
                 .collect::<PyResult<_>>()?;
             let n = cmds.len();
-            let argvs: Vec<Vec<String>> = match args.filter(|a| !a.is_none()) {
-                None => vec![Vec::new(); n],
-                Some(a) => a
-                    .try_iter()?
-                    .map(|x| argv(Some(&x?)))
-                    .collect::<PyResult<_>>()?,
-            };
+            ncmds = Some(n);
+            let argvs = argvs(args, n)?;
             let infos: Vec<Vec<(String, String)>> = match info.filter(|i| !i.is_none()) {
-                Some(i)
-                    if i.is_instance_of::<PyList>()
-                        || i.is_instance_of::<pyo3::types::PyTuple>() =>
-                {
-                    i.try_iter()?
+                Some(i) if !i.is_instance_of::<PyInfo>() => {
+                    let v: Vec<Vec<(String, String)>> = i
+                        .try_iter()?
                         .map(|x| info_items(Some(&x?)))
-                        .collect::<PyResult<_>>()?
+                        .collect::<PyResult<_>>()?;
+                    check_len(v.len(), n)?;
+                    v
                 }
                 other => vec![info_items(other)?; n],
             };
             let counts = counts(n)?;
-            if argvs.len() != n || infos.len() != n || counts.len() != n {
-                return Err(PyValueError::new_err(
-                    "command, args, maxprocs and info must have the same length",
-                ));
-            }
             Some(
                 cmds.into_iter()
                     .zip(argvs)
@@ -212,12 +252,14 @@ impl PyIntracomm {
         };
         let (obj, started) = spawn(slf, commands, root)?;
         if errcodes.is_some_and(|e| !e.is_none()) {
-            let n = maxprocs
-                .filter(|m| !m.is_none())
-                .map(|m| m.len())
-                .transpose()?
-                .unwrap_or(0);
-            fill_errcodes(errcodes, &counts(n)?, started, true)?;
+            // The root knows how many commands there were; elsewhere only
+            // a sequence of maxprocs says (as in mpi4py).
+            let per_command = match (ncmds, maxprocs.filter(|m| !m.is_none())) {
+                (Some(n), _) => counts(n)?,
+                (None, Some(m)) if m.extract::<i64>().is_err() => counts(m.len()?)?,
+                _ => vec![started],
+            };
+            fill_errcodes(errcodes, &per_command, started, true)?;
         }
         Ok(obj)
     }

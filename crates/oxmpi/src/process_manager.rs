@@ -44,9 +44,25 @@ pub fn create_segment(capacity: usize) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// The number of slots of the segment behind `fd`.
-pub fn segment_capacity(fd: &OwnedFd) -> Result<usize> {
-    Ok(Segment::from_fd(fd)?.layout().nranks)
+/// A universe's segment as its launcher sees it.
+pub struct UniverseSegment(Segment);
+
+impl UniverseSegment {
+    /// Maps the segment behind `fd` (from `create_segment`).
+    pub fn open(fd: &OwnedFd) -> Result<UniverseSegment> {
+        Segment::from_fd(fd).map(UniverseSegment)
+    }
+
+    /// Its number of slots.
+    pub fn capacity(&self) -> usize {
+        self.0.layout().nranks
+    }
+
+    /// Readies a slot whose occupant finalized and exited for the next
+    /// one; call before starting that process (see `shm.rs`).
+    pub fn recycle_slot(&self, slot: usize) {
+        self.0.recycle_inbox(slot);
+    }
 }
 
 /// The segment geometry for `capacity` slots (`OXMPI_SHM_CELLS` cells per

@@ -88,8 +88,9 @@
 //! plus spare slots for processes spawned later (`MPI_Comm_spawn`); a
 //! process's "job rank" is its slot. A slot is reused only after its
 //! previous occupant finalized and exited cleanly: that occupant records
-//! its inbox position (`retire_inbox`), and the next one discards whatever
-//! was left in the ring (`adopt_inbox`) and starts its collective
+//! its inbox position (`retire_inbox`), the launcher discards whatever was
+//! left in the ring before it starts the next one (`recycle_inbox`), which
+//! resumes there (`resume_inbox`) and starts its collective
 //! generations above any its predecessor posted (`adopt_coll_slots`).
 //!
 //! Waiters sleep on their own inbox doorbell; whoever publishes what a
@@ -506,22 +507,29 @@ impl Segment {
     }
 
     /// A finalizing occupant of `rank`'s slot records where it stopped
-    /// consuming, for the next occupant (`adopt_inbox`).
+    /// consuming, for the next occupant (`recycle_inbox`).
     pub fn retire_inbox(&self, rank: usize, head: u64) {
         self.ctl(rank).final_head.store(head, Ordering::Release);
     }
 
-    /// A new occupant of a slot whose previous occupant retired: frees
-    /// every cell still published in the ring (messages to a process that
-    /// is gone) and returns the consumer position to start at.
-    pub fn adopt_inbox(&self, rank: usize) -> u64 {
+    /// Prepares a retired slot for its next occupant, before that one
+    /// starts (the launcher's job, so that nothing sent to the newcomer
+    /// can be mistaken for a leftover): frees every cell still published
+    /// in the ring (messages to a process that is gone) and records where
+    /// the newcomer starts consuming (`resume_inbox`).
+    pub fn recycle_inbox(&self, rank: usize) {
         let ctl = self.ctl(rank);
         let mut head = ctl.final_head.load(Ordering::Acquire);
         let end = ctl.enqueue_pos.load(Ordering::Acquire);
         while head < end && self.has_pending(rank, head) {
             head = self.pop_release(rank, head);
         }
-        head
+        ctl.final_head.store(head, Ordering::Release);
+    }
+
+    /// Where the occupant of a recycled slot starts consuming.
+    pub fn resume_inbox(&self, rank: usize) -> u64 {
+        self.ctl(rank).final_head.load(Ordering::Acquire)
     }
 
     pub fn set_pid(&self, rank: usize, pid: u32) {
@@ -809,7 +817,7 @@ impl Segment {
         done == c.expected.load(Ordering::Relaxed)
     }
 
-    /// A new occupant of a slot (see `adopt_inbox`): per channel, the
+    /// A new occupant of a slot (see `recycle_inbox`): per channel, the
     /// highest claim generation its predecessor posted under, so that its
     /// own tokens stay above them; and every half marked read, since the
     /// readers of the predecessor's last postings have finished with them

@@ -382,9 +382,11 @@ impl NativeComm {
         };
         let remote = decode_i32s(&self.bcast_from(theirs, local_leader, TAG_MGMT)?)?;
         if remote.is_empty() || remote.iter().any(|r| self.members.contains(r)) {
-            return Err(Error::Arg(
-                "the groups of an intercommunicator must be disjoint and not empty".into(),
-            ));
+            return Err(Error::Arg(format!(
+                "the groups of an intercommunicator must be disjoint and not empty \
+                 (local {:?}, remote {remote:?})",
+                self.members
+            )));
         }
         let id = self.core.ctx_ids.agree(self.id, true, &mut |p| {
             let mine = self.combine_to(p, local_leader, TAG_MGMT, Proposal::combine_bytes)?;

@@ -333,7 +333,7 @@ impl Core {
         let (head, coll_channels) = if start.reused {
             // An earlier occupant of our slot retired: skip what it left
             // and post above its generations (see `shm.rs`).
-            let head = start.seg.adopt_inbox(start.me);
+            let head = start.seg.resume_inbox(start.me);
             let pool = coll::ChannelPool::new();
             pool.raise_generations(&start.seg.adopt_coll_slots(start.me));
             (head, pool)
