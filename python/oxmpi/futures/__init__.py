@@ -6,9 +6,9 @@ The API of ``mpi4py.futures``, on oxmpi.  Run a program with its workers::
 
 Rank 0 runs ``script.py``; every ``MPIPoolExecutor`` it creates hands tasks
 to ranks 1..7.  ``MPICommExecutor(comm, root)`` does the same inside an
-ordinary MPI program.  Spawning new worker processes (``MPI.Comm.Spawn``) is
-not supported yet: an executor with no workers to use raises
-``NotImplementedError`` saying how to launch instead.
+ordinary MPI program.  Anywhere else (``python script.py``, a notebook, a
+rank of an ordinary job), an ``MPIPoolExecutor`` spawns its own workers
+(``MPI.Comm.Spawn``, ``python -m oxmpi.futures.server``).
 """
 # pylint: disable=redefined-builtin
 

@@ -37,13 +37,6 @@ MAIN_RUN_NAME = "__worker__"
 
 _tls = threading.local()
 
-SPAWN_UNSUPPORTED = (
-    "MPIPoolExecutor has no workers to use: spawning worker processes "
-    "(MPI.Comm.Spawn) is not supported by oxmpi yet. Launch the program with "
-    "its workers instead: 'mpiexec -n N python -m oxmpi.futures script.py' "
-    "(or '-m mpi4py.futures'), where rank 0 runs the script and the other "
-    "N-1 ranks serve it; or use MPICommExecutor(comm, root)."
-)
 
 
 def os_environ_get(name, default=None):
@@ -579,13 +572,123 @@ class ThreadPool:
         self._threads.shutdown(wait=True)
 
 
-class NoWorkers:
-    """Stands for a pool that would have to spawn its workers."""
+def get_max_workers():
+    """Workers to spawn when the executor does not say: MPI4PY_FUTURES_MAX_WORKERS,
+    else the universe's free room (UNIVERSE_SIZE minus COMM_WORLD's size), at least 1."""
+    env = os_environ_get("MAX_WORKERS")
+    if env is not None:
+        return int(env)
+    universe = MPI.COMM_WORLD.Get_attr(MPI.UNIVERSE_SIZE)
+    if universe is not None:
+        return max(universe - MPI.COMM_WORLD.Get_size(), 1)
+    return 1
 
-    size = 0
 
-    def __init__(self, executor):
-        raise NotImplementedError(SPAWN_UNSUPPORTED)
+def get_spawn_module():
+    return __spec__.parent + ".server"
+
+
+def client_spawn(python_exe=None, python_args=None, max_workers=None, mpi_info=None):
+    """Spawn the workers of one executor; returns the intercommunicator."""
+    if python_exe is None:
+        python_exe = sys.executable
+    args = list(python_args or ()) + ["-m", get_spawn_module()]
+    if max_workers is None:
+        max_workers = get_max_workers()
+    if mpi_info is None:
+        mpi_info = {"soft": f"1:{max_workers}"}
+    info = MPI.Info.Create()
+    try:
+        info.update(mpi_info)
+        return MPI.COMM_SELF.Spawn(python_exe, args, max_workers, info)
+    finally:
+        info.Free()
+
+
+class SpawnPool(ClientPool):
+    """Workers spawned for one executor (``MPI.Comm.Spawn``), in a
+    background thread so that submitting never waits for them; jobs wait
+    in ``held`` until the workers are up and set up."""
+
+    def __init__(self, executor):  # noqa: super().__init__ would boot at once
+        self.client = None
+        self.options = dict(executor._options)
+        self.cond = threading.Condition()
+        self.ready = False
+        self.broken = None
+        self.held = []
+        self.unfinished = set()
+        self.waiting = 0
+        self.size = 0
+        self._executor = executor
+        self._comms = None
+        self._closed = False
+        self._starter = threading.Thread(target=self._start, name="oxmpi.futures.spawn",
+                                         daemon=True)
+        self._starter.start()
+        _live_spawn_pools.add(self)
+
+    def _start(self):
+        options = self.options
+        try:
+            intercomm = client_spawn(options.get("python_exe"), options.get("python_args"),
+                                     options.get("max_workers"), options.get("mpi_info"))
+            merged = intercomm.Merge(False)
+        except BaseException as exc:  # noqa: BLE001 - reported through the futures
+            with self.cond:
+                self.broken = f"cannot spawn workers: {type(exc).__name__}: {exc}"
+                self.ready = True
+                release, self.held = self.held, []
+                self.cond.notify_all()
+            self._fail(release)
+            return
+        self._comms = (intercomm, merged)
+        client = Client(merged, 0)
+        with self.cond:
+            self.client = client
+            self.size = len(client.workers)
+        self._boot()
+        with self.cond:
+            # Booted with nothing to run first: let the held jobs go.
+            release = []
+            if self.ready and self.held:
+                release, self.held = self.held, []
+        if release:
+            client.push(release)
+
+    def done(self):
+        # shutdown(wait=False): stop the workers once their jobs are done.
+        threading.Thread(target=self.join, name="oxmpi.futures.shutdown", daemon=True).start()
+
+    def join(self):
+        self._starter.join()
+        super().join()
+        with self.cond:
+            if self._closed:
+                return
+            self._closed = True
+        _live_spawn_pools.discard(self)
+        if self.client is not None:
+            self.client.close()
+        if self._comms is not None:
+            intercomm, merged = self._comms
+            merged.Free()
+            intercomm.Disconnect()
+
+
+_live_spawn_pools = set()
+
+
+def _join_spawn_pools():
+    """At exit: finish the executors nobody shut down, so their workers
+    leave before MPI is finalized."""
+    for pool in list(_live_spawn_pools):
+        pool.join()
+
+
+import atexit as _atexit  # noqa: E402
+
+_atexit.register(_join_spawn_pools)
 
 
 # --- the shared pool of ``python -m oxmpi.futures``
@@ -659,4 +762,4 @@ def worker_pool(executor):
     any, else it would have to spawn them."""
     if _shared_pool is not None:
         return _shared_pool.pool_for(executor)
-    return NoWorkers(executor)
+    return SpawnPool(executor)

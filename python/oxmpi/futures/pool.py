@@ -290,11 +290,11 @@ class ThreadPoolExecutor(MPIPoolExecutor):
 
 
 class ProcessPoolExecutor(MPIPoolExecutor):
-    """`MPIPoolExecutor` on newly spawned processes (not supported by oxmpi
-    yet: its use raises NotImplementedError)."""
+    """`MPIPoolExecutor` whose workers are always newly spawned processes
+    (``MPI.Comm.Spawn``), even under ``-m oxmpi.futures``."""
 
     def _make_pool(self):
-        return _core.NoWorkers(self)
+        return _core.SpawnPool(self)
 
 
 def get_comm_workers():
