@@ -1,7 +1,10 @@
 """oxmpi.futures: the pool of ``python -m oxmpi.futures`` (and
-``-m mpi4py.futures``), MPICommExecutor, the replicas example, and the clear
-error of an executor that would have to spawn its workers."""
+``-m mpi4py.futures``), MPICommExecutor, pools that spawn their workers
+(from ranks of a job and from a program started without mpiexec), and the
+replicas example (seed 000) in both modes."""
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +19,16 @@ REPLICAS = HERE.parent / "examples" / "replicas.py"
 POOL_CHECKS = ["num_workers", "submit", "map", "distinct workers", "exceptions", "collect compose",
                "map timeout", "get_comm_workers", "initializer", "broken initializer", "shutdown",
                "MPICommExecutor under -m"]
+
+
+def compat_env():
+    """The environment of a program started by hand that says
+    ``from mpi4py import ...`` (oxmpi's compatibility package first)."""
+    from oxmpi.compat import PATH
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PATH, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def oks(out):
@@ -39,10 +52,34 @@ def test_comm_executor(n):
 
 
 @pytest.mark.parametrize("n", [1, 2])
-def test_no_workers_gives_clear_error(n):
-    res = run_mpi([sys.executable, API, "noworkers"], n, timeout=60)
+def test_pool_spawns_its_workers(n):
+    res = run_mpi([sys.executable, API, "spawn"], n, timeout=120)
     assert_ok(res)
-    assert oks(res.stdout) == ["clear error"] * n, describe(res)
+    assert oks(res.stdout) == ["spawned"] * n, describe(res)
+
+
+def test_pool_spawns_from_a_singleton():
+    # `python script.py`, no launcher: the runtime starts one to spawn.
+    res = subprocess.run([sys.executable, API, "spawn"], capture_output=True, text=True,
+                         timeout=120, env=compat_env())
+    assert res.returncode == 0, res.stderr
+    assert oks(res.stdout) == ["spawned"], res.stdout + res.stderr
+
+
+def test_replicas_spawned_from_a_singleton():
+    # Seed 000's pattern in spawn mode: the client spawns three workers.
+    env = compat_env()
+    env["MPI4PY_FUTURES_MAX_WORKERS"] = "3"
+    res = subprocess.run([sys.executable, REPLICAS, "6", "4000"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith("replica ")]
+    assert len(lines) == 6, res.stdout + res.stderr
+    for seed, line in enumerate(lines):
+        assert line.startswith(f"replica {seed}: pi ~ 3."), line
+        # Ranks of the spawned workers' own COMM_WORLD.
+        assert int(line.rsplit(" ", 1)[1].rstrip(")")) in (0, 1, 2), line
+    assert "6 replicas on 3 workers" in res.stdout, res.stdout
 
 
 @pytest.mark.parametrize("module", ["oxmpi.futures", "mpi4py.futures"])

@@ -128,13 +128,14 @@ def main():
         assert comm.allreduce(1) == comm.Get_size()
         if comm.Get_rank() == root:
             print("OK after")
-    elif mode == "noworkers":
-        executor = MPIPoolExecutor()
-        try:
-            executor.submit(square, 1)
-        except NotImplementedError as exc:
-            assert "python -m oxmpi.futures" in str(exc)
-            print("OK clear error")
+    elif mode == "spawn":
+        # Not under -m oxmpi.futures: every rank spawns workers of its own.
+        with MPIPoolExecutor(max_workers=2) as executor:
+            got = list(executor.map(square, range(10)))
+            workers = executor.num_workers
+        assert got == [x * x for x in range(10)], got
+        assert workers == 2, workers
+        print("OK spawned")
 
 
 def lambda_free_get_init(_):

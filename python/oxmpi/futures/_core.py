@@ -22,6 +22,7 @@ import sys
 import threading
 import traceback
 import types
+import weakref
 
 from .. import MPI
 from ._base import BrokenExecutor
@@ -384,7 +385,13 @@ class Client:
 
 class ClientPool:
     """One executor's view of a Client: its boot (sync, initializer), the
-    futures it still owes and its shutdown."""
+    futures it still owes and its shutdown.
+
+    The pool's thread boots it (jobs submitted meanwhile wait in ``held``),
+    then waits for the executor to shut down or to be garbage-collected,
+    and lets the submitted jobs finish. ``thread``, ``queue`` (jobs not
+    handed out yet) and ``event`` (set once booted) are mpi4py's names,
+    which programs and tests look at."""
 
     def __init__(self, executor, client):
         self.client = client
@@ -395,9 +402,58 @@ class ClientPool:
         self.held = []
         self.unfinished = set()
         self.waiting = 0
-        self.size = len(client.workers)
-        self._executor = executor
-        self._boot()
+        self.size = len(client.workers) if client is not None else 0
+        # Weak: an executor nobody holds shuts its pool down.
+        self._executor_ref = weakref.ref(executor, lambda _ref: self._stop.set())
+        self._stop = threading.Event()
+        self.queue = collections.deque()
+        self.event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="oxmpi.futures.pool", daemon=True)
+        self.thread.start()
+
+    @property
+    def _executor(self):
+        return self._executor_ref() or types.SimpleNamespace()
+
+    def _run(self):
+        try:
+            started = self._start()
+            self.event.set()
+            if started:
+                self._stop.wait()
+                self._finish()
+        finally:
+            self.queue.clear()
+            self.event.set()
+
+    def _start(self):
+        """Boots the pool; False if it broke before it had workers."""
+        try:
+            self._boot()
+        except BaseException as exc:  # noqa: BLE001 - reported through the futures
+            self._broken_by("cannot set up the workers", exc)
+            return True
+        with self.cond:
+            # Booted with nothing to run first: let the held jobs go.
+            release = []
+            if self.ready and self.held:
+                release, self.held = self.held, []
+        if release:
+            self.client.push(release)
+        return True
+
+    def _finish(self):
+        with self.cond:
+            while not self.ready or self.unfinished:
+                self.cond.wait()
+
+    def _broken_by(self, what, exc):
+        with self.cond:
+            self.broken = f"{what}: {type(exc).__name__}: {exc}"
+            self.ready = True
+            release, self.held = self.held, []
+            self.cond.notify_all()
+        self._fail(release)
 
     def _boot(self):
         client = self.client
@@ -472,7 +528,8 @@ class ClientPool:
                 self.cond.notify_all()
 
     def done(self):
-        pass
+        # shutdown(wait=False): the pool ends once its jobs are done.
+        self._stop.set()
 
     def cancel(self):
         with self.cond:
@@ -482,15 +539,18 @@ class ClientPool:
                 future.set_running_or_notify_cancel()
 
     def join(self):
-        with self.cond:
-            while not self.ready or self.unfinished:
-                self.cond.wait()
+        self._stop.set()
+        self.thread.join()
 
 
 def sync_data(options):
     """What workers need to load the client's program (sent once)."""
-    data = {key: options[key] for key in ("path", "wdir", "env", "globals") if key in options}
+    data = {key: options[key] for key in ("path", "wdir", "env", "globals")
+            if options.get(key) is not None}
     data["main"] = bool(options.get("main", True))
+    # Workers load our main module as __worker__: what they send back
+    # refers to it by that name.
+    sys.modules.setdefault(MAIN_RUN_NAME, sys.modules["__main__"])
     if data["main"]:
         main = sys.modules["__main__"]
         spec = getattr(main, "__spec__", None)
@@ -539,28 +599,34 @@ class ThreadPool:
 
     def push(self, future, task):
         fn, args, kwargs = task
-        inner = self._threads.submit(fn, *args, **kwargs)
+
+        def run():
+            # Our future is cancelled here, never the pool's: Python's
+            # ThreadPoolExecutor fails (InvalidStateError, then a hang) when
+            # its initializer breaks the pool after one of its futures was
+            # cancelled.
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
         def forward(done):
+            # Only when `run` did not run: the pool broke or was cancelled.
             if done.cancelled():
-                future.cancel()
-                future.set_running_or_notify_cancel()
+                if future.cancel():
+                    future.set_running_or_notify_cancel()
                 return
             exc = done.exception()
-            if future.set_running_or_notify_cancel():
-                if exc is None:
-                    future.set_result(done.result())
-                else:
-                    if isinstance(exc, BrokenExecutor):
-                        self._executor._broken = "initializer failed"
-                    future.set_exception(exc)
+            if exc is not None and future.set_running_or_notify_cancel():
+                if isinstance(exc, BrokenExecutor):
+                    self._executor._broken = "initializer failed"
+                future.set_exception(exc)
 
-        def propagate_cancel(outer):
-            if outer.cancelled():
-                inner.cancel()
-
-        future.add_done_callback(propagate_cancel)
-        inner.add_done_callback(forward)
+        self._threads.submit(run).add_done_callback(forward)
 
     def done(self):
         self._threads.shutdown(wait=False)
@@ -606,27 +672,19 @@ def client_spawn(python_exe=None, python_args=None, max_workers=None, mpi_info=N
 
 
 class SpawnPool(ClientPool):
-    """Workers spawned for one executor (``MPI.Comm.Spawn``), in a
-    background thread so that submitting never waits for them; jobs wait
-    in ``held`` until the workers are up and set up."""
+    """Workers spawned for one executor (``MPI.Comm.Spawn``) by the pool's
+    thread; stopped and disconnected when the executor shuts down."""
 
-    def __init__(self, executor):  # noqa: super().__init__ would boot at once
-        self.client = None
-        self.options = dict(executor._options)
-        self.cond = threading.Condition()
-        self.ready = False
-        self.broken = None
-        self.held = []
-        self.unfinished = set()
-        self.waiting = 0
-        self.size = 0
-        self._executor = executor
+    def __init__(self, executor):
         self._comms = None
-        self._closed = False
-        self._starter = threading.Thread(target=self._start, name="oxmpi.futures.spawn",
-                                         daemon=True)
-        self._starter.start()
         _live_spawn_pools.add(self)
+        super().__init__(executor, None)
+
+    def _run(self):
+        try:
+            super()._run()
+        finally:
+            _live_spawn_pools.discard(self)
 
     def _start(self):
         options = self.options
@@ -635,45 +693,21 @@ class SpawnPool(ClientPool):
                                      options.get("max_workers"), options.get("mpi_info"))
             merged = intercomm.Merge(False)
         except BaseException as exc:  # noqa: BLE001 - reported through the futures
-            with self.cond:
-                self.broken = f"cannot spawn workers: {type(exc).__name__}: {exc}"
-                self.ready = True
-                release, self.held = self.held, []
-                self.cond.notify_all()
-            self._fail(release)
-            return
+            self._broken_by("cannot spawn workers", exc)
+            return False
         self._comms = (intercomm, merged)
         client = Client(merged, 0)
         with self.cond:
             self.client = client
             self.size = len(client.workers)
-        self._boot()
-        with self.cond:
-            # Booted with nothing to run first: let the held jobs go.
-            release = []
-            if self.ready and self.held:
-                release, self.held = self.held, []
-        if release:
-            client.push(release)
+        return super()._start()
 
-    def done(self):
-        # shutdown(wait=False): stop the workers once their jobs are done.
-        threading.Thread(target=self.join, name="oxmpi.futures.shutdown", daemon=True).start()
-
-    def join(self):
-        self._starter.join()
-        super().join()
-        with self.cond:
-            if self._closed:
-                return
-            self._closed = True
-        _live_spawn_pools.discard(self)
-        if self.client is not None:
-            self.client.close()
-        if self._comms is not None:
-            intercomm, merged = self._comms
-            merged.Free()
-            intercomm.Disconnect()
+    def _finish(self):
+        super()._finish()
+        self.client.close()
+        intercomm, merged = self._comms
+        merged.Free()
+        intercomm.Disconnect()
 
 
 _live_spawn_pools = set()
