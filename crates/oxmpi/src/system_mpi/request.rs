@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::backend::{Message, RawBuf, Request, RequestRef, Status};
 use crate::error::{Error, Result};
 
-use super::abi::{Abi, MpiAint, RawStatus};
+use super::abi::{lib_buf, Abi, MpiAint, RawStatus};
 use super::comm::CommHandles;
 use super::engine::Core;
 
@@ -56,7 +56,7 @@ impl<'a, A: Abi> Wire<'a, A> {
         if len <= c_int::MAX as usize {
             return Ok(Wire {
                 core,
-                ptr: ptr.cast(),
+                ptr: lib_buf::<A, _>(ptr),
                 count: len as c_int,
                 dtype: core.h.byte,
                 derived: false,
