@@ -2,7 +2,7 @@
 //! and the `Engine` trait.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,12 @@ pub(crate) struct Core<A: Abi> {
     /// MPI_Intercomm_create talk (the peer communicator in the library's
     /// terms), so that their messages never meet a user's.
     pub bridge: OnceLock<A::H>,
+    /// Nonblocking reductions with a user operation in flight. The library
+    /// runs the operation (a Python function, which needs the GIL) on
+    /// whichever thread drives its progress; the receive queue's driver
+    /// thread stays out of the library meanwhile, lest it wait for the GIL
+    /// while the thread holding it waits for the library.
+    pub user_op_collectives: AtomicUsize,
 }
 
 impl<A: Abi> Core<A> {
@@ -255,6 +261,7 @@ pub(crate) fn init<A: Abi>(
         tag_ub: AtomicI32::new(TAG_UB),
         prepost_receives: !lib.version.contains("Open MPI"),
         bridge: OnceLock::new(),
+        user_op_collectives: AtomicUsize::new(0),
     });
     let api = &core.api;
     let mut initialized: c_int = 0;

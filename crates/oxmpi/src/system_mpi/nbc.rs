@@ -16,6 +16,7 @@
 use std::any::Any;
 use std::ffi::{c_int, c_void};
 use std::mem::ManuallyDrop;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::{Blocks, Collective, RawBuf, Request, RequestRef, Status, PROC_NULL};
@@ -53,6 +54,10 @@ impl<A: Abi> CollRequest<A> {
     fn settle(&self, outcome: Result<Status>) -> Result<Status> {
         drop(lock(&self.keep).take());
         let op = lock(&self.op).take();
+        if let Some(LibOp::User(_)) = &op {
+            let core = &self.inner.core();
+            core.user_op_collectives.fetch_sub(1, Ordering::AcqRel);
+        }
         match op.and_then(|op| op.take_error()) {
             Some(e) => Err(e),
             None => outcome,
@@ -280,6 +285,11 @@ fn overlap(a: *const u8, b: *const u8, n: usize) -> bool {
 
 impl<A: Abi> SystemComm<A> {
     fn started(&self, req: A::H, keep: Keep, op: Option<LibOp<A>>) -> RequestRef {
+        if let Some(LibOp::User(_)) = &op {
+            // Undone when the request settles (never, if it is dropped
+            // incomplete: the operation may still run).
+            self.core.user_op_collectives.fetch_add(1, Ordering::AcqRel);
+        }
         Arc::new(CollRequest {
             inner: SysRequest::active(&self.core, req, false, false),
             keep: Mutex::new(Some(keep)),
@@ -883,6 +893,9 @@ impl<A: Abi> SystemComm<A> {
     ) -> Result<RequestRef> {
         let (t, srcs, dsts) = self.neighborhood()?;
         Self::check_degrees(sends.len(), recvs.len(), &srcs, &dsts)?;
+        if self.nonblocking_cart_is_broken() {
+            return self.start_cart_exchange(sends, recvs, &srcs, &dsts);
+        }
         let core = &*self.core;
         let (s, r) = (WBlocks::of(core, sends)?, WBlocks::of(core, recvs)?);
         let mut req = core.h.request_null;
@@ -907,6 +920,86 @@ impl<A: Abi> SystemComm<A> {
         let mut keep = s.arrays();
         keep.extend(r.arrays());
         Ok(self.started(req, keep, None))
+    }
+
+    /// Open MPI 5.0's nonblocking neighbour collectives (libnbc) swap the
+    /// two blocks of a periodic Cartesian dimension of extent 1 or 2, whose
+    /// -1 and +1 neighbours are the same process (mpi4py on Open MPI 5.0.11
+    /// gets the same wrong result; its blocking ones are right).
+    fn nonblocking_cart_is_broken(&self) -> bool {
+        let Some((topo, _)) = self.handles.topo.get() else {
+            return false;
+        };
+        let Topology::Cart { dims, periods } = &**topo else {
+            return false;
+        };
+        self.core.lib.version.contains("Open MPI")
+            && dims.iter().zip(periods).any(|(&d, &p)| p && d <= 2)
+    }
+
+    /// A Cartesian neighbour exchange as point-to-point on the shadow (for
+    /// `nonblocking_cart_is_broken`): the direction is part of the tag, so
+    /// the block a process sends towards -1 along a dimension lands in its
+    /// -1 neighbour's slot for +1 even when both neighbours are one process.
+    fn start_cart_exchange(
+        &self,
+        sends: &[RawBuf],
+        recvs: &[RawBuf],
+        srcs: &[i32],
+        dsts: &[i32],
+    ) -> Result<RequestRef> {
+        // Below the two tags of `exchange_tags`.
+        let base = self.core.tag_ub() - 2 - dsts.len() as i32;
+        let core = &*self.core;
+        let mut parts = Vec::with_capacity(sends.len() + recvs.len());
+        for (j, (&peer, buf)) in srcs.iter().zip(recvs).enumerate() {
+            if peer == PROC_NULL {
+                continue;
+            }
+            // Source 2d is the neighbour at -1: it sent towards +1 (2d+1).
+            let tag = base + (j ^ 1) as i32;
+            parts.push(self.shadow_irecv(core, *buf, peer, tag)?);
+        }
+        for (i, (&peer, buf)) in dsts.iter().zip(sends).enumerate() {
+            if peer == PROC_NULL {
+                continue;
+            }
+            // SAFETY: the caller keeps `buf` valid until completion.
+            parts.push(
+                self.shadow()
+                    .isend(unsafe { buf.as_slice() }, peer, base + i as i32)?,
+            );
+        }
+        Ok(Arc::new(MultiRequest {
+            core: self.core.clone(),
+            parts,
+        }))
+    }
+
+    /// MPI_Irecv on the shadow.
+    fn shadow_irecv(
+        &self,
+        core: &Core<A>,
+        buf: RawBuf,
+        peer: i32,
+        tag: i32,
+    ) -> Result<Arc<SysRequest<A>>> {
+        let wire = Wire::contiguous(core, buf.ptr, buf.len)?;
+        let mut req = core.h.request_null;
+        // SAFETY: the caller keeps `buf` valid until the request completes.
+        let rc = unsafe {
+            (core.api.MPI_Irecv)(
+                wire.ptr,
+                wire.count,
+                wire.dtype,
+                peer,
+                tag,
+                self.shadow,
+                &mut req,
+            )
+        };
+        core.check(rc, "MPI_Irecv")?;
+        Ok(SysRequest::active(&self.core, req, true, wire.derived))
     }
 
     /// Blocking MPI_Neighbor_alltoallw of `sends` into `recvs`.
@@ -993,23 +1086,7 @@ impl<A: Abi> SystemComm<A> {
         let core = &*self.core;
         let mut parts = Vec::with_capacity(sends.len() + recvs.len());
         for &(peer, buf) in recvs.iter().filter(|(p, _)| *p != PROC_NULL) {
-            let wire = Wire::contiguous(core, buf.ptr, buf.len)?;
-            let mut req = core.h.request_null;
-            // SAFETY: the caller keeps `buf` valid until the request
-            // completes.
-            let rc = unsafe {
-                (core.api.MPI_Irecv)(
-                    wire.ptr,
-                    wire.count,
-                    wire.dtype,
-                    peer,
-                    tag,
-                    self.shadow,
-                    &mut req,
-                )
-            };
-            core.check(rc, "MPI_Irecv")?;
-            parts.push(SysRequest::active(&self.core, req, true, wire.derived));
+            parts.push(self.shadow_irecv(core, buf, peer, tag)?);
         }
         for &(peer, buf) in sends.iter().filter(|(p, _)| *p != PROC_NULL) {
             // SAFETY: the caller keeps `buf` valid until completion.

@@ -209,6 +209,11 @@ impl<A: Abi> SysRequest<A> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The engine state this request belongs to.
+    pub fn core(&self) -> &Arc<Core<A>> {
+        &self.core
+    }
+
     fn finish(&self, st: &mut State<A>, status: Status, error: Option<Error>) {
         let data = match st {
             State::Active { data, .. } => data.take(),
@@ -761,10 +766,14 @@ fn driver_loop<A: Abi>(core: &Core<A>) {
             if rq.stop.load(Ordering::Acquire) {
                 return;
             }
-            let before = q.len();
-            rq.drive_locked(core, &mut q);
-            if q.len() < before {
-                nap = MIN_NAP;
+            // See `Core::user_op_collectives`: user threads' waits and
+            // tests still drive the queue.
+            if core.user_op_collectives.load(Ordering::Acquire) == 0 {
+                let before = q.len();
+                rq.drive_locked(core, &mut q);
+                if q.len() < before {
+                    nap = MIN_NAP;
+                }
             }
         }
         std::thread::sleep(nap);
