@@ -212,6 +212,44 @@ def test_messages_past_int_max(launch, library):
     _assert_ok_lines(res, "large_count.py", 2)
 
 
+# mpi4py's own test files through oxmpi's compatibility package, for what
+# the backend runs on the library itself: nonblocking collectives,
+# intercommunicators and their collectives, topologies and neighbourhood
+# collectives, Comm.Create. The mpi4py sources are those of docs/conformance.md.
+MPI4PY_TESTS = Path(os.environ.get("OXMPI_MPI4PY_TESTS", "/tmp/mpi4py-src/mpi4py-4.1.2/test"))
+MPI4PY_FILES = [
+    "test_cco_nb_buf",
+    "test_cco_nb_vec",
+    "test_cco_ngh_buf",
+    "test_cco_ngh_obj",
+    "test_cco_buf_inter",
+    "test_comm_inter",
+    "test_comm_topo",
+    "test_comm",
+]
+# MPICH busy-polls; at 3 ranks on a small machine it must yield the core.
+MPICH_YIELD = {"MPIR_CVAR_POLLS_BEFORE_YIELD": "100", "MPIR_CVAR_CH4_SHM_POSIX_EAGER_FASTBOX_YIELD": "1"}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+@pytest.mark.parametrize("name", MPI4PY_FILES)
+def test_mpi4py_file(launch, name, library, n):
+    main = MPI4PY_TESTS / "main.py"
+    if not (MPI4PY_TESTS / f"{name}.py").exists():
+        pytest.skip(f"no mpi4py test sources in {MPI4PY_TESTS} (set OXMPI_MPI4PY_TESTS)")
+    import oxmpi
+
+    compat = Path(oxmpi.__file__).resolve().parent / "_compat"
+    path = os.pathsep.join([str(compat), str(Path(oxmpi.__file__).resolve().parent.parent)])
+    res = launch(library, n, sys.executable, main, "-i", name,
+                 extra_env={"PYTHONPATH": path, **MPICH_YIELD})
+    # Each rank's unittest summary; the ranks' stderr lines may interleave.
+    ran = re.findall(r"Ran \d+ tests?", res.stderr)
+    assert res.returncode == 0, f"{name} under {library} at -n {n} failed\n{_describe(res)}"
+    assert len(ran) == n and "FAILED" not in res.stderr, _describe(res)
+
+
 # -- the backend choice; no MPI library needed ------------------------------
 
 

@@ -73,6 +73,7 @@ pub(crate) struct Handles<H> {
     pub request_null: H,
     pub message_null: H,
     pub errors_return: H,
+    pub info_null: H,
     pub byte: H,
     pub int: H,
     pub ops: Ops<H>,
@@ -237,6 +238,7 @@ impl Abi for Mpich {
             request_null: mh(0x2c00_0000),
             message_null: mh(0x2c00_0000),
             errors_return: mh(0x5400_0001),
+            info_null: mh(0x1c00_0000),
             byte: mh(0x4c00_010d),
             int: mh(0x4c00_0405),
             ops: Ops {
@@ -355,6 +357,7 @@ impl Abi for OpenMpi {
             request_null: s("ompi_request_null")?,
             message_null: s("ompi_message_null")?,
             errors_return: s("ompi_mpi_errors_return")?,
+            info_null: s("ompi_mpi_info_null")?,
             byte: s("ompi_mpi_byte")?,
             int: s("ompi_mpi_int")?,
             ops: Ops {
@@ -470,6 +473,7 @@ impl Abi for Standard {
             request_null: 0x180,
             message_null: 0x128,
             errors_return: 0x143,
+            info_null: 0x130,
             byte: 0x247,
             int: 0x209,
             ops: Ops {
@@ -525,3 +529,16 @@ const _: () = {
     assert!(std::mem::size_of::<OmpiStatus>() == 8 + 8 + std::mem::size_of::<usize>());
     assert!(std::mem::size_of::<StandardStatus>() == 32);
 };
+
+/// A buffer address as passed to the library. The dangling address of an
+/// empty Rust buffer (1 for bytes) is `MPI_IN_PLACE` in the standard and
+/// Open MPI ABIs, which would make the library read the receive buffer
+/// instead: such an address (never that of real memory) goes as null.
+#[inline]
+pub(crate) fn lib_buf<A: Abi, T>(p: *const T) -> *mut c_void {
+    if p as usize == A::IN_PLACE {
+        std::ptr::null_mut()
+    } else {
+        p.cast_mut().cast()
+    }
+}

@@ -115,6 +115,42 @@ mpi_api! {
         MPI_Alltoall(*const c_void, c_int, A::H, *mut c_void, c_int, A::H, A::H);
         MPI_Alltoallv(*const c_void, *const c_int, *const c_int, A::H, *mut c_void,
                       *const c_int, *const c_int, A::H, A::H);
+
+        MPI_Comm_test_inter(A::H, *mut c_int);
+        MPI_Comm_remote_size(A::H, *mut c_int);
+        MPI_Comm_remote_group(A::H, *mut A::H);
+        MPI_Comm_create(A::H, A::H, *mut A::H);
+        MPI_Comm_create_group(A::H, A::H, c_int, *mut A::H);
+        MPI_Group_incl(A::H, c_int, *const c_int, *mut A::H);
+        MPI_Intercomm_create(A::H, c_int, A::H, c_int, c_int, *mut A::H);
+        MPI_Intercomm_merge(A::H, c_int, *mut A::H);
+
+        MPI_Cart_create(A::H, c_int, *const c_int, *const c_int, c_int, *mut A::H);
+        MPI_Graph_create(A::H, c_int, *const c_int, *const c_int, c_int, *mut A::H);
+        MPI_Dist_graph_create_adjacent(A::H, c_int, *const c_int, *const c_int, c_int,
+                                       *const c_int, *const c_int, A::H, c_int, *mut A::H);
+        MPI_Neighbor_alltoallw(*const c_void, *const c_int, *const MpiAint, *const A::H,
+                               *mut c_void, *const c_int, *const MpiAint, *const A::H, A::H);
+        MPI_Ineighbor_alltoallw(*const c_void, *const c_int, *const MpiAint, *const A::H,
+                                *mut c_void, *const c_int, *const MpiAint, *const A::H, A::H,
+                                *mut A::H);
+
+        MPI_Ibarrier(A::H, *mut A::H);
+        MPI_Ibcast(*mut c_void, c_int, A::H, c_int, A::H, *mut A::H);
+        MPI_Igatherv(*const c_void, c_int, A::H, *mut c_void, *const c_int, *const c_int,
+                     A::H, c_int, A::H, *mut A::H);
+        MPI_Iscatterv(*const c_void, *const c_int, *const c_int, A::H, *mut c_void, c_int,
+                      A::H, c_int, A::H, *mut A::H);
+        MPI_Iallgatherv(*const c_void, c_int, A::H, *mut c_void, *const c_int, *const c_int,
+                        A::H, A::H, *mut A::H);
+        MPI_Ialltoallv(*const c_void, *const c_int, *const c_int, A::H, *mut c_void,
+                       *const c_int, *const c_int, A::H, A::H, *mut A::H);
+        MPI_Ireduce(*const c_void, *mut c_void, c_int, A::H, A::H, c_int, A::H, *mut A::H);
+        MPI_Iallreduce(*const c_void, *mut c_void, c_int, A::H, A::H, A::H, *mut A::H);
+        MPI_Ireduce_scatter(*const c_void, *mut c_void, *const c_int, A::H, A::H, A::H,
+                            *mut A::H);
+        MPI_Iscan(*const c_void, *mut c_void, c_int, A::H, A::H, A::H, *mut A::H);
+        MPI_Iexscan(*const c_void, *mut c_void, c_int, A::H, A::H, A::H, *mut A::H);
     }
     optional {
         MPI_Get_count_c(*const A::Status, A::H, *mut MpiCount);
@@ -129,5 +165,21 @@ mpi_api! {
                        MpiCount, A::H, c_int, A::H);
         MPI_Alltoallv_c(*const c_void, *const MpiCount, *const MpiAint, A::H, *mut c_void,
                         *const MpiCount, *const MpiAint, A::H, A::H);
+        MPI_Ibcast_c(*mut c_void, MpiCount, A::H, c_int, A::H, *mut A::H);
+        MPI_Igatherv_c(*const c_void, MpiCount, A::H, *mut c_void, *const MpiCount,
+                       *const MpiAint, A::H, c_int, A::H, *mut A::H);
+        MPI_Iscatterv_c(*const c_void, *const MpiCount, *const MpiAint, A::H, *mut c_void,
+                        MpiCount, A::H, c_int, A::H, *mut A::H);
+        MPI_Iallgatherv_c(*const c_void, MpiCount, A::H, *mut c_void, *const MpiCount,
+                          *const MpiAint, A::H, A::H, *mut A::H);
+        MPI_Ialltoallv_c(*const c_void, *const MpiCount, *const MpiAint, A::H, *mut c_void,
+                         *const MpiCount, *const MpiAint, A::H, A::H, *mut A::H);
+        MPI_Ireduce_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, c_int, A::H,
+                      *mut A::H);
+        MPI_Iallreduce_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, A::H, *mut A::H);
+        MPI_Ireduce_scatter_c(*const c_void, *mut c_void, *const MpiCount, A::H, A::H, A::H,
+                              *mut A::H);
+        MPI_Iscan_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, A::H, *mut A::H);
+        MPI_Iexscan_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, A::H, *mut A::H);
     }
 }

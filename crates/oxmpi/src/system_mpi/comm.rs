@@ -5,7 +5,7 @@
 //! user's message.
 
 use std::ffi::{c_int, c_void};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{
     Collective, Combine, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status,
@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::topo::Topology;
 
-use super::abi::{in_place, Abi, MpiAint, MpiCount};
+use super::abi::{in_place, lib_buf, Abi, MpiAint, MpiCount};
 use super::engine::Core;
 use super::op::{self as sysop, LibOp};
 use super::request::{SysMessage, SysRequest, Wire, BLOCK};
@@ -26,14 +26,18 @@ const INT_MAX: usize = c_int::MAX as usize;
 
 /// A communicator of the system MPI library.
 pub(crate) struct SystemComm<A: Abi> {
-    core: Arc<Core<A>>,
-    h: A::H,
-    shadow: A::H,
+    pub(super) core: Arc<Core<A>>,
+    pub(super) h: A::H,
+    pub(super) shadow: A::H,
     /// Owns `h` and `shadow`; receives queued on them hold it too.
-    handles: Arc<CommHandles<A>>,
-    rank: i32,
-    size: i32,
+    pub(super) handles: Arc<CommHandles<A>>,
+    pub(super) rank: i32,
+    pub(super) size: i32,
     world_ranks: Vec<i32>,
+    /// An intercommunicator's remote group (MPI_COMM_WORLD ranks); empty
+    /// for an intracommunicator.
+    remote_world_ranks: Vec<i32>,
+    pub(super) inter: bool,
     name: Mutex<String>,
 }
 
@@ -47,6 +51,10 @@ pub(crate) struct CommHandles<A: Abi> {
     shadow: A::H,
     /// MPI_COMM_WORLD and MPI_COMM_SELF are not freed.
     owned: bool,
+    /// The virtual topology, and the library communicator that carries it
+    /// (made from `h` without reordering: same ranks), on which neighbour
+    /// collectives run.
+    pub(super) topo: OnceLock<(Arc<Topology>, A::H)>,
 }
 
 impl<A: Abi> Drop for CommHandles<A> {
@@ -58,6 +66,9 @@ impl<A: Abi> Drop for CommHandles<A> {
         // on them in the library complete normally after the free.
         unsafe {
             (self.core.api.MPI_Comm_free)(&mut self.shadow);
+            if let Some((_, mut t)) = self.topo.take() {
+                (self.core.api.MPI_Comm_free)(&mut t);
+            }
             if self.owned {
                 (self.core.api.MPI_Comm_free)(&mut self.h);
             }
@@ -73,7 +84,7 @@ impl<A: Abi> SystemComm<A> {
 
     /// Wraps library communicator `h` (errors returned, a shadow made);
     /// `owned`: freed when no longer used.
-    fn wrap(core: Arc<Core<A>>, h: A::H, name: &str, owned: bool) -> Result<Self> {
+    pub(super) fn wrap(core: Arc<Core<A>>, h: A::H, name: &str, owned: bool) -> Result<Self> {
         let api = &core.api;
         let (mut rank, mut size): (c_int, c_int) = (0, 0);
         // SAFETY: a valid communicator of this library; int out-pointers.
@@ -89,10 +100,19 @@ impl<A: Abi> SystemComm<A> {
         // SAFETY: as above; `shadow` is an out-pointer.
         let rc = unsafe { (api.MPI_Comm_dup)(h, &mut shadow) };
         core.check(rc, "MPI_Comm_dup")?;
+        let mut inter: c_int = 0;
+        // SAFETY: a valid communicator; one int out.
+        let rc = unsafe { (api.MPI_Comm_test_inter)(h, &mut inter) };
+        core.check(rc, "MPI_Comm_test_inter")?;
         let world_ranks = if h == core.h.comm_world {
             (0..size).collect()
         } else {
-            world_ranks_of(&core, h, size)?
+            world_ranks_of(&core, h, false)?
+        };
+        let remote_world_ranks = if inter != 0 {
+            world_ranks_of(&core, h, true)?
+        } else {
+            Vec::new()
         };
         Ok(SystemComm {
             handles: Arc::new(CommHandles {
@@ -100,6 +120,7 @@ impl<A: Abi> SystemComm<A> {
                 h,
                 shadow,
                 owned,
+                topo: OnceLock::new(),
             }),
             core,
             h,
@@ -107,16 +128,26 @@ impl<A: Abi> SystemComm<A> {
             rank,
             size,
             world_ranks,
+            remote_world_ranks,
+            inter: inter != 0,
             name: Mutex::new(name.to_owned()),
         })
     }
 
+    /// How many processes point-to-point ranks name: the remote group's
+    /// on an intercommunicator.
+    pub(super) fn peers(&self) -> i32 {
+        if self.inter {
+            self.remote_world_ranks.len() as i32
+        } else {
+            self.size
+        }
+    }
+
     fn check_dest(&self, dest: i32) -> Result<()> {
-        if dest < 0 || dest >= self.size {
-            return Err(Error::Rank {
-                rank: dest,
-                size: self.size,
-            });
+        let size = self.peers();
+        if dest < 0 || dest >= size {
+            return Err(Error::Rank { rank: dest, size });
         }
         Ok(())
     }
@@ -128,7 +159,7 @@ impl<A: Abi> SystemComm<A> {
         self.check_dest(src)
     }
 
-    fn check_root(&self, root: i32) -> Result<()> {
+    pub(super) fn check_root(&self, root: i32) -> Result<()> {
         if root < 0 || root >= self.size {
             return Err(Error::Root {
                 root,
@@ -164,12 +195,13 @@ impl<A: Abi> SystemComm<A> {
         if len <= INT_MAX {
             // SAFETY: the caller's buffer of `len` bytes stays valid for the
             // call.
-            let rc = unsafe { (api.MPI_Bcast)(ptr.cast(), len as c_int, byte, root, comm) };
+            let rc =
+                unsafe { (api.MPI_Bcast)(lib_buf::<A, _>(ptr), len as c_int, byte, root, comm) };
             return self.core.check(rc, "MPI_Bcast");
         }
         if let Some(f) = api.MPI_Bcast_c {
             // SAFETY: as above, with a large count.
-            let rc = unsafe { f(ptr.cast(), len as MpiCount, byte, root, comm) };
+            let rc = unsafe { f(lib_buf::<A, _>(ptr), len as MpiCount, byte, root, comm) };
             return self.core.check(rc, "MPI_Bcast_c");
         }
         let mut off = 0;
@@ -193,7 +225,7 @@ impl<A: Abi> SystemComm<A> {
         count: usize,
         elem: usize,
         ty: A::H,
-        op: &LibOp<'_, A>,
+        op: &LibOp<A>,
         root: Option<i32>,
     ) -> Result<()> {
         let api = &self.core.api;
@@ -295,20 +327,36 @@ impl<A: Abi> SystemComm<A> {
         Ok(out != 0)
     }
 
-    fn shadow(&self) -> Shadow<'_, A> {
+    pub(super) fn shadow(&self) -> Shadow<'_, A> {
         Shadow(self)
     }
 }
 
-/// The library communicator's members as ranks of MPI_COMM_WORLD.
-fn world_ranks_of<A: Abi>(core: &Core<A>, h: A::H, size: c_int) -> Result<Vec<i32>> {
+/// The library communicator's members (or, with `remote`, its remote
+/// group's) as ranks of MPI_COMM_WORLD.
+fn world_ranks_of<A: Abi>(core: &Core<A>, h: A::H, remote: bool) -> Result<Vec<i32>> {
     let api = &core.api;
     let (mut g, mut wg) = (core.h.comm_null, core.h.comm_null);
+    let mut size: c_int = 0;
+    // SAFETY: a valid communicator; one int out.
+    let rc = unsafe {
+        if remote {
+            (api.MPI_Comm_remote_size)(h, &mut size)
+        } else {
+            (api.MPI_Comm_size)(h, &mut size)
+        }
+    };
+    core.check(rc, "MPI_Comm_size")?;
     let ranks: Vec<c_int> = (0..size).collect();
     let mut out = vec![0 as c_int; size as usize];
     // SAFETY: valid communicators; groups freed below; arrays of `size`.
     unsafe {
-        core.check((api.MPI_Comm_group)(h, &mut g), "MPI_Comm_group")?;
+        let rc = if remote {
+            (api.MPI_Comm_remote_group)(h, &mut g)
+        } else {
+            (api.MPI_Comm_group)(h, &mut g)
+        };
+        core.check(rc, "MPI_Comm_group")?;
         let rc = (api.MPI_Comm_group)(core.h.comm_world, &mut wg);
         if rc != 0 {
             (api.MPI_Group_free)(&mut g);
@@ -595,7 +643,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
         let sendp: *const c_void = match send {
             None if is_root => in_place::<A>(),
             // A non-root contributes what its receive buffer holds.
-            None => recv.ptr.cast(),
+            None => lib_buf::<A, _>(recv.ptr),
             Some(s) if is_root && overlap(s.ptr, recv.ptr, nbytes) => {
                 if s.ptr == recv.ptr {
                     in_place::<A>()
@@ -605,10 +653,10 @@ impl<A: Abi> Communicator for SystemComm<A> {
                     copy.as_ptr().cast()
                 }
             }
-            Some(s) => s.ptr.cast(),
+            Some(s) => lib_buf::<A, _>(s.ptr),
         };
         let recvp: *mut c_void = if is_root {
-            recv.ptr.cast()
+            lib_buf::<A, _>(recv.ptr)
         } else {
             std::ptr::null_mut()
         };
@@ -648,9 +696,17 @@ impl<A: Abi> Communicator for SystemComm<A> {
                 copy.extend_from_slice(unsafe { &s.as_slice()[..nbytes] });
                 copy.as_ptr().cast()
             }
-            Some(s) => s.ptr.cast(),
+            Some(s) => lib_buf::<A, _>(s.ptr),
         };
-        self.reduce_raw(sendp, recv.ptr.cast(), count, elem, ty, &lop, None)
+        self.reduce_raw(
+            sendp,
+            lib_buf::<A, _>(recv.ptr),
+            count,
+            elem,
+            ty,
+            &lop,
+            None,
+        )
     }
 
     fn bcast_bytes(&self, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
@@ -686,7 +742,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
                 (&mine as *const u64).cast(),
                 8,
                 byte,
-                lens.as_mut_ptr().cast(),
+                lib_buf::<A, _>(lens.as_mut_ptr()),
                 8,
                 byte,
                 root,
@@ -701,10 +757,10 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // laid out by counts/displs.
             unsafe {
                 f(
-                    data.as_ptr().cast(),
+                    lib_buf::<A, _>(data.as_ptr()),
                     mine as MpiCount,
                     byte,
-                    all.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(all.as_mut_ptr()),
                     counts.as_ptr(),
                     displs.as_ptr(),
                     byte,
@@ -721,10 +777,10 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // SAFETY: as above, every count and offset fitting an int.
             unsafe {
                 (api.MPI_Gatherv)(
-                    data.as_ptr().cast(),
+                    lib_buf::<A, _>(data.as_ptr()),
                     mine as c_int,
                     byte,
-                    all.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(all.as_mut_ptr()),
                     c.as_ptr(),
                     d.as_ptr(),
                     byte,
@@ -750,7 +806,7 @@ impl<A: Abi> Communicator for SystemComm<A> {
                 (&mine as *const u64).cast(),
                 8,
                 byte,
-                lens.as_mut_ptr().cast(),
+                lib_buf::<A, _>(lens.as_mut_ptr()),
                 8,
                 byte,
                 self.h,
@@ -763,10 +819,10 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // SAFETY: `all` holds `total` bytes laid out by counts/displs.
             unsafe {
                 f(
-                    data.as_ptr().cast(),
+                    lib_buf::<A, _>(data.as_ptr()),
                     mine as MpiCount,
                     byte,
-                    all.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(all.as_mut_ptr()),
                     counts.as_ptr(),
                     displs.as_ptr(),
                     byte,
@@ -781,10 +837,10 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // SAFETY: as above, with int counts.
             unsafe {
                 (api.MPI_Allgatherv)(
-                    data.as_ptr().cast(),
+                    lib_buf::<A, _>(data.as_ptr()),
                     mine as c_int,
                     byte,
-                    all.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(all.as_mut_ptr()),
                     c.as_ptr(),
                     d.as_ptr(),
                     byte,
@@ -838,11 +894,11 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // counts/displs; `out` holds this rank's share.
             unsafe {
                 f(
-                    packed.as_ptr().cast(),
+                    lib_buf::<A, _>(packed.as_ptr()),
                     counts.as_ptr(),
                     displs.as_ptr(),
                     byte,
-                    out.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(out.as_mut_ptr()),
                     mine as MpiCount,
                     byte,
                     root,
@@ -854,11 +910,11 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // SAFETY: as above, every count and offset fitting an int.
             unsafe {
                 (api.MPI_Scatterv)(
-                    packed.as_ptr().cast(),
+                    lib_buf::<A, _>(packed.as_ptr()),
                     c.as_ptr(),
                     d.as_ptr(),
                     byte,
-                    out.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(out.as_mut_ptr()),
                     mine as c_int,
                     byte,
                     root,
@@ -886,10 +942,10 @@ impl<A: Abi> Communicator for SystemComm<A> {
         // SAFETY: n u64 in and out.
         let rc = unsafe {
             (api.MPI_Alltoall)(
-                slens.as_ptr().cast(),
+                lib_buf::<A, _>(slens.as_ptr()),
                 8,
                 byte,
-                rlens.as_mut_ptr().cast(),
+                lib_buf::<A, _>(rlens.as_mut_ptr()),
                 8,
                 byte,
                 self.h,
@@ -911,11 +967,11 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // SAFETY: both buffers laid out by their counts/displs.
             unsafe {
                 f(
-                    packed.as_ptr().cast(),
+                    lib_buf::<A, _>(packed.as_ptr()),
                     sc.as_ptr(),
                     sd.as_ptr(),
                     byte,
-                    all.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(all.as_mut_ptr()),
                     rc_.as_ptr(),
                     rd.as_ptr(),
                     byte,
@@ -928,11 +984,11 @@ impl<A: Abi> Communicator for SystemComm<A> {
             // SAFETY: as above, every count and offset fitting an int.
             unsafe {
                 (api.MPI_Alltoallv)(
-                    packed.as_ptr().cast(),
+                    lib_buf::<A, _>(packed.as_ptr()),
                     sc.as_ptr(),
                     sd.as_ptr(),
                     byte,
-                    all.as_mut_ptr().cast(),
+                    lib_buf::<A, _>(all.as_mut_ptr()),
                     rc_.as_ptr(),
                     rd.as_ptr(),
                     byte,
@@ -963,12 +1019,13 @@ impl<A: Abi> Communicator for SystemComm<A> {
         // SAFETY: a valid communicator; `h` is an out-pointer.
         let rc = unsafe { (self.core.api.MPI_Comm_dup)(self.h, &mut h) };
         self.core.check(rc, "MPI_Comm_dup")?;
-        Ok(Arc::new(SystemComm::wrap(
-            self.core.clone(),
-            h,
-            &self.name(),
-            true,
-        )?))
+        let new = SystemComm::wrap(self.core.clone(), h, &self.name(), true)?;
+        // A duplicate has the same topology (every member dups together,
+        // so the library's topology communicator is made collectively).
+        if let Some(t) = self.topology() {
+            new.attach_topology((*t).clone())?;
+        }
+        Ok(Arc::new(new))
     }
 
     fn split(&self, color: i32, key: i32) -> Result<Option<CommRef>> {
@@ -1043,8 +1100,8 @@ impl<A: Abi> Communicator for SystemComm<A> {
         }
     }
 
-    fn icollective(&self, _op: Collective) -> Result<RequestRef> {
-        Err(not_implemented("nonblocking collectives"))
+    fn icollective(&self, op: Collective) -> Result<RequestRef> {
+        self.start_collective(op)
     }
 
     fn scan_bytes(
@@ -1065,87 +1122,254 @@ impl<A: Abi> Communicator for SystemComm<A> {
     }
 
     fn is_inter(&self) -> bool {
-        // This backend creates no intercommunicators.
-        false
+        self.inter
     }
 
     fn remote_world_ranks(&self) -> Vec<i32> {
-        Vec::new()
+        self.remote_world_ranks.clone()
     }
 
-    fn create(&self, _group: &[i32]) -> Result<Option<CommRef>> {
-        Err(not_implemented("Comm.Create"))
+    fn create(&self, group: &[i32]) -> Result<Option<CommRef>> {
+        let g = LibGroup::of_world_ranks(&self.core, group)?;
+        let mut h = self.core.h.comm_null;
+        // SAFETY: a valid communicator and group; `h` is an out-pointer.
+        let rc = unsafe { (self.core.api.MPI_Comm_create)(self.h, g.0, &mut h) };
+        self.core.check(rc, "MPI_Comm_create")?;
+        self.adopt_new(h).map(|c| c.map(|c| c as CommRef))
     }
 
-    fn create_group(&self, _group: &[i32], _tag: i32) -> Result<CommRef> {
-        Err(not_implemented("Comm.Create_group"))
+    fn create_group(&self, group: &[i32], tag: i32) -> Result<CommRef> {
+        if tag < 0 {
+            return Err(Error::Tag(tag));
+        }
+        // Only a disambiguator of concurrent creations: a tag past the
+        // library's MPI_TAG_UB (oxmpi allows up to INT_MAX, and
+        // Create_from_group's string tags hash anywhere in that range) is
+        // folded into the library's range the same way by every member.
+        let tag = fold_tag(tag, self.core.tag_ub());
+        let g = LibGroup::of_world_ranks(&self.core, group)?;
+        let mut h = self.core.h.comm_null;
+        // SAFETY: a valid communicator and group; `h` is an out-pointer.
+        let rc = unsafe { (self.core.api.MPI_Comm_create_group)(self.h, g.0, tag, &mut h) };
+        self.core.check(rc, "MPI_Comm_create_group")?;
+        self.adopt_new(h)?.map(|c| c as CommRef).ok_or_else(|| {
+            Error::Intern("MPI_Comm_create_group gave a member no communicator".into())
+        })
     }
 
     fn create_intercomm(
         &self,
-        _local_leader: i32,
-        _peer: Option<&dyn Communicator>,
-        _remote_leader: i32,
-        _tag: i32,
+        local_leader: i32,
+        peer: Option<&dyn Communicator>,
+        remote_leader: i32,
+        tag: i32,
     ) -> Result<CommRef> {
-        Err(not_implemented("intercommunicators"))
+        if self.inter {
+            return Err(Error::Comm(
+                "the local communicator of Create_intercomm must be an intracommunicator".into(),
+            ));
+        }
+        if !(0..self.size).contains(&local_leader) {
+            return Err(Error::Rank {
+                rank: local_leader,
+                size: self.size,
+            });
+        }
+        self.check_send_tag(tag)?;
+        // The leaders talk through the bridge (a private duplicate of
+        // MPI_COMM_WORLD), which names the remote leader by its world rank.
+        let remote_world = if self.rank == local_leader {
+            let peer = peer.ok_or_else(|| {
+                Error::Comm("the local leader of Create_intercomm needs a peer communicator".into())
+            })?;
+            let ranks = if peer.is_inter() {
+                peer.remote_world_ranks()
+            } else {
+                peer.world_ranks()
+            };
+            usize::try_from(remote_leader)
+                .ok()
+                .and_then(|r| ranks.get(r).copied())
+                .ok_or(Error::Rank {
+                    rank: remote_leader,
+                    size: ranks.len() as i32,
+                })?
+        } else {
+            0
+        };
+        self.intercomm_with(self.h, local_leader, remote_world, tag)
     }
 
     fn create_from_groups(
         &self,
-        _local: &[i32],
-        _local_leader: i32,
-        _remote: &[i32],
-        _remote_leader: i32,
-        _tag: i32,
+        local: &[i32],
+        local_leader: i32,
+        remote: &[i32],
+        remote_leader: i32,
+        tag: i32,
     ) -> Result<CommRef> {
-        Err(not_implemented("intercommunicators"))
+        // `tag` stands for the caller's string tag (any int): folded into
+        // the library's tag range the same way by every process.
+        let tag = fold_tag(tag, self.core.tag_ub());
+        if !(0..local.len() as i32).contains(&local_leader) {
+            return Err(Error::Rank {
+                rank: local_leader,
+                size: local.len() as i32,
+            });
+        }
+        let remote_world = usize::try_from(remote_leader)
+            .ok()
+            .and_then(|r| remote.get(r).copied())
+            .ok_or(Error::Rank {
+                rank: remote_leader,
+                size: remote.len() as i32,
+            })?;
+        // The local group as a communicator of its own (collective over
+        // its members only), then the intercommunicator over the bridge.
+        let g = LibGroup::of_world_ranks(&self.core, local)?;
+        let mut lc = self.core.h.comm_null;
+        // SAFETY: a valid communicator and group; `lc` is an out-pointer.
+        let rc = unsafe { (self.core.api.MPI_Comm_create_group)(self.h, g.0, tag, &mut lc) };
+        self.core.check(rc, "MPI_Comm_create_group")?;
+        let made = self.intercomm_with(lc, local_leader, remote_world, tag);
+        // SAFETY: the communicator made above, used by no one else.
+        unsafe { (self.core.api.MPI_Comm_free)(&mut lc) };
+        made
     }
 
-    fn merge(&self, _high: bool) -> Result<CommRef> {
-        Err(not_implemented("intercommunicators"))
+    fn merge(&self, high: bool) -> Result<CommRef> {
+        if !self.inter {
+            return Err(Error::Comm("Merge needs an intercommunicator".into()));
+        }
+        let mut h = self.core.h.comm_null;
+        // SAFETY: a valid intercommunicator; `h` is an out-pointer.
+        let rc = unsafe { (self.core.api.MPI_Intercomm_merge)(self.h, high as c_int, &mut h) };
+        self.core.check(rc, "MPI_Intercomm_merge")?;
+        Ok(Arc::new(SystemComm::wrap(self.core.clone(), h, "", true)?))
     }
 
     fn topology(&self) -> Option<Arc<Topology>> {
-        None
+        self.handles.topo.get().map(|(t, _)| t.clone())
     }
 
-    fn set_topology(&self, _topo: Topology) -> Result<()> {
-        Err(not_implemented("virtual topologies"))
+    fn set_topology(&self, topo: Topology) -> Result<()> {
+        self.attach_topology(topo)
     }
 
-    fn ineighbor_exchange(&self, _sends: &[RawBuf], _recvs: &[RawBuf]) -> Result<RequestRef> {
-        Err(not_implemented("neighbourhood collectives"))
+    fn ineighbor_exchange(&self, sends: &[RawBuf], recvs: &[RawBuf]) -> Result<RequestRef> {
+        self.start_neighbor_exchange(sends, recvs)
     }
 
-    fn neighbor_exchange_bytes(&self, _sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
-        Err(not_implemented("neighbourhood collectives"))
+    fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        self.neighbor_blobs(sends)
     }
 
-    fn iexchange(&self, _sends: &[(i32, RawBuf)], _recvs: &[(i32, RawBuf)]) -> Result<RequestRef> {
-        Err(not_implemented("intercommunicator collectives"))
+    fn iexchange(&self, sends: &[(i32, RawBuf)], recvs: &[(i32, RawBuf)]) -> Result<RequestRef> {
+        self.start_exchange(sends, recvs)
     }
 
     fn exchange_bytes(
         &self,
-        _sends: Vec<(i32, Vec<u8>)>,
-        _recv_from: &[i32],
+        sends: Vec<(i32, Vec<u8>)>,
+        recv_from: &[i32],
     ) -> Result<Vec<Vec<u8>>> {
-        Err(not_implemented("intercommunicator collectives"))
+        self.exchange_blobs(sends, recv_from)
+    }
+}
+
+impl<A: Abi> SystemComm<A> {
+    /// Wraps a communicator the library just made; None for MPI_COMM_NULL.
+    fn adopt_new(&self, h: A::H) -> Result<Option<Arc<SystemComm<A>>>> {
+        if h == self.core.h.comm_null {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(SystemComm::wrap(
+            self.core.clone(),
+            h,
+            "",
+            true,
+        )?)))
+    }
+
+    /// MPI_Intercomm_create of `local` with the group whose leader has
+    /// world rank `remote_world` (significant at the local leader).
+    fn intercomm_with(
+        &self,
+        local: A::H,
+        local_leader: i32,
+        remote_world: i32,
+        tag: i32,
+    ) -> Result<CommRef> {
+        let bridge = *self
+            .core
+            .bridge
+            .get()
+            .ok_or_else(|| Error::Intern("no bridge communicator".into()))?;
+        let mut h = self.core.h.comm_null;
+        // SAFETY: valid communicators; `h` is an out-pointer.
+        let rc = unsafe {
+            (self.core.api.MPI_Intercomm_create)(
+                local,
+                local_leader,
+                bridge,
+                remote_world,
+                tag,
+                &mut h,
+            )
+        };
+        self.core.check(rc, "MPI_Intercomm_create")?;
+        Ok(Arc::new(SystemComm::wrap(self.core.clone(), h, "", true)?))
+    }
+}
+
+/// `tag` folded into 0..=ub (the same on every process).
+fn fold_tag(tag: i32, ub: i32) -> i32 {
+    (tag as i64).rem_euclid(ub as i64 + 1) as i32
+}
+
+/// A library group, freed on drop.
+struct LibGroup<'a, A: Abi>(A::H, &'a Core<A>);
+
+impl<'a, A: Abi> LibGroup<'a, A> {
+    /// The group of these MPI_COMM_WORLD ranks, in this order.
+    fn of_world_ranks(core: &'a Core<A>, ranks: &[i32]) -> Result<Self> {
+        let n = c_int::try_from(ranks.len()).map_err(|_| Error::Arg("group too large".into()))?;
+        let mut wg = core.h.comm_null;
+        let mut g = core.h.comm_null;
+        // SAFETY: a predefined communicator; out-pointers; `ranks` holds
+        // `n` ints; the world group is freed here.
+        unsafe {
+            core.check(
+                (core.api.MPI_Comm_group)(core.h.comm_world, &mut wg),
+                "MPI_Comm_group",
+            )?;
+            let rc = (core.api.MPI_Group_incl)(wg, n, ranks.as_ptr(), &mut g);
+            (core.api.MPI_Group_free)(&mut wg);
+            core.check(rc, "MPI_Group_incl")?;
+        }
+        Ok(LibGroup(g, core))
+    }
+}
+
+impl<A: Abi> Drop for LibGroup<'_, A> {
+    fn drop(&mut self) {
+        // SAFETY: a group we made. (MPI_GROUP_EMPTY, which an empty
+        // MPI_Group_incl may return, refuses the free harmlessly.)
+        unsafe { (self.1.api.MPI_Group_free)(&mut self.0) };
     }
 }
 
 /// What this backend does not do yet: Python raises NotImplementedError.
-fn not_implemented(what: &str) -> Error {
+pub(super) fn not_implemented(what: &str) -> Error {
     Error::NotImplemented(format!("{what} on the system-MPI backend"))
 }
 
 /// Point-to-point on the shadow communicator, for oxmpi's collective
 /// algorithms in `coll.rs`. Waits drive the receive queue.
-struct Shadow<'a, A: Abi>(&'a SystemComm<A>);
+pub(super) struct Shadow<'a, A: Abi>(&'a SystemComm<A>);
 
 impl<A: Abi> Shadow<'_, A> {
-    fn isend(&self, data: &[u8], dest: i32, tag: i32) -> Result<Arc<SysRequest<A>>> {
+    pub(super) fn isend(&self, data: &[u8], dest: i32, tag: i32) -> Result<Arc<SysRequest<A>>> {
         let c = self.0;
         let core = &*c.core;
         let wire = Wire::contiguous(core, data.as_ptr() as *mut u8, data.len())?;

@@ -2,8 +2,8 @@
 //! and the `Engine` trait.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::{
@@ -40,6 +40,16 @@ pub(crate) struct Core<A: Abi> {
     /// receive that is too small; there every receive is matched with a
     /// probe first, and a message that does not fit is truncated by oxmpi.
     pub prepost_receives: bool,
+    /// A private duplicate of MPI_COMM_WORLD through which the leaders of
+    /// MPI_Intercomm_create talk (the peer communicator in the library's
+    /// terms), so that their messages never meet a user's.
+    pub bridge: OnceLock<A::H>,
+    /// Nonblocking reductions with a user operation in flight. The library
+    /// runs the operation (a Python function, which needs the GIL) on
+    /// whichever thread drives its progress; the receive queue's driver
+    /// thread stays out of the library meanwhile, lest it wait for the GIL
+    /// while the thread holding it waits for the library.
+    pub user_op_collectives: AtomicUsize,
 }
 
 impl<A: Abi> Core<A> {
@@ -250,6 +260,8 @@ pub(crate) fn init<A: Abi>(
         interrupt: RwLock::new(None),
         tag_ub: AtomicI32::new(TAG_UB),
         prepost_receives: !lib.version.contains("Open MPI"),
+        bridge: OnceLock::new(),
+        user_op_collectives: AtomicUsize::new(0),
     });
     let api = &core.api;
     let mut initialized: c_int = 0;
@@ -280,6 +292,11 @@ pub(crate) fn init<A: Abi>(
         let rc = unsafe { (api.MPI_Comm_set_errhandler)(comm, core.h.errors_return) };
         core.check(rc, "MPI_Comm_set_errhandler")?;
     }
+    let mut bridge = core.h.comm_null;
+    // SAFETY: a predefined communicator; `bridge` is an out-pointer.
+    let rc = unsafe { (api.MPI_Comm_dup)(core.h.comm_world, &mut bridge) };
+    core.check(rc, "MPI_Comm_dup")?;
+    let _ = core.bridge.set(bridge);
     if let Some(ub) = core.world_attr(A::KEYVAL_TAG_UB).filter(|&ub| ub > 0) {
         core.tag_ub.store(ub, Ordering::Relaxed);
     }

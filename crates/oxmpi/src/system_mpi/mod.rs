@@ -20,6 +20,7 @@ mod api;
 mod comm;
 mod engine;
 pub mod library;
+mod nbc;
 mod op;
 mod request;
 

@@ -19,7 +19,7 @@
 use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::datatype::{Basic, Datatype};
 use crate::error::{Error, Result};
@@ -110,16 +110,34 @@ fn trampoline_for<A: Abi>(k: usize) -> UserFunction<A> {
     all[k]
 }
 
-/// An MPI operation created for one reduction; freed on drop.
-pub(crate) struct UserOp<'a, A: Abi> {
-    core: &'a Core<A>,
+/// An MPI operation created for one reduction; freed on drop. A
+/// nonblocking reduction keeps it (and its slot) until it completes.
+pub(crate) struct UserOp<A: Abi> {
+    core: Arc<Core<A>>,
     slot: usize,
     pub handle: A::H,
 }
 
-impl<'a, A: Abi> UserOp<'a, A> {
-    fn create(core: &'a Core<A>, op: Op, dtype: Datatype, commute: bool) -> Result<Self> {
-        let slot = claim_slot();
+impl<A: Abi> UserOp<A> {
+    fn create(
+        core: &Arc<Core<A>>,
+        op: Op,
+        dtype: Datatype,
+        commute: bool,
+        wait: Wait,
+    ) -> Result<Self> {
+        let slot = match wait {
+            Wait::ForSlot => claim_slot(),
+            // A nonblocking reduction must not wait: the slots it waits
+            // for are freed only when this thread completes other requests.
+            Wait::No => try_claim_slot().ok_or_else(|| Error::Mpi {
+                class: crate::error::class::ERR_OTHER,
+                message: format!(
+                    "more than {SLOTS} reductions with user-defined operations in flight \
+                         at once on the system-MPI backend"
+                ),
+            })?,
+        };
         *POOL[slot].active.lock().unwrap_or_else(|e| e.into_inner()) = Some(Active {
             op,
             dtype,
@@ -134,7 +152,11 @@ impl<'a, A: Abi> UserOp<'a, A> {
             release_slot(slot);
             return Err(core.error(rc, "MPI_Op_create"));
         }
-        Ok(UserOp { core, slot, handle })
+        Ok(UserOp {
+            core: core.clone(),
+            slot,
+            handle,
+        })
     }
 
     /// The error the operation raised during the reduction, if any.
@@ -148,26 +170,37 @@ impl<'a, A: Abi> UserOp<'a, A> {
     }
 }
 
-impl<A: Abi> Drop for UserOp<'_, A> {
+impl<A: Abi> Drop for UserOp<A> {
     fn drop(&mut self) {
         if !self.core.is_finalized() {
             // SAFETY: an op we created and no pending operation uses (the
-            // collectives that use it are blocking).
+            // blocking collectives that use it have returned; a nonblocking
+            // one drops it once complete).
             unsafe { (self.core.api.MPI_Op_free)(&mut self.handle) };
         }
         release_slot(self.slot);
     }
 }
 
+/// Whether a reduction that finds every slot busy waits for one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    ForSlot,
+    No,
+}
+
+fn try_claim_slot() -> Option<usize> {
+    POOL.iter().position(|s| {
+        s.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
 fn claim_slot() -> usize {
     loop {
-        for (k, s) in POOL.iter().enumerate() {
-            if s.busy
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                return k;
-            }
+        if let Some(k) = try_claim_slot() {
+            return k;
         }
         let g = FREED.0.lock().unwrap_or_else(|e| e.into_inner());
         let _ = FREED.1.wait_timeout(g, std::time::Duration::from_millis(1));
@@ -181,12 +214,12 @@ fn release_slot(k: usize) {
 }
 
 /// A reduction operation as the library sees it.
-pub(crate) enum LibOp<'a, A: Abi> {
+pub(crate) enum LibOp<A: Abi> {
     Builtin(A::H),
-    User(UserOp<'a, A>),
+    User(UserOp<A>),
 }
 
-impl<A: Abi> LibOp<'_, A> {
+impl<A: Abi> LibOp<A> {
     pub fn handle(&self) -> A::H {
         match self {
             LibOp::Builtin(h) => *h,
@@ -223,11 +256,21 @@ fn bool_op(p: Predefined) -> Result<Predefined> {
 }
 
 /// The library datatype and operation for a reduction of `dtype` by `op`.
-pub(crate) fn resolve<'a, A: Abi>(
-    core: &'a Core<A>,
+pub(crate) fn resolve<A: Abi>(
+    core: &Arc<Core<A>>,
     op: &Op,
     dtype: &Datatype,
-) -> Result<(A::H, LibOp<'a, A>)> {
+) -> Result<(A::H, LibOp<A>)> {
+    resolve_with(core, op, dtype, Wait::ForSlot)
+}
+
+/// `resolve`, saying whether to wait for a free user-operation slot.
+pub(crate) fn resolve_with<A: Abi>(
+    core: &Arc<Core<A>>,
+    op: &Op,
+    dtype: &Datatype,
+    wait: Wait,
+) -> Result<(A::H, LibOp<A>)> {
     let t = &core.h.types;
     match op {
         Op::Predefined(p) => {
@@ -251,6 +294,7 @@ pub(crate) fn resolve<'a, A: Abi>(
                         Op::Predefined(p),
                         dtype.clone(),
                         false,
+                        wait,
                     )?),
                 )),
             }
@@ -270,7 +314,13 @@ pub(crate) fn resolve<'a, A: Abi>(
             };
             Ok((
                 ty,
-                LibOp::User(UserOp::create(core, op.clone(), dtype.clone(), *commute)?),
+                LibOp::User(UserOp::create(
+                    core,
+                    op.clone(),
+                    dtype.clone(),
+                    *commute,
+                    wait,
+                )?),
             ))
         }
     }

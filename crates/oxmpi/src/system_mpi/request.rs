@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::backend::{Message, RawBuf, Request, RequestRef, Status};
 use crate::error::{Error, Result};
 
-use super::abi::{Abi, MpiAint, RawStatus};
+use super::abi::{lib_buf, Abi, MpiAint, RawStatus};
 use super::comm::CommHandles;
 use super::engine::Core;
 
@@ -56,7 +56,7 @@ impl<'a, A: Abi> Wire<'a, A> {
         if len <= c_int::MAX as usize {
             return Ok(Wire {
                 core,
-                ptr: ptr.cast(),
+                ptr: lib_buf::<A, _>(ptr),
                 count: len as c_int,
                 dtype: core.h.byte,
                 derived: false,
@@ -207,6 +207,11 @@ impl<A: Abi> SysRequest<A> {
 
     fn lock(&self) -> MutexGuard<'_, State<A>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The engine state this request belongs to.
+    pub fn core(&self) -> &Arc<Core<A>> {
+        &self.core
     }
 
     fn finish(&self, st: &mut State<A>, status: Status, error: Option<Error>) {
@@ -761,10 +766,14 @@ fn driver_loop<A: Abi>(core: &Core<A>) {
             if rq.stop.load(Ordering::Acquire) {
                 return;
             }
-            let before = q.len();
-            rq.drive_locked(core, &mut q);
-            if q.len() < before {
-                nap = MIN_NAP;
+            // See `Core::user_op_collectives`: user threads' waits and
+            // tests still drive the queue.
+            if core.user_op_collectives.load(Ordering::Acquire) == 0 {
+                let before = q.len();
+                rq.drive_locked(core, &mut q);
+                if q.len() < before {
+                    nap = MIN_NAP;
+                }
             }
         }
         std::thread::sleep(nap);
