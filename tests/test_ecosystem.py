@@ -145,10 +145,11 @@ def test_dask_mpi_own_suite(tmp_path):
         failed = still
     # test_stale_sched kills mpirun 5 s after starting 4 ranks and expects
     # the scheduler to have rewritten its file by then: 4 processes that
-    # each need 2-3 s of CPU to import distributed cannot do that on fewer
-    # than 4 cores (on the project's 2-core machine it takes 10 s under
-    # oxmpi's mpirun, 12 s under Open MPI's). There, and only there, its
-    # failure is reported as a warning instead.
+    # each need 2-3 s of CPU to import distributed. On the project's 2-core
+    # machine it passed with the load average between 6 and 12, but at 20
+    # the file took 10 s under oxmpi's mpirun and 12 s under
+    # Open MPI's. With fewer than 4 cores, and only then, its failing all
+    # three runs is reported as a warning instead.
     if (os.cpu_count() or 1) < 4:
         slow = [n for n in failed if "::test_stale_sched[" in n]
         if slow:
