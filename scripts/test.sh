@@ -15,10 +15,13 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 python -m pip install -q --disable-pip-version-check --upgrade pip maturin numpy pytest
-# The seeds' ecosystem (Dask-MPI, IPython parallel) runs in tests/test_ecosystem.py;
+# The seeds' ecosystem (Dask-MPI, IPython parallel) runs in tests/test_ecosystem.py,
+# with their own test suites (which need requests, bokeh for the dashboard
+# and pytest-asyncio);
 # OXMPI_TEST_ECOSYSTEM=0 skips installing it (those tests then skip).
 if [ "${OXMPI_TEST_ECOSYSTEM:-1}" != 0 ]; then
-  python -m pip install -q --disable-pip-version-check dask-mpi "dask[distributed,dataframe]" ipyparallel
+  python -m pip install -q --disable-pip-version-check dask-mpi "dask[distributed,dataframe]" ipyparallel \
+    requests bokeh pytest-asyncio pytest-timeout
 fi
 python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps .
 

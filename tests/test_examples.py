@@ -1,7 +1,10 @@
 """The Python examples in examples/ run and give the right answers."""
 
 import math
+import os
 import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +65,36 @@ def test_psum_seed_001():
     sums = re.findall(r"^\[(\d)\] psum = (\S+)$", res.stdout, re.M)
     assert sorted(int(r) for r, _ in sums) == [0, 1, 2, 3], describe(res)
     assert len({s for _, s in sums}) == 1, f"ranks disagree on the sum\n{describe(res)}"
+
+
+SCALING_ROW = re.compile(
+    r"^\s*(\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+)%\s+(\d+\.\d+)\s+(\S+)$", re.M
+)
+
+
+def test_pi_scaling_table_seed_004(mpiexec):
+    """examples/pi_scaling.py prints one row per rank count (1, 2, 4) with
+    self-consistent speedup and efficiency and a correct estimate on every
+    row. Timings themselves are not asserted: the machine may be busy."""
+    cmd = [sys.executable, str(EXAMPLES / "pi_scaling.py"), "--points", "2000000", "--mpiexec", mpiexec, "--timeout", "120"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"pi_scaling.py timed out\n{out}\n{err}", pytrace=False)
+    assert p.returncode == 0, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith("compute_pi.py, 2000000 points"), out
+    assert lines[1].split() == ["ranks", "job", "s", "compute", "s", "speedup", "efficiency", "pi", "estimate", "error"], out
+    rows = SCALING_ROW.findall(out)
+    assert len(rows) == 3 and len(lines) == 5, out
+    assert [int(r[0]) for r in rows] == [1, 2, 4], out
+    for ranks, wall, compute, speedup, efficiency, est, error in rows:
+        assert float(wall) > 0 and float(compute) >= 0, out
+        assert abs(float(est) - math.pi) < 0.01, f"estimate {est} is not within 0.01 of pi\n{out}"
+        assert abs(float(error) - abs(float(est) - math.pi)) < 1e-5, out
+        # efficiency is speedup / ranks, printed as a whole percentage
+        assert abs(int(efficiency) - 100 * float(speedup) / int(ranks)) <= 1, out
+    assert rows[0][3] == "1.00" and rows[0][4] == "100", out

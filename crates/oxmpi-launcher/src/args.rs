@@ -266,6 +266,9 @@ fn parse_option(
             spec.timeout = parse_timeout(&v).map_err(|m| UsageError(format!("{token}: {m}")))?;
         }
         "oversubscribe" => {}
+        // Open MPI refuses to run as root without it; oxmpi never refuses,
+        // and CI containers (dask-mpi's tests with ALLOW_RUN_AS_ROOT) pass it.
+        "allow-run-as-root" => {}
         "genv" => {
             let n = value("a name and a value")?;
             let v = value("a name and a value")?;
@@ -511,6 +514,7 @@ mod tests {
             assert!(run(s).tag_output, "{s}");
         }
         assert_eq!(run("--oversubscribe a").apps[0].program, "a");
+        assert_eq!(run("--allow-run-as-root -np 2 a").apps[0].nprocs, 2);
         assert!(!run("--no-mpi4py-compat a").mpi4py_compat);
         assert!(run("a").mpi4py_compat);
     }

@@ -216,6 +216,7 @@ Options:
                          ppr:N:node sets the default number of ranks to N
   --oversubscribe        accepted for Open MPI compatibility; no effect
                          (more ranks than CPUs is always allowed)
+  --allow-run-as-root    accepted for Open MPI compatibility; no effect
   --no-mpi4py-compat     do not put oxmpi's mpi4py package first on PYTHONPATH
   -h, --help             show this help
   --version              show the version
