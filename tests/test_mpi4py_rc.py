@@ -134,3 +134,50 @@ def test_pkl5_bigmpi_blocks(tmp_path):
         assert isinstance(pkl5.pickle, pkl5.Pickle)
         """,
     )
+
+
+def test_integer_handles_and_safe_free(tmp_path):
+    run_script(
+        tmp_path,
+        """
+        import weakref
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+        cart = comm.Create_cart([comm.size])
+        objs = [MPI.COMM_SELF, comm, cart, MPI.INT, MPI.INT.Dup(), MPI.SUM,
+                comm.Get_group(), MPI.GROUP_EMPTY, MPI.Info.Create(), MPI.INFO_ENV,
+                MPI.ERRORS_RETURN, MPI.COMM_NULL, MPI.DATATYPE_NULL, MPI.WIN_NULL]
+        for obj in objs:
+            for n in (obj.handle, obj.toint(), obj.py2f()):
+                assert n == obj.handle and n >= 0, (obj, n)
+                again = type(obj).fromint(n)
+                assert again == obj and type(again) is type(obj), (obj, again)
+            assert (obj.handle == 0) == (not obj)
+            weakref.ref(obj)
+        # Comm itself rebuilds the communicator's own class.
+        assert type(MPI.Comm.fromhandle(cart.handle)) is MPI.Cartcomm
+        # Different objects, different numbers; stale numbers are refused.
+        dup = comm.Dup()
+        n = dup.handle
+        assert n not in (comm.handle, cart.handle)
+        dup.Free()
+        try:
+            MPI.Comm.fromhandle(n)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("a freed communicator's handle was accepted")
+        # free(): constants stay, other objects naming them become null.
+        for const in (MPI.INT, MPI.SUM, MPI.COMM_SELF, MPI.GROUP_EMPTY, MPI.INFO_ENV,
+                      MPI.ERRORS_RETURN, MPI.MESSAGE_NO_PROC):
+            const.free()
+            assert const
+            if not isinstance(const, MPI.Errhandler):
+                clone = type(const)(const)
+                clone.free()
+                assert not clone, const
+                assert const
+        cart.Free()
+        """,
+        n=2,
+    )
