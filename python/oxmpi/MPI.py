@@ -515,3 +515,16 @@ def _finalize_at_exit():
 
 
 _atexit.register(_finalize_at_exit)
+
+
+def Pcontrol(level):
+    """Profiling control (MPI-4.1 §15.2.1). oxmpi has no profiling layer to
+    control; MPI lets a library do nothing here, as MPICH does."""
+    level = int(level)
+
+
+def Get_hw_resource_info():
+    """MPI_Get_hw_resource_info (MPI-4.1 §11.4.1): a new info object
+    describing the hardware this process may run on. Its keys are the
+    implementation's choice; oxmpi, like MPICH, reports none."""
+    return Info.Create()
