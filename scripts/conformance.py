@@ -45,6 +45,8 @@ PEERS = Path(os.environ.get("OXMPI_PEERS", "/tmp/oxmpi-peers"))
 MPI4PY_SPEC = "mpi4py>=4.1,<4.2"
 EXCLUDED = ["test_package", "test_mpiapi", "test_mpiabi", "test_doc", "test_cffi", "test_ctypes"]
 START = re.compile(r"^(?P<name>\w+) \((?P<id>(?P<mod>test_\w+)\.[\w.]+)\)")
+# A file that cannot be imported is one test, unittest.loader._FailedTest.<file>.
+FAILED_IMPORT = re.compile(r"^(?P<mod>test_\w+) \(unittest\.loader\._FailedTest\.(?P<id>(?P=mod))\)")
 OUTCOMES = ("ok", "FAIL", "ERROR", "skipped", "expected failure", "unexpected success")
 
 
@@ -112,7 +114,7 @@ def parse(text):
     results = {}
     current = None
     for ln in text.splitlines():
-        m = START.match(ln)
+        m = START.match(ln) or FAILED_IMPORT.match(ln)
         if m:
             current = m.group("id")
         if current and " ... " in ln:
@@ -268,10 +270,18 @@ def main():
             if "|" not in key:
                 continue
             i, n = key.split("|")
-            if (i, int(n)) not in table:
-                table[i, int(n)] = v["counts"]
-                timeouts[i, int(n)] = v.get("timeout", v.get("hung", []))
-                seconds[i, int(n)] = v.get("seconds", {})
+            # Files this run did not cover come from the saved run.
+            key = (i, int(n))
+            ran = set(table.get(key, {})) | set(timeouts.get(key, []))
+            table.setdefault(key, {})
+            timeouts.setdefault(key, [])
+            seconds.setdefault(key, {})
+            for m, c in v["counts"].items():
+                if m not in ran:
+                    table[key][m] = c
+            timeouts[key] += [m for m in v.get("timeout", v.get("hung", [])) if m not in ran]
+            for m, x in v.get("seconds", {}).items():
+                seconds[key].setdefault(m, x)
     if loaded_elapsed:
         elapsed = max(loaded_elapsed)
     mods = sorted({m for v in table.values() for m in v} | {m for v in timeouts.values() for m in v})
