@@ -275,7 +275,45 @@ import sys as _sys  # noqa: E402
 if _sys.executable:
     _os.environ.setdefault("OXMPI_SERVER_PYTHON", _sys.executable)
 COMM_WORLD, COMM_SELF = _oxmpi.init()
-_thread_level = THREAD_MULTIPLE
+
+
+def _rc_options():
+    """(thread level provided, error handler of COMM_SELF/COMM_WORLD or None)
+    from ``mpi4py.rc`` when the compatibility package is in use, as mpi4py
+    decides them at import: ``threads=False`` initialises with MPI_Init
+    (THREAD_SINGLE), else the level asked for by ``thread_level`` is the one
+    provided (as MPICH does; oxmpi itself is always thread-safe);
+    ``errors`` is 'exception' (ERRORS_RETURN, failing calls raise),
+    'default' (MPI's own default, ERRORS_ARE_FATAL), 'abort' or 'fatal'."""
+    import sys
+    import warnings
+
+    rc = getattr(sys.modules.get("mpi4py"), "rc", None)
+    threads = getattr(rc, "threads", True)
+    level = getattr(rc, "thread_level", "multiple")
+    errors = getattr(rc, "errors", "exception")
+    levels = {"single": THREAD_SINGLE, "funneled": THREAD_FUNNELED,
+              "serialized": THREAD_SERIALIZED, "multiple": THREAD_MULTIPLE}
+    if level not in levels:
+        warnings.warn(f"mpi4py.rc.thread_level: unexpected value {level!r}", RuntimeWarning, 2)
+        level = "multiple"
+    provided = levels[level] if threads not in (False, "no") else THREAD_SINGLE
+    handlers = {"exception": ERRORS_RETURN, "default": None, "abort": ERRORS_ABORT,
+                "fatal": ERRORS_ARE_FATAL}
+    if errors not in handlers:
+        warnings.warn(f"mpi4py.rc.errors: unexpected value {errors!r}", RuntimeWarning, 2)
+        errors = "exception"
+    return provided, handlers[errors]
+
+
+_thread_level, _rc_errhandler = _rc_options()
+if _rc_errhandler is not None:
+    COMM_SELF.Set_errhandler(_rc_errhandler)
+    COMM_WORLD.Set_errhandler(_rc_errhandler)
+else:
+    # MPI's default handler on the predefined communicators.
+    COMM_SELF.Set_errhandler(ERRORS_ARE_FATAL)
+    COMM_WORLD.Set_errhandler(ERRORS_ARE_FATAL)
 
 
 def Init():
@@ -283,7 +321,9 @@ def Init():
 
 
 def Init_thread(required=THREAD_MULTIPLE):
-    return THREAD_MULTIPLE
+    """MPI is initialised when this module is imported; returns the level
+    provided then (see ``mpi4py.rc``)."""
+    return _thread_level
 
 
 def Query_thread():
@@ -510,3 +550,16 @@ def _finalize_at_exit():
 
 
 _atexit.register(_finalize_at_exit)
+
+
+def Pcontrol(level):
+    """Profiling control (MPI-4.1 §15.2.1). oxmpi has no profiling layer to
+    control; MPI lets a library do nothing here, as MPICH does."""
+    level = int(level)
+
+
+def Get_hw_resource_info():
+    """MPI_Get_hw_resource_info (MPI-4.1 §11.4.1): a new info object
+    describing the hardware this process may run on. Its keys are the
+    implementation's choice; oxmpi, like MPICH, reports none."""
+    return Info.Create()

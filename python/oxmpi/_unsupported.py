@@ -13,7 +13,43 @@ def _unsupported(what):
 
 
 class _Unsupported:
-    """Any method of an instance (a null handle) raises NotImplementedError."""
+    """Any method of an instance (a null handle) raises NotImplementedError,
+    but for what a null handle supports in MPI: copying, freeing (nothing
+    to do) and integer handle conversions (0 is the null handle)."""
+
+    _null_name = None  # the module constant that is this kind's null handle
+
+    def __init__(self, obj=None):
+        kind = next(c for c in type(self).__mro__ if _Unsupported in c.__bases__)
+        if obj is not None and not isinstance(obj, kind):
+            raise TypeError(f"expecting an MPI.{kind.__name__}, got {type(obj).__name__}")
+
+    def __reduce__(self):
+        if self is globals().get(self._null_name):
+            return self._null_name
+        return (type(self), ())
+
+    def free(self):
+        """Freeing a null handle does nothing."""
+
+    @property
+    def handle(self):
+        return 0
+
+    def toint(self):
+        return 0
+
+    def py2f(self):
+        return 0
+
+    @classmethod
+    def fromhandle(cls, handle):
+        if handle != 0:
+            raise ValueError(f"no {cls.__name__} has handle {handle}: only the null one exists")
+        return cls()
+
+    fromint = fromhandle
+    f2py = fromhandle
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -84,6 +120,8 @@ class Win(_Unsupported):
     def __eq__(self, other):
         return isinstance(other, Win)
 
+    _null_name = "WIN_NULL"
+
     def __hash__(self):
         return 0
 
@@ -125,6 +163,8 @@ class File(_Unsupported):
     def __eq__(self, other):
         return isinstance(other, File)
 
+    _null_name = "FILE_NULL"
+
     def __hash__(self):
         return 0
 
@@ -145,6 +185,8 @@ class Session(_Unsupported):
 
     def __eq__(self, other):
         return isinstance(other, Session)
+
+    _null_name = "SESSION_NULL"
 
     def __hash__(self):
         return 0

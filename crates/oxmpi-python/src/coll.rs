@@ -1160,17 +1160,7 @@ impl PyComm {
         let _serial = crate::p2p::CommLock::acquire(py, self.c()?, "bcast")?;
         let c = self.c()?.clone();
         let data = if c.rank() == root {
-            let seq = sendobj
-                .filter(|o| !o.is_none())
-                .ok_or_else(|| PyTypeError::new_err("scatter: the root must pass a sequence"))?;
-            let items: Vec<Bound<'py, PyAny>> = seq.try_iter()?.collect::<PyResult<_>>()?;
-            if items.len() != c.size() as usize {
-                return Err(PyValueError::new_err(format!(
-                    "expecting {} items, got {}",
-                    c.size(),
-                    items.len()
-                )));
-            }
+            let items = object_items(py, sendobj, c.size() as usize)?;
             Some(
                 items
                     .iter()
@@ -1202,17 +1192,10 @@ impl PyComm {
     fn alltoall<'py>(
         &self,
         py: Python<'py>,
-        sendobj: &Bound<'py, PyAny>,
+        sendobj: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let c = self.c()?.clone();
-        let items: Vec<Bound<'py, PyAny>> = sendobj.try_iter()?.collect::<PyResult<_>>()?;
-        if items.len() != c.size() as usize {
-            return Err(PyValueError::new_err(format!(
-                "expecting {} items, got {}",
-                c.size(),
-                items.len()
-            )));
-        }
+        let items = object_items(py, sendobj, c.size() as usize)?;
         let data = items
             .iter()
             .map(|o| pickle::dumps_vec(py, o))
@@ -1628,4 +1611,25 @@ fn combiner(op: &PyOp) -> impl FnMut(&[u8], &[u8]) -> oxmpi::Result<Vec<u8>> + '
         })
         .map_err(from_pyerr)
     }
+}
+
+/// The per-rank objects of scatter/alltoall: `None` stands for `n` Nones,
+/// as in mpi4py; any other iterable must yield exactly `n` items.
+pub(crate) fn object_items<'py>(
+    py: Python<'py>,
+    sendobj: Option<&Bound<'py, PyAny>>,
+    n: usize,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let items: Vec<Bound<'py, PyAny>> = match sendobj.filter(|o| !o.is_none()) {
+        None => vec![py.None().into_bound(py); n],
+        Some(seq) => seq.try_iter()?.collect::<PyResult<_>>()?,
+    };
+    if items.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "expecting {} items, got {}",
+            n,
+            items.len()
+        )));
+    }
+    Ok(items)
 }

@@ -47,7 +47,7 @@ pub(crate) fn is_in_place(obj: &Bound<'_, PyAny>) -> bool {
 }
 
 /// A communicator (COMM_NULL when `inner` is None).
-#[pyclass(module = "oxmpi.MPI", name = "Comm", subclass)]
+#[pyclass(module = "oxmpi.MPI", name = "Comm", subclass, weakref)]
 pub struct PyComm {
     pub inner: Option<CommRef>,
 }
@@ -684,6 +684,11 @@ impl PyComm {
             }
         };
         if predefined {
+            // COMM_WORLD/COMM_SELF themselves stay; another object naming
+            // them becomes COMM_NULL (the communicator is not freed).
+            if !crate::handle::is_module_constant(slf.as_any()) {
+                slf.borrow_mut().inner = None;
+            }
             return Ok(());
         }
         PyComm::Free(slf)
@@ -860,14 +865,48 @@ impl PyComm {
 
     // ------------------------------------------------------------ handles
 
-    /// Integer handles are not available: -1 (mpi4py's answer when the MPI
-    /// library has none).
+    /// The integer handle (MPI_Comm_toint): stable while the object lives,
+    /// 0 for the null handle.
+    #[getter(handle)]
+    fn int_handle(&self) -> i64 {
+        comm_ints().toint(self.inner.as_ref())
+    }
+
+    #[classmethod]
+    fn fromhandle<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        handle: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = comm_ints().lookup(handle, "communicator")?;
+        match h {
+            // Comm itself gives the class the communicator's kind calls
+            // for (Intercomm, Cartcomm, ...), as mpi4py does.
+            Some(c) if cls.is(cls.py().get_type::<PyComm>()) => {
+                Ok(wrap_comm(cls.py(), c)?.into_bound(cls.py()))
+            }
+            h => crate::handle::rebuild(cls, h.map(|c| PyComm { inner: Some(c) })),
+        }
+    }
+
     fn toint(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn fromint<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        arg: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 
     fn py2f(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn f2py<'py>(cls: &Bound<'py, pyo3::types::PyType>, arg: i64) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 }
 
@@ -900,4 +939,11 @@ fn dup_impl(slf: &Bound<'_, PyComm>, info: Option<Vec<(String, String)>>) -> PyR
     )?;
     with_state(&new, |s| s.attrs = copied);
     Ok(obj)
+}
+
+/// Integer handles of communicators.
+fn comm_ints() -> &'static crate::handle::IntHandles<dyn Communicator> {
+    static INTS: std::sync::OnceLock<crate::handle::IntHandles<dyn Communicator>> =
+        std::sync::OnceLock::new();
+    INTS.get_or_init(Default::default)
 }

@@ -281,7 +281,7 @@ pub struct TypeHandle {
 
 /// An MPI datatype (DATATYPE_NULL when `dt` is None). The object is
 /// immutable except that Free turns it into DATATYPE_NULL.
-#[pyclass(module = "oxmpi.MPI", name = "Datatype", subclass, frozen)]
+#[pyclass(module = "oxmpi.MPI", name = "Datatype", subclass, weakref, frozen)]
 pub struct PyDatatype {
     /// None for DATATYPE_NULL.
     pub dt: Option<Datatype>,
@@ -1361,14 +1361,28 @@ impl PyDatatype {
     /// Frees unless null or predefined.
     fn free(slf: &Bound<'_, Self>) -> PyResult<()> {
         let me = slf.get();
-        if me.is_null() || me.h.as_ref().is_some_and(|h| h.named.is_some()) {
+        if me.is_null() {
             return Ok(());
         }
-        let is_predefined = matches!(
-            me.combiner()?,
-            combiner::F90_INTEGER | combiner::F90_REAL | combiner::F90_COMPLEX
-        );
+        let named = me.h.as_ref().and_then(|h| h.named);
+        let is_predefined = named.is_some()
+            || matches!(
+                me.combiner()?,
+                combiner::F90_INTEGER | combiner::F90_REAL | combiner::F90_COMPLEX
+            );
         if is_predefined {
+            // A module constant (MPI.INT) stays as it is; another object
+            // naming a predefined type becomes DATATYPE_NULL, as in mpi4py,
+            // without freeing the type itself.
+            let constant = named.is_some_and(|p| {
+                slf.py()
+                    .import("oxmpi.MPI")
+                    .and_then(|m| m.getattr(p.name))
+                    .is_ok_and(|c| c.is(slf))
+            });
+            if !constant {
+                me.freed.store(true, Ordering::Relaxed);
+            }
             return Ok(());
         }
         PyDatatype::Free(slf)
@@ -1639,12 +1653,54 @@ impl PyDatatype {
         attr::free_keyval(cls.py(), AttrKind::Datatype, keyval)
     }
 
+    // ------------------------------------------------------------ handles
+
+    /// The integer handle (MPI_Type_toint): stable while the object lives,
+    /// 0 for the null handle.
+    #[getter(handle)]
+    fn int_handle(&self) -> i64 {
+        type_ints().toint(if self.is_null() {
+            None
+        } else {
+            self.h.as_ref()
+        })
+    }
+
+    #[classmethod]
+    fn fromhandle<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        handle: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = type_ints().lookup(handle, "datatype")?;
+        crate::handle::rebuild(
+            cls,
+            h.map(|h| PyDatatype {
+                dt: Some(h.dt.clone()),
+                h: Some(h),
+                freed: AtomicBool::new(false),
+            }),
+        )
+    }
+
     fn toint(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn fromint<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        arg: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 
     fn py2f(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn f2py<'py>(cls: &Bound<'py, pyo3::types::PyType>, arg: i64) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 }
 
@@ -2064,4 +2120,10 @@ pub fn block_message(
     // or they are at BOTTOM addresses the caller of MPI answers for.
     let packed = unsafe { Packed::new(vec![(l, count, at)], writable) };
     Ok((packed.raw(), packed))
+}
+
+/// Integer handles of datatypes.
+fn type_ints() -> &'static crate::handle::IntHandles<TypeHandle> {
+    static INTS: OnceLock<crate::handle::IntHandles<TypeHandle>> = OnceLock::new();
+    INTS.get_or_init(Default::default)
 }

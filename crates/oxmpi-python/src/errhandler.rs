@@ -62,7 +62,7 @@ pub fn errors_return() -> Arc<Errh> {
 }
 
 /// An error handler handle (ERRHANDLER_NULL when `h` is None).
-#[pyclass(module = "oxmpi.MPI", name = "Errhandler", subclass)]
+#[pyclass(module = "oxmpi.MPI", name = "Errhandler", subclass, weakref)]
 pub struct PyErrhandler {
     pub h: Option<Arc<Errh>>,
 }
@@ -177,16 +177,50 @@ impl PyErrhandler {
         Ok(())
     }
 
-    fn free(&mut self) {
-        self.h = None;
+    /// Frees unless a module constant (ERRORS_RETURN, ...).
+    fn free(slf: &Bound<'_, Self>) {
+        if !crate::handle::is_module_constant(slf.as_any()) {
+            slf.borrow_mut().h = None;
+        }
+    }
+
+    // ------------------------------------------------------------ handles
+
+    /// The integer handle (MPI_Errhandler_toint): stable while the object lives,
+    /// 0 for the null handle.
+    #[getter(handle)]
+    fn int_handle(&self) -> i64 {
+        errh_ints().toint(self.h.as_ref())
+    }
+
+    #[classmethod]
+    fn fromhandle<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        handle: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = errh_ints().lookup(handle, "error handler")?;
+        crate::handle::rebuild(cls, h.map(|h| PyErrhandler { h: Some(h) }))
     }
 
     fn toint(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn fromint<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        arg: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 
     fn py2f(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn f2py<'py>(cls: &Bound<'py, pyo3::types::PyType>, arg: i64) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 }
 
@@ -205,4 +239,10 @@ pub fn predefined(py: Python<'_>) -> PyResult<Vec<(&'static str, Py<PyErrhandler
             Py::new(py, PyErrhandler { h: Some(abort) })?,
         ),
     ])
+}
+
+/// Integer handles of error handlers.
+fn errh_ints() -> &'static crate::handle::IntHandles<Errh> {
+    static INTS: OnceLock<crate::handle::IntHandles<Errh>> = OnceLock::new();
+    INTS.get_or_init(Default::default)
 }

@@ -23,7 +23,7 @@ fn empty_handle() -> Arc<Group> {
 }
 
 /// A group handle (GROUP_NULL when `g` is None).
-#[pyclass(module = "oxmpi.MPI", name = "Group", subclass)]
+#[pyclass(module = "oxmpi.MPI", name = "Group", subclass, weakref)]
 pub struct PyGroup {
     pub g: Option<Arc<Group>>,
 }
@@ -221,18 +221,55 @@ impl PyGroup {
         Ok(())
     }
 
-    /// Frees unless null.
-    fn free(&mut self) {
-        self.g = None;
+    /// Frees unless a module constant (GROUP_EMPTY keeps its handle).
+    fn free(slf: &Bound<'_, Self>) {
+        if !handle::is_module_constant(slf.as_any()) {
+            slf.borrow_mut().g = None;
+        }
     }
 
-    /// Integer handles are not available: -1 (mpi4py's answer when the MPI
-    /// library has no integer handles).
+    // ------------------------------------------------------------ handles
+
+    /// The integer handle (MPI_Group_toint): stable while the object lives,
+    /// 0 for the null handle.
+    #[getter(handle)]
+    fn int_handle(&self) -> i64 {
+        group_ints().toint(self.g.as_ref())
+    }
+
+    #[classmethod]
+    fn fromhandle<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        handle: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = group_ints().lookup(handle, "group")?;
+        crate::handle::rebuild(cls, h.map(|g| PyGroup { g: Some(g) }))
+    }
+
     fn toint(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn fromint<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        arg: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 
     fn py2f(&self) -> i64 {
-        -1
+        self.int_handle()
     }
+
+    #[classmethod]
+    fn f2py<'py>(cls: &Bound<'py, pyo3::types::PyType>, arg: i64) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
+    }
+}
+
+/// Integer handles of groups.
+fn group_ints() -> &'static crate::handle::IntHandles<Group> {
+    static INTS: std::sync::OnceLock<crate::handle::IntHandles<Group>> = std::sync::OnceLock::new();
+    INTS.get_or_init(Default::default)
 }

@@ -74,7 +74,7 @@ fn env_items(args: Option<Vec<String>>) -> Vec<(String, String)> {
 }
 
 /// An info handle (INFO_NULL when `h` is None).
-#[pyclass(module = "oxmpi.MPI", name = "Info", subclass)]
+#[pyclass(module = "oxmpi.MPI", name = "Info", subclass, weakref)]
 pub struct PyInfo {
     pub h: Option<Arc<InfoData>>,
 }
@@ -244,10 +244,11 @@ impl PyInfo {
         Ok(())
     }
 
-    /// Frees unless null or predefined.
-    fn free(&mut self) {
-        if !self.is_env() {
-            self.h = None;
+    /// Frees unless a module constant (INFO_ENV); another object naming
+    /// INFO_ENV becomes INFO_NULL.
+    fn free(slf: &Bound<'_, Self>) {
+        if !handle::is_module_constant(slf.as_any()) {
+            slf.borrow_mut().h = None;
         }
     }
 
@@ -317,12 +318,43 @@ impl PyInfo {
         .ok_or_else(|| info_err(class::ERR_INFO_KEY, &format!("info has no key number {n}")))
     }
 
+    // ------------------------------------------------------------ handles
+
+    /// The integer handle (MPI_Info_toint): stable while the object lives,
+    /// 0 for the null handle.
+    #[getter(handle)]
+    fn int_handle(&self) -> i64 {
+        info_ints().toint(self.h.as_ref())
+    }
+
+    #[classmethod]
+    fn fromhandle<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        handle: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = info_ints().lookup(handle, "info object")?;
+        crate::handle::rebuild(cls, h.map(|h| PyInfo { h: Some(h) }))
+    }
+
     fn toint(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn fromint<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        arg: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 
     fn py2f(&self) -> i64 {
-        -1
+        self.int_handle()
+    }
+
+    #[classmethod]
+    fn f2py<'py>(cls: &Bound<'py, pyo3::types::PyType>, arg: i64) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 
     // ------------------------------------------------ mapping emulation
@@ -455,4 +487,11 @@ pub fn predefined(py: Python<'_>) -> PyResult<(Py<PyInfo>, Py<PyInfo>)> {
             },
         )?,
     ))
+}
+
+/// Integer handles of info objects.
+fn info_ints() -> &'static crate::handle::IntHandles<InfoData> {
+    static INTS: std::sync::OnceLock<crate::handle::IntHandles<InfoData>> =
+        std::sync::OnceLock::new();
+    INTS.get_or_init(Default::default)
 }

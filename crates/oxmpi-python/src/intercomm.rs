@@ -296,17 +296,7 @@ impl PyIntercomm {
         let c = inter(slf)?;
         match role(py, &c, root)? {
             Role::Root => {
-                let seq = sendobj.ok_or_else(|| {
-                    PyTypeError::new_err("scatter: the root must pass a sequence")
-                })?;
-                let items: Vec<Bound<'py, PyAny>> = seq.try_iter()?.collect::<PyResult<_>>()?;
-                if items.len() != remote_size(&c) as usize {
-                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                        "scatter: expected a sequence of {} items, got {}",
-                        remote_size(&c),
-                        items.len()
-                    )));
-                }
+                let items = crate::coll::object_items(py, sendobj, remote_size(&c) as usize)?;
                 let sends = items
                     .iter()
                     .enumerate()
@@ -340,18 +330,11 @@ impl PyIntercomm {
 
     fn alltoall<'py>(
         slf: &Bound<'py, Self>,
-        sendobj: &Bound<'py, PyAny>,
+        sendobj: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
         let c = inter(slf)?;
-        let items: Vec<Bound<'py, PyAny>> = sendobj.try_iter()?.collect::<PyResult<_>>()?;
-        if items.len() != remote_size(&c) as usize {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "alltoall: expected a sequence of {} items, got {}",
-                remote_size(&c),
-                items.len()
-            )));
-        }
+        let items = crate::coll::object_items(py, sendobj, remote_size(&c) as usize)?;
         let sends = items
             .iter()
             .enumerate()

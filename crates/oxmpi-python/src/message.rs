@@ -80,7 +80,7 @@ impl Handle {
 }
 
 /// A matched message (`MPI.Message`).
-#[pyclass(module = "oxmpi.MPI", name = "Message", subclass, frozen)]
+#[pyclass(module = "oxmpi.MPI", name = "Message", subclass, weakref, frozen)]
 pub struct PyMessage {
     handle: Mutex<Handle>,
     /// MESSAGE_NULL or MESSAGE_NO_PROC itself: never changed by a receive.
@@ -277,8 +277,15 @@ impl PyMessage {
         Self::fromhandle(cls, arg)
     }
 
-    /// Does nothing (messages are freed by receiving them).
-    fn free(&self) {}
+    /// A matched message is freed by receiving it: this does nothing to
+    /// one, nor to the constants; another object naming MESSAGE_NO_PROC
+    /// becomes MESSAGE_NULL.
+    fn free(&self) {
+        let mut h = lock(&self.handle);
+        if !self.constant && matches!(*h, Handle::NoProc) {
+            *h = Handle::Null;
+        }
+    }
 
     // ------------------------------------------------- matching probes
 

@@ -77,7 +77,7 @@ enum Kind {
 }
 
 /// A reduction operation.
-#[pyclass(module = "oxmpi.MPI", name = "Op", subclass)]
+#[pyclass(module = "oxmpi.MPI", name = "Op", subclass, weakref)]
 pub struct PyOp {
     kind: Kind,
 }
@@ -474,10 +474,17 @@ impl PyOp {
         }
     }
 
-    /// Calls `Free` unless null or predefined.
-    fn free(&mut self) -> PyResult<()> {
-        if matches!(self.kind, Kind::User { .. }) {
-            self.Free()?;
+    /// Calls `Free` for a user operation; another object naming a
+    /// predefined operation becomes OP_NULL; module constants (MPI.SUM)
+    /// stay as they are.
+    fn free(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if crate::handle::is_module_constant(slf.as_any()) {
+            return Ok(());
+        }
+        let mut me = slf.borrow_mut();
+        match me.kind {
+            Kind::User { .. } => me.Free()?,
+            _ => me.kind = Kind::Null,
         }
         Ok(())
     }
@@ -542,6 +549,11 @@ impl PyOp {
     #[getter(handle)]
     fn handle_prop(&self) -> i64 {
         self.handle()
+    }
+
+    #[classmethod]
+    fn fromhandle(cls: &Bound<'_, pyo3::types::PyType>, handle: i64) -> PyResult<PyOp> {
+        Self::fromint(cls, handle)
     }
 
     fn py2f(&self) -> i64 {

@@ -201,7 +201,7 @@ impl Completion {
 }
 
 /// A nonblocking operation (`MPI.Request`).
-#[pyclass(module = "oxmpi.MPI", name = "Request", subclass, frozen)]
+#[pyclass(module = "oxmpi.MPI", name = "Request", subclass, weakref, frozen)]
 pub struct PyRequest {
     handle: Mutex<Option<Arc<Handle>>>,
     /// `REQUEST_NULL` itself: never changed by `Free`.

@@ -51,7 +51,7 @@ impl From<Status> for RawStatus {
 }
 
 /// What a receive or probe found.
-#[pyclass(module = "oxmpi.MPI", name = "Status", subclass)]
+#[pyclass(module = "oxmpi.MPI", name = "Status", subclass, weakref)]
 #[derive(Clone)]
 pub struct PyStatus {
     pub raw: RawStatus,

@@ -12,7 +12,48 @@ from .. import MPI
 
 __all__ = ["pickle", "Request", "Message", "Comm", "Intracomm", "Intercomm"]
 
+Pickle = MPI.Pickle
 pickle = MPI.pickle
+
+
+class _BigMPI:
+    """Buffer specifications for buffers of any size, as in mpi4py.
+
+    mpi4py's pkl5 sends each out-of-band buffer through this helper so that
+    a count above MPI's ``int`` limit becomes one element of a contiguous
+    datatype.  oxmpi's object calls have no count limit and do not need it,
+    but programs and tests that build buffer specifications with it (or
+    lower ``blocksize`` to exercise that path) get the same, working,
+    behaviour: ``[buf, count, BYTE]`` up to ``blocksize`` bytes, else
+    ``[buf, 1, contiguous type]``, the types freed on leaving a ``with``.
+    """
+
+    blocksize = (1 << 63) - 1
+
+    def __init__(self):
+        self.cache = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for dtype in self.cache.values():
+            dtype.Free()
+        self.cache.clear()
+
+    def __call__(self, buf):
+        buf = memoryview(buf)
+        count = buf.nbytes
+        if count <= self.blocksize:
+            return (buf, count, MPI.BYTE)
+        dtype = self.cache.get(count)
+        if dtype is None:
+            dtype = MPI.BYTE.Create_contiguous(count).Commit()
+            self.cache[count] = dtype
+        return (buf, 1, dtype)
+
+
+_bigmpi = _BigMPI()
 
 
 class Request(tuple):
@@ -121,13 +162,16 @@ class Message(tuple):
         return None if message is None else cls(message)
 
 
-class Comm(MPI.Intracomm):
+class Comm(MPI.Comm):
     """A communicator whose object calls return pkl5 requests and messages."""
 
     def __new__(cls, comm=None):
         if comm is None:
             comm = MPI.COMM_NULL
-        return super().__new__(cls, comm)
+        # MPI.Comm's constructor, not the next class in the MRO: Python
+        # refuses MPI.Intracomm.__new__ for a class whose layout base is
+        # MPI.Comm (this one). The subclasses check the kind themselves.
+        return MPI.Comm.__new__(cls, comm)
 
     def isend(self, obj, dest, tag=0):
         return Request(super().isend(obj, dest, tag))
@@ -149,12 +193,17 @@ class Comm(MPI.Intracomm):
         return None if message is None else Message(message)
 
 
-class Intracomm(Comm):
+class Intracomm(Comm, MPI.Intracomm):
     """pkl5 view of an intracommunicator."""
 
+    def __new__(cls, comm=None):
+        if comm is not None and comm != MPI.COMM_NULL and comm.Is_inter():
+            raise TypeError("expecting an intracommunicator")
+        return super().__new__(cls, comm)
 
-class Intercomm(Comm):
-    """pkl5 view of an intercommunicator (oxmpi has no intercommunicators yet)."""
+
+class Intercomm(Comm, MPI.Intercomm):
+    """pkl5 view of an intercommunicator."""
 
     def __new__(cls, comm=None):
         if comm is not None and comm != MPI.COMM_NULL and not comm.Is_inter():

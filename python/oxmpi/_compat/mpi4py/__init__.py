@@ -29,9 +29,13 @@ class Rc:
 
     def __call__(self, **kwargs):
         for key, value in kwargs.items():
-            if not hasattr(self, key):
-                raise TypeError(f"unexpected argument '{key}'")
             setattr(self, key, value)
+
+    def __setattr__(self, name, value):
+        # As in mpi4py: a misspelt setting is an error, not a new attribute.
+        if not hasattr(type(self), name):
+            raise TypeError(f"object has no attribute '{name}'")
+        super().__setattr__(name, value)
 
     def __repr__(self):
         return f"<{__name__}.rc>"
