@@ -176,7 +176,9 @@ def count(impl, np_, op, n, outdir, timeout, site=None):
     cmd = launcher + ["-n", str(np_), "valgrind", "--tool=callgrind", "--quiet",
                       f"--callgrind-out-file={pattern}", python, __file__,
                       "--worker", op, str(n)]
-    e = dict(os.environ, **env)
+    # NumPy's BLAS threads spin for a while after import: keep them out
+    # of the count.
+    e = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env)
     subprocess.run(cmd, env=e, check=True, timeout=timeout,
                    stdout=subprocess.DEVNULL)
     per_rank = []

@@ -273,8 +273,19 @@ def test_collectives():
 def test_corrupt_message():
     # A message that starts like the compact format but is not one: a
     # ValueError, never a crash.
-    for i, bad in enumerate([COMPACT_MAGIC + bytes(8), COMPACT_MAGIC + (1).to_bytes(8, "little") + b"\xee",
-                             COMPACT_MAGIC + (9).to_bytes(8, "little") + b"\x0b" + (2**60).to_bytes(8, "little")]):
+    def message(inline, declared=None):
+        n = len(inline) if declared is None else declared
+        return COMPACT_MAGIC + bytes(4) + n.to_bytes(8, "little") + inline
+
+    bad_messages = [
+        message(b""),  # no value
+        message(b"\xee"),  # unknown type
+        message(b"\x0b" + (2**60).to_bytes(8, "little")),  # a tuple longer than the message
+        message(b"\x00", declared=5),  # inline part longer than the message
+        message(b"\x0e" + bytes(8)),  # memo reference to nothing
+        message(b"\x00\x00"),  # bytes left over
+    ]
+    for i, bad in enumerate(bad_messages):
         comm.Send(bad, dest=right, tag=20 + i)
         try:
             got = comm.recv(source=left, tag=20 + i)

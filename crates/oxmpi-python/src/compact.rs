@@ -22,8 +22,9 @@
 //!   as pickle's memo makes it. A container that contains itself
 //!   (recursion) is left to pickle.
 //!
-//! Wire format (little-endian): `MAGIC | u64 inline_len | inline | out`,
-//! where `inline` is one encoded value and `out` the data of the large
+//! Wire format (little-endian): `MAGIC | u32 flags | u64 inline_len |
+//! inline | out`, where `inline` is one encoded value (flags: bit 0 when
+//! it holds memo references) and `out` the data of the large
 //! `bytes` objects that travel as separate message parts, straight from
 //! the objects' memory, in the order the encoder met them. A message in
 //! this format starts with a zero byte, which no pickle does (protocol 2
@@ -41,7 +42,9 @@ use oxmpi::backend::RawBuf;
 /// The first bytes of every message in this format; the last one is the
 /// format's version.
 pub const MAGIC: &[u8; 4] = b"\x00OXc";
-const HEADER: usize = MAGIC.len() + 8;
+const HEADER: usize = MAGIC.len() + 4 + 8;
+/// Header flag: the encoding refers back to earlier objects.
+const HAS_MEMO_REFS: u32 = 1;
 
 /// Nesting deeper than this is left to pickle (and keeps the recursive
 /// encoder and decoder far from the end of the stack).
@@ -91,42 +94,42 @@ pub struct Encoded {
 /// deep, or refers to itself), and pickle has to take it.
 struct Unsupported;
 
+/// The encoder's state; small messages allocate nothing but `buf`.
 struct Encoder {
     buf: Vec<u8>,
     /// Bytes objects at least this large travel out of line.
     out_threshold: usize,
     out: Vec<*mut ffi::PyObject>,
-    /// Memoizable objects met so far: (address, memo index), in the order
-    /// their encoding ended (the decoder's order).
-    memo_small: Vec<(usize, u64)>,
+    /// Addresses of the memoizable objects met so far; an object's memo
+    /// index is its position, in the order its encoding ended (the order
+    /// the decoder makes them). The first LINEAR_MEMO are searched
+    /// linearly, the rest through `memo_big`.
+    memo_small: [usize; LINEAR_MEMO],
     memo_big: HashMap<usize, u64>,
     memo_len: u64,
+    memo_refs: bool,
     /// Containers being encoded (ancestors of the current object).
-    open: Vec<usize>,
+    open: [usize; MAX_DEPTH],
+    open_len: usize,
 }
 
 impl Encoder {
     fn lookup(&self, addr: usize) -> Option<u64> {
-        if self.memo_big.is_empty() {
-            self.memo_small
-                .iter()
-                .find(|(a, _)| *a == addr)
-                .map(|(_, i)| *i)
-        } else {
-            self.memo_big.get(&addr).copied()
+        let small = (self.memo_len as usize).min(LINEAR_MEMO);
+        if let Some(i) = self.memo_small[..small].iter().position(|a| *a == addr) {
+            return Some(i as u64);
         }
+        self.memo_big.get(&addr).copied()
     }
 
     fn remember(&mut self, addr: usize) {
         let idx = self.memo_len;
         self.memo_len += 1;
-        if self.memo_big.is_empty() && self.memo_small.len() < LINEAR_MEMO {
-            self.memo_small.push((addr, idx));
-        } else {
-            if self.memo_big.is_empty() {
-                self.memo_big.extend(self.memo_small.drain(..));
+        match self.memo_small.get_mut(idx as usize) {
+            Some(slot) => *slot = addr,
+            None => {
+                self.memo_big.insert(addr, idx);
             }
-            self.memo_big.insert(addr, idx);
         }
     }
 
@@ -181,6 +184,7 @@ impl Encoder {
             let addr = o as usize;
             if let Some(i) = self.lookup(addr) {
                 self.tagged(tag::MEMO, i);
+                self.memo_refs = true;
                 return Ok(());
             }
             if t == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
@@ -197,10 +201,11 @@ impl Encoder {
                 }
             } else {
                 // A container: an ancestor met again is recursion.
-                if depth >= MAX_DEPTH || self.open.contains(&addr) {
+                if depth >= MAX_DEPTH || self.open[..self.open_len].contains(&addr) {
                     return Err(Unsupported);
                 }
-                self.open.push(addr);
+                self.open[self.open_len] = addr;
+                self.open_len += 1;
                 if t == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
                     let n = ffi::PyTuple_GET_SIZE(o);
                     self.tagged(tag::TUPLE, n as u64);
@@ -224,7 +229,7 @@ impl Encoder {
                         self.value(v, depth + 1)?;
                     }
                 }
-                self.open.pop();
+                self.open_len -= 1;
             }
             self.remember(addr);
             Ok(())
@@ -307,20 +312,24 @@ impl Encoder {
 /// least `out_threshold` bytes travel as separate parts.
 pub fn encode(obj: &Bound<'_, PyAny>, out_threshold: usize) -> Option<Encoded> {
     let mut enc = Encoder {
-        buf: Vec::with_capacity(64),
+        buf: Vec::with_capacity(256),
         out_threshold: out_threshold.max(1),
         out: Vec::new(),
-        memo_small: Vec::new(),
+        memo_small: [0; LINEAR_MEMO],
         memo_big: HashMap::new(),
         memo_len: 0,
-        open: Vec::new(),
+        memo_refs: false,
+        open: [0; MAX_DEPTH],
+        open_len: 0,
     };
-    enc.buf.extend_from_slice(MAGIC);
-    enc.u64(0);
+    enc.buf.extend_from_slice(&[0; HEADER]);
     // SAFETY: `obj` is live and we hold the GIL (it is a Bound).
     unsafe { enc.value(obj.as_ptr(), 0) }.ok()?;
     let inline_len = (enc.buf.len() - HEADER) as u64;
-    enc.buf[MAGIC.len()..HEADER].copy_from_slice(&inline_len.to_le_bytes());
+    let flags = if enc.memo_refs { HAS_MEMO_REFS } else { 0 };
+    enc.buf[..MAGIC.len()].copy_from_slice(MAGIC);
+    enc.buf[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&flags.to_le_bytes());
+    enc.buf[MAGIC.len() + 4..HEADER].copy_from_slice(&inline_len.to_le_bytes());
     let py = obj.py();
     let mut parts = Vec::with_capacity(1 + enc.out.len());
     parts.push(RawBuf::from_slice(&enc.buf));
@@ -361,6 +370,9 @@ struct Decoder<'a, 'py> {
     at: usize,
     out: &'a [u8],
     out_at: usize,
+    /// Whether the encoding refers back to earlier objects: only then
+    /// are they kept in `memo`.
+    keep_memo: bool,
     memo: Vec<Bound<'py, PyAny>>,
 }
 
@@ -483,29 +495,43 @@ impl<'a, 'py> Decoder<'a, 'py> {
                 self.out_at = end;
                 pyo3::types::PyBytes::new(py, b).into_any()
             }
-            tag::TUPLE => {
+            tag::TUPLE | tag::LIST => {
                 let n = self.count()?;
-                let items = (0..n)
-                    .map(|_| self.value(depth + 1))
-                    .collect::<PyResult<Vec<_>>>()?;
-                pyo3::types::PyTuple::new(py, items)?.into_any()
-            }
-            tag::LIST => {
-                let n = self.count()?;
-                let items = (0..n)
-                    .map(|_| self.value(depth + 1))
-                    .collect::<PyResult<Vec<_>>>()?;
-                pyo3::types::PyList::new(py, items)?.into_any()
+                // SAFETY: a new tuple or list of `n` empty slots, each set
+                // exactly once below (SET_ITEM steals the new reference);
+                // on an error the partly filled container is released,
+                // which both types allow (empty slots are NULL).
+                unsafe {
+                    let c = if t == tag::TUPLE {
+                        ffi::PyTuple_New(n as ffi::Py_ssize_t)
+                    } else {
+                        ffi::PyList_New(n as ffi::Py_ssize_t)
+                    };
+                    let c = self.owned(c)?;
+                    for i in 0..n {
+                        let item = self.value(depth + 1)?.into_ptr();
+                        if t == tag::TUPLE {
+                            ffi::PyTuple_SET_ITEM(c.as_ptr(), i as ffi::Py_ssize_t, item);
+                        } else {
+                            ffi::PyList_SET_ITEM(c.as_ptr(), i as ffi::Py_ssize_t, item);
+                        }
+                    }
+                    c
+                }
             }
             tag::DICT => {
                 let n = self.count()?;
-                let d = pyo3::types::PyDict::new(py);
+                // SAFETY: a new dict sized for `n` items.
+                let d = self.owned(unsafe { ffi::_PyDict_NewPresized(n as ffi::Py_ssize_t) })?;
                 for _ in 0..n {
                     let k = self.value(depth + 1)?;
                     let v = self.value(depth + 1)?;
-                    d.set_item(k, v)?;
+                    // SAFETY: live objects; SetItem takes its own references.
+                    if unsafe { ffi::PyDict_SetItem(d.as_ptr(), k.as_ptr(), v.as_ptr()) } != 0 {
+                        return Err(PyErr::fetch(py));
+                    }
                 }
-                d.into_any()
+                d
             }
             tag::MEMO => {
                 let i = self.len()?;
@@ -513,7 +539,9 @@ impl<'a, 'py> Decoder<'a, 'py> {
             }
             _ => return Err(corrupt()),
         };
-        self.memo.push(obj.clone());
+        if self.keep_memo {
+            self.memo.push(obj.clone());
+        }
         Ok(obj)
     }
 }
@@ -523,7 +551,12 @@ pub fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> 
     if !is_compact(data) {
         return Err(corrupt());
     }
-    let inline_len = u64::from_le_bytes(data[MAGIC.len()..HEADER].try_into().expect("8 bytes"));
+    let flags = u32::from_le_bytes(
+        data[MAGIC.len()..MAGIC.len() + 4]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    let inline_len = u64::from_le_bytes(data[MAGIC.len() + 4..HEADER].try_into().expect("8 bytes"));
     let inline_len = usize::try_from(inline_len).map_err(|_| corrupt())?;
     let end = HEADER.checked_add(inline_len).ok_or_else(corrupt)?;
     let inline = data.get(HEADER..end).ok_or_else(corrupt)?;
@@ -533,6 +566,7 @@ pub fn decode<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> 
         at: 0,
         out: &data[end..],
         out_at: 0,
+        keep_memo: flags & HAS_MEMO_REFS != 0,
         memo: Vec::new(),
     };
     let obj = d.value(0)?;
