@@ -85,7 +85,7 @@ impl Config {
         };
         let std_dumps = dumps.bind(py).is(std.dumps.bind(py));
         let out_of_band = std_dumps && effective >= 5;
-        let compact = std_dumps && loads.bind(py).is(std.loads.bind(py));
+        let compact = std_dumps && loads.bind(py).is(std.loads.bind(py)) && compact_allowed();
         Ok(Config {
             compact,
             protocol_obj: protocol
@@ -129,6 +129,17 @@ fn compact_on(py: Python<'_>) -> PyResult<bool> {
         COMPACT_OFF => Ok(false),
         _ => Ok(config(py)?.compact),
     }
+}
+
+/// OXMPI_COMPACT_OBJECTS=0 keeps every object message a pickle (for
+/// programs that receive objects as bytes and unpickle them themselves).
+fn compact_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        std::env::var("OXMPI_COMPACT_OBJECTS")
+            .map(|v| !matches!(v.trim(), "0" | "false" | "no" | "off"))
+            .unwrap_or(true)
+    })
 }
 
 /// The current settings; the defaults (the standard pickle at its highest
@@ -371,7 +382,14 @@ pub fn loads<'py>(
         kw.set_item("buffers", buffers)?;
         return std_loads.call((main,), Some(&kw));
     }
-    config(py)?.loads.bind(py).call1((ba,))
+    let cfg = config(py)?;
+    let loads = cfg.loads.bind(py);
+    if loads.is(std_pickle(py)?.loads.bind(py)) {
+        return loads.call1((ba,));
+    }
+    // A custom loads gets a memoryview (as mpi4py hands it a buffer
+    // object): it may slice or index the data, not only read it whole.
+    loads.call1((PyMemoryView::from(ba)?,))
 }
 
 /// Decodes a message in the compact format. A receiver whose `MPI.pickle`
