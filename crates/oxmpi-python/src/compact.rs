@@ -448,7 +448,7 @@ impl<'a, 'py> Decoder<'a, 'py> {
                 };
                 let n = self.len()?;
                 let raw = self.take(n.checked_mul(kind).ok_or_else(corrupt)?)?;
-                let aligned = (raw.as_ptr() as usize) % kind == 0;
+                let aligned = (raw.as_ptr() as usize).is_multiple_of(kind);
                 let p = if kind == 1 || (aligned && cfg!(target_endian = "little")) {
                     // SAFETY: `raw` holds `n` code units of `kind` bytes,
                     // aligned for their width; the constructor copies them.
