@@ -8,6 +8,7 @@ mod bsend;
 mod buffer;
 mod coll;
 mod comm;
+mod compact;
 mod datatype;
 mod dynproc;
 mod engine;

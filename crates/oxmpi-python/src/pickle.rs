@@ -9,8 +9,12 @@
 //!
 //! Wire format: what `dumps` returned, or, when there are out-of-band
 //! buffers, `b"OXPK" | u32 nbufs | u64 pickle_len | u64 len[nbufs] |
-//! pickle | bufs...` (a pickle never starts with "OXPK").
+//! pickle | bufs...` (a pickle never starts with "OXPK"), or, while
+//! `MPI.pickle` is the standard pickle, objects made of plain builtins in
+//! the compact format of `compact.rs` (which every receiver decodes,
+//! whatever its own `MPI.pickle`).
 
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::ffi;
@@ -21,6 +25,7 @@ use pyo3::types::{PyByteArray, PyDict, PyList, PyMemoryView};
 use oxmpi::backend::RawBuf;
 
 use crate::buffer::BufView;
+use crate::compact;
 
 const MAGIC: &[u8; 4] = b"OXPK";
 
@@ -57,6 +62,9 @@ struct Config {
     /// The standard pickle at protocol 5 or more: buffers may go out of
     /// band.
     out_of_band: bool,
+    /// The standard `dumps` and `loads`: plain builtins may travel in the
+    /// compact format, which decodes to the same objects.
+    compact: bool,
 }
 
 impl Config {
@@ -75,8 +83,11 @@ impl Config {
             Some(_) => std.highest,
             None => 0,
         };
-        let out_of_band = dumps.bind(py).is(std.dumps.bind(py)) && effective >= 5;
+        let std_dumps = dumps.bind(py).is(std.dumps.bind(py));
+        let out_of_band = std_dumps && effective >= 5;
+        let compact = std_dumps && loads.bind(py).is(std.loads.bind(py)) && compact_allowed();
         Ok(Config {
+            compact,
             protocol_obj: protocol
                 .map(|p| p.into_pyobject(py).map(|o| o.into_any().unbind()))
                 .transpose()?,
@@ -90,6 +101,46 @@ impl Config {
 }
 
 static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
+
+/// `Config::compact` of the current settings, read without the lock on
+/// every send: COMPACT_UNKNOWN until the settings exist.
+static COMPACT: AtomicU8 = AtomicU8::new(COMPACT_UNKNOWN);
+const COMPACT_UNKNOWN: u8 = 0;
+const COMPACT_ON: u8 = 1;
+const COMPACT_OFF: u8 = 2;
+/// `Config::threshold` of the current settings, for the compact format's
+/// out-of-line `bytes`.
+static THRESHOLD: AtomicUsize = AtomicUsize::new(DEFAULT_THRESHOLD);
+
+/// Installs new settings (under the CONFIG lock).
+fn install(guard: &mut Option<Arc<Config>>, cfg: Arc<Config>) {
+    THRESHOLD.store(cfg.threshold, Ordering::Relaxed);
+    COMPACT.store(
+        if cfg.compact { COMPACT_ON } else { COMPACT_OFF },
+        Ordering::Release,
+    );
+    *guard = Some(cfg);
+}
+
+/// Whether objects may travel in the compact format now.
+fn compact_on(py: Python<'_>) -> PyResult<bool> {
+    match COMPACT.load(Ordering::Acquire) {
+        COMPACT_ON => Ok(true),
+        COMPACT_OFF => Ok(false),
+        _ => Ok(config(py)?.compact),
+    }
+}
+
+/// OXMPI_COMPACT_OBJECTS=0 keeps every object message a pickle (for
+/// programs that receive objects as bytes and unpickle them themselves).
+fn compact_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| {
+        std::env::var("OXMPI_COMPACT_OBJECTS")
+            .map(|v| !matches!(v.trim(), "0" | "false" | "no" | "off"))
+            .unwrap_or(true)
+    })
+}
 
 /// The current settings; the defaults (the standard pickle at its highest
 /// protocol) are made once, on first use.
@@ -106,7 +157,7 @@ fn config(py: Python<'_>) -> PyResult<Arc<Config>> {
         Some(std.highest),
         DEFAULT_THRESHOLD,
     )?);
-    *guard = Some(cfg.clone());
+    install(&mut guard, cfg.clone());
     Ok(cfg)
 }
 
@@ -123,7 +174,10 @@ pub fn set_pickle(
     threshold: isize,
 ) -> PyResult<()> {
     let cfg = Config::new(py, dumps, loads, protocol, threshold.max(0) as usize)?;
-    *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(cfg));
+    install(
+        &mut CONFIG.lock().unwrap_or_else(|e| e.into_inner()),
+        Arc::new(cfg),
+    );
     Ok(())
 }
 
@@ -154,10 +208,12 @@ fn dumps_with_callback<'py>(
 
 /// An object serialised and ready to send as parts.
 pub struct Pickled {
-    /// What `dumps` returned (pinned).
-    _data: BufView,
+    /// What `dumps` returned (pinned); None in the compact format.
+    _data: Option<BufView>,
     _header: Vec<u8>,
     _bufs: Vec<BufView>,
+    /// The compact encoding and the objects its parts point into.
+    _compact: Option<compact::Encoded>,
     pub parts: Vec<RawBuf>,
 }
 
@@ -198,8 +254,21 @@ impl OutOfBand {
     }
 }
 
-/// Pickles `obj`.
+/// Serialises `obj` for a message: in the compact format when it is made
+/// of plain builtins and `MPI.pickle` is the standard pickle, else by
+/// `MPI.pickle`.
 pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
+    if compact_on(py)? {
+        if let Some(mut enc) = compact::encode(obj, THRESHOLD.load(Ordering::Relaxed)) {
+            return Ok(Pickled {
+                parts: std::mem::take(&mut enc.parts),
+                _data: None,
+                _header: Vec::new(),
+                _bufs: Vec::new(),
+                _compact: Some(enc),
+            });
+        }
+    }
     let cfg = config(py)?;
     let dumps = cfg.dumps.bind(py);
     let (data, bufs) = if cfg.out_of_band {
@@ -225,9 +294,10 @@ pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
     if bufs.is_empty() {
         return Ok(Pickled {
             parts: vec![main],
-            _data: data,
+            _data: Some(data),
             _header: Vec::new(),
             _bufs: bufs,
+            _compact: None,
         });
     }
     let bytes_len = data.len();
@@ -244,9 +314,10 @@ pub fn dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Pickled> {
     parts.extend(bufs.iter().map(BufView::raw));
     Ok(Pickled {
         parts,
-        _data: data,
+        _data: Some(data),
         _header: header,
         _bufs: bufs,
+        _compact: None,
     })
 }
 
@@ -267,6 +338,9 @@ pub fn loads<'py>(
     ba: &Bound<'py, PyAny>,
     raw: &[u8],
 ) -> PyResult<Bound<'py, PyAny>> {
+    if compact::is_compact(raw) {
+        return loads_compact(py, raw);
+    }
     if raw.len() >= 16 && &raw[..4] == MAGIC {
         // Only the standard pickle makes out-of-band messages.
         let std_loads = std_pickle(py)?.loads.bind(py);
@@ -308,12 +382,35 @@ pub fn loads<'py>(
         kw.set_item("buffers", buffers)?;
         return std_loads.call((main,), Some(&kw));
     }
-    config(py)?.loads.bind(py).call1((ba,))
+    let cfg = config(py)?;
+    let loads = cfg.loads.bind(py);
+    if loads.is(std_pickle(py)?.loads.bind(py)) {
+        return loads.call1((ba,));
+    }
+    // A custom loads gets a memoryview (as mpi4py hands it a buffer
+    // object): it may slice or index the data, not only read it whole.
+    loads.call1((PyMemoryView::from(ba)?,))
+}
+
+/// Decodes a message in the compact format. A receiver whose `MPI.pickle`
+/// is not the standard one gets what its `loads` makes of the standard
+/// pickle of the object, as if the sender had pickled it.
+fn loads_compact<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let obj = compact::decode(py, raw)?;
+    if compact_on(py)? {
+        return Ok(obj);
+    }
+    let std = std_pickle(py)?;
+    let data = std.dumps.bind(py).call1((obj, std.highest))?;
+    config(py)?.loads.bind(py).call1((data,))
 }
 
 /// Unpickles from a byte slice (copies it into a bytearray first so that
 /// out-of-band buffers have an owner).
 pub fn loads_slice<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    if compact::is_compact(data) {
+        return loads_compact(py, data);
+    }
     let ba = PyByteArray::new(py, data);
     // SAFETY: we hold the GIL and do not resize the bytearray while `raw`
     // is in use.
@@ -324,6 +421,9 @@ pub fn loads_slice<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyA
 /// Unpickles a received message, which becomes the owner of the memory
 /// its out-of-band buffers (NumPy arrays) view: no copy.
 pub fn loads_owned(py: Python<'_>, data: Vec<u8>) -> PyResult<Bound<'_, PyAny>> {
+    if compact::is_compact(&data) {
+        return loads_compact(py, &data);
+    }
     let holder = Bound::new(py, ReceivedMessage { data })?;
     loads(py, holder.as_any(), &holder.get().data)
 }

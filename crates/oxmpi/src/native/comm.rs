@@ -540,7 +540,7 @@ impl Communicator for NativeComm {
                     bytes: parts.iter().map(|p| p.len).sum(),
                 },
             )),
-            None => Ok(Arc::new(CompletedRequest(Status::default()))),
+            None => Ok(sent_request()),
         }
     }
 
@@ -895,4 +895,12 @@ pub(crate) fn describe_call(
         call: format!("{op}(comm={comm}, {role}={who}, tag={tag}{size})"),
         peer: peer_world,
     }
+}
+
+/// The request of a send that completed when it started (every eager
+/// send): one shared, stateless value, so that such sends allocate none.
+fn sent_request() -> RequestRef {
+    static SENT: std::sync::OnceLock<RequestRef> = std::sync::OnceLock::new();
+    SENT.get_or_init(|| Arc::new(CompletedRequest(Status::default())))
+        .clone()
 }
