@@ -95,9 +95,10 @@ def main():
             assert set(executor.map(lambda_free_get_init, range(4))) == {42}
         print("OK initializer")
         executor = MPIPoolExecutor(initializer=bad_init)
-        future = executor.submit(square, 2)
+        # The pool boots in the background: it may be broken already when
+        # the first task is submitted (then submit raises), as in mpi4py.
         try:
-            future.result(timeout=30)
+            executor.submit(square, 2).result(timeout=30)
         except BrokenExecutor as exc:
             assert "initializer" in str(exc)
         try:
