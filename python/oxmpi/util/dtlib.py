@@ -52,12 +52,16 @@ class _Decoded:
                 t.Free()
 
 
-def _aligned_at(datatype, offset):
-    """Whether every element of `datatype`, placed at `offset`, sits at a
-    multiple of its own alignment (what NumPy calls an aligned struct)."""
+# Alignments are powers of two dividing this, so offsets matter modulo it.
+_ALIGN_PERIOD = 64
+
+
+def _alignment_needs(datatype):
+    """Where `datatype`'s elements sit and what alignment each needs, as a
+    set of (offset modulo _ALIGN_PERIOD, alignment). Each datatype in the
+    tree is decoded once, however many displacements place it."""
     if datatype.is_predefined:
-        align = MPI._typealign(datatype) or 1
-        return offset % align == 0
+        return {(0, MPI._typealign(datatype) or 1)}
     with _Decoded(datatype) as d:
         p = d.params
         comb = datatype.combiner
@@ -71,7 +75,22 @@ def _aligned_at(datatype, offset):
             places = [(d.base, disp) for disp in p["displacements"]]
         else:
             places = [(d.base, 0)]
-        return all(_aligned_at(t, offset + disp) for t, disp in places)
+        needs = set()
+        inner = {}
+        for t, disp in places:
+            key = id(t)
+            if key not in inner:
+                inner[key] = _alignment_needs(t)
+            needs.update(((disp + r) % _ALIGN_PERIOD, a) for r, a in inner[key])
+        return needs
+
+
+def _aligned_at(datatype, *offsets):
+    """Whether every element of `datatype`, placed at each of `offsets`,
+    sits at a multiple of its own alignment (what NumPy calls an aligned
+    struct)."""
+    needs = _alignment_needs(datatype)
+    return all((offset + r) % a == 0 for offset in offsets for r, a in needs)
 
 
 def _field(datatype, count):
@@ -136,7 +155,7 @@ def to_numpy_dtype(datatype):
                     (_field(t, n), disp)
                     for t, n, disp in zip(q["datatypes"], q["blocklengths"], q["displacements"])
                 ]
-                aligned = _aligned_at(base, 0) and _aligned_at(base, p["extent"])
+                aligned = _aligned_at(base, 0, p["extent"])
                 return _struct(fields, datatype.extent, aligned)
         if comb == MPI.COMBINER_STRUCT:
             fields = [
@@ -170,9 +189,7 @@ def to_numpy_dtype(datatype):
                 blens = [p["blocklength"]] * len(disps)
             in_bytes = comb in (MPI.COMBINER_HINDEXED, MPI.COMBINER_HINDEXED_BLOCK)
             scale = 1 if in_bytes else base.extent
-            aligned = _aligned_at(base, 0)
-            if in_bytes:
-                aligned = aligned and all(_aligned_at(base, x) for x in disps)
+            aligned = _aligned_at(base, 0, *(disps if in_bytes else ()))
             elem = to_numpy_dtype(base)
             fields = [((elem, (n,)), x * scale) for n, x in zip(blens, disps)]
             # NumPy sizes the struct to its last field.

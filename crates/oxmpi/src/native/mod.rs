@@ -947,6 +947,7 @@ impl Core {
         let mut last_check = Instant::now();
         let mut idle_since: Option<Instant> = None;
         let mut reported = false;
+        let mut slept = false;
         let result = loop {
             let (busy, activity) = {
                 let mut st = self.lock();
@@ -965,8 +966,11 @@ impl Core {
                 }
             }
             if done() {
-                if spins > 0 && spins <= budget {
-                    // Polling paid off: allow more of it next time.
+                if spins > 0 && !slept {
+                    // Polling (or the one yield) paid off: allow more of it
+                    // next time. A budget that long waits have halved to
+                    // zero must be able to grow back, or every short wait
+                    // after a phase of long ones would cost a futex wake-up.
                     let more = (budget * 2 + 16).min(self.spin_limit);
                     self.spin_budget.store(more, Ordering::Relaxed);
                 }
@@ -999,6 +1003,7 @@ impl Core {
             } else {
                 self.seg
                     .sleep(self.me, seen, if busy { BUSY_NAP } else { IDLE_NAP });
+                slept = true;
                 let since = *idle_since.get_or_insert_with(Instant::now);
                 if !reported && since.elapsed() >= REPORT_BLOCKED_AFTER {
                     self.report_state(Some(&describe()));
