@@ -27,7 +27,7 @@ pub const PARENT: &str = "OXMPI_PARENT";
 
 /// Spare slots a universe has for spawned processes, beyond the job's own
 /// (`OXMPI_SPAWN_SLOTS`); each costs address space only until used.
-pub const DEFAULT_SPARE_SLOTS: usize = 32;
+pub const DEFAULT_SPARE_SLOTS: usize = 64;
 
 /// The number of spare slots asked for by the environment, or the default.
 pub fn spare_slots() -> usize {

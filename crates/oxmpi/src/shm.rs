@@ -217,7 +217,7 @@ pub const COLL_HALF: usize = 256 * 1024;
 /// Most collective channels a segment has.
 const COLL_MAX_CHANS: usize = 16;
 /// Budget for the collective region; fewer channels on big nodes.
-const COLL_BUDGET: usize = 256 << 20;
+const COLL_BUDGET: usize = 1 << 30;
 
 /// Control of one half of a collective slot: what is posted there and who
 /// has finished reading it (see the module doc). `done` has its own cache
