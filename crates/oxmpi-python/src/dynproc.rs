@@ -272,17 +272,7 @@ impl PyIntracomm {
         root: i32,
     ) -> PyResult<Py<PyAny>> {
         let _ = info;
-        let py = slf.py();
-        let c = slf.as_super().borrow().c()?.clone();
-        let c2 = c.clone();
-        let new = blocking(py, move || c2.accept(port_name.as_deref(), root))?;
-        adopt(
-            py,
-            new,
-            Some(&c),
-            Vec::new(),
-            Some(&class_named(py, "Intercomm")?),
-        )
+        connect_to_port(slf, port_name, root, Side::Accept)
     }
 
     #[pyo3(signature = (port_name, info=None, root=0))]
@@ -293,18 +283,39 @@ impl PyIntracomm {
         root: i32,
     ) -> PyResult<Py<PyAny>> {
         let _ = info;
-        let py = slf.py();
-        let c = slf.as_super().borrow().c()?.clone();
-        let c2 = c.clone();
-        let new = blocking(py, move || c2.connect(port_name.as_deref(), root))?;
-        adopt(
-            py,
-            new,
-            Some(&c),
-            Vec::new(),
-            Some(&class_named(py, "Intercomm")?),
-        )
+        connect_to_port(slf, port_name, root, Side::Connect)
     }
+}
+
+/// Which end of a port connection.
+#[derive(Clone, Copy)]
+enum Side {
+    Accept,
+    Connect,
+}
+
+/// MPI_Comm_accept / MPI_Comm_connect: the intercommunicator to the group
+/// at the other end of `port` (significant at `root`).
+fn connect_to_port(
+    slf: &Bound<'_, PyIntracomm>,
+    port: Option<String>,
+    root: i32,
+    side: Side,
+) -> PyResult<Py<PyAny>> {
+    let py = slf.py();
+    let c = slf.as_super().borrow().c()?.clone();
+    let c2 = c.clone();
+    let new = blocking(py, move || match side {
+        Side::Accept => c2.accept(port.as_deref(), root),
+        Side::Connect => c2.connect(port.as_deref(), root),
+    })?;
+    adopt(
+        py,
+        new,
+        Some(&c),
+        Vec::new(),
+        Some(&class_named(py, "Intercomm")?),
+    )
 }
 
 #[pymethods]

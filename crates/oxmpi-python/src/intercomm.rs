@@ -15,7 +15,7 @@ use oxmpi::group::Group;
 use oxmpi::op::Op;
 
 use crate::buffer::{self, Msg};
-use crate::comm::{adopt, is_in_place, recv_buf_parse, PyComm};
+use crate::comm::{adopt, class_named, is_in_place, recv_buf_parse, PyComm};
 use crate::engine::{blocking, engine};
 use crate::errors::{mpi_error, IntoPy};
 use crate::group::PyGroup;
@@ -27,13 +27,6 @@ use crate::topo::{parse_blocks, parse_blocks_w, Blocks};
 /// An intercommunicator.
 #[pyclass(module = "oxmpi.MPI", name = "Intercomm", extends = PyComm, subclass)]
 pub struct PyIntercomm;
-
-fn class_named<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
-    Ok(py
-        .import("oxmpi.MPI")?
-        .getattr(name)?
-        .cast_into::<PyType>()?)
-}
 
 #[pymethods]
 impl PyIntercomm {

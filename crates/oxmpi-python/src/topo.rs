@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyNotImplementedError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple, PyType};
+use pyo3::types::{PyList, PyTuple};
 
 use oxmpi::backend::{CommRef, RawBuf, UNDEFINED};
 use oxmpi::error::class;
@@ -18,7 +18,7 @@ use oxmpi::topo::{self, Topology};
 
 use crate::buffer::is_bottom;
 use crate::buffer::BufView;
-use crate::comm::{adopt, null_of, PyComm, PyIntracomm};
+use crate::comm::{adopt, class_named, null_of, PyComm, PyIntracomm};
 use crate::datatype::{self, Packed, PyDatatype};
 use crate::engine::blocking;
 use crate::errors::{mpi_error, IntoPy};
@@ -29,13 +29,6 @@ use crate::request::{Payload, PyRequest};
 /// MPI_UNWEIGHTED and MPI_WEIGHTS_EMPTY (sentinel integers, as in mpi4py).
 pub const UNWEIGHTED: i64 = 2;
 pub const WEIGHTS_EMPTY: i64 = 3;
-
-fn class_named<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
-    Ok(py
-        .import("oxmpi.MPI")?
-        .getattr(name)?
-        .cast_into::<PyType>()?)
-}
 
 fn int_list(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
     obj.try_iter()
