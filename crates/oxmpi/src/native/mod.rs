@@ -189,6 +189,12 @@ pub struct Core {
     /// Most polls a waiter makes before it sleeps (OXMPI_SPIN, or 0 when
     /// ranks outnumber cores).
     spin_limit: u32,
+    /// Yields a waiter makes after polling, before it sleeps
+    /// (`OXMPI_YIELDS`; 16 when ranks outnumber cores, else 1): with more
+    /// ranks than cores the peer it waits for is often runnable on its own
+    /// core, and a yield hands it the core for a fraction of a futex
+    /// wake-up's cost.
+    yield_limit: u32,
     /// The polls a waiter makes now: doubled when polling found what it
     /// waited for, halved when it had to sleep anyway, so waits for a slow
     /// or descheduled peer stop costing a core.
@@ -329,6 +335,10 @@ impl Core {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(if oversubscribed { 0 } else { 4000 });
+        let yield_limit = std::env::var("OXMPI_YIELDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if oversubscribed { 16 } else { 1 });
         let cma = env_flag("OXMPI_CMA").unwrap_or(true);
         let (head, coll_channels) = if start.reused {
             // An earlier occupant of our slot retired: skip what it left
@@ -358,6 +368,7 @@ impl Core {
             }),
             pmi,
             spin_limit,
+            yield_limit,
             spin_budget: AtomicU32::new(spin_limit),
             cma: AtomicBool::new(cma),
             next_id: AtomicU64::new(1),
@@ -981,8 +992,8 @@ impl Core {
                 std::hint::spin_loop();
                 continue;
             }
-            if spins == budget {
-                // One yield before sleeping lets a peer on our core run.
+            if spins < budget.saturating_add(self.yield_limit) {
+                // Yields before sleeping let a peer on our core run.
                 spins += 1;
                 std::thread::yield_now();
                 continue;
