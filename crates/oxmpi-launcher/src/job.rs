@@ -431,7 +431,6 @@ impl Universe<'_> {
                 })
                 .collect(),
             finalized: vec![false; self.cap],
-            spawned_jobs: 0,
             doomed: Vec::new(),
             monitor: (!threshold.is_zero()).then(|| {
                 let mut m = Monitor::new(self.cap, threshold);
@@ -609,7 +608,6 @@ struct Controller<'a> {
     slots: Vec<SlotUse>,
     /// Whether the slot's current process called finalize.
     finalized: Vec<bool>,
-    spawned_jobs: usize,
     /// Processes of a spawn that failed half-way, killed by us.
     doomed: Vec<libc::pid_t>,
     /// `None` when disabled (`--deadlock-timeout 0`).
@@ -836,7 +834,6 @@ impl Controller<'_> {
             .starter
             .server
             .with_core(|c| c.add_job(&slots, &appnums));
-        self.spawned_jobs += 1;
         let world = pm::slot_list(&slots);
         let parent = pm::ParentInfo {
             tag,

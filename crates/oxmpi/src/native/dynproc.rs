@@ -141,9 +141,14 @@ fn start_singleton_server(seg: &OwnedFd) -> Result<Pmi> {
         ),
     })?;
     drop(theirs);
-    // The launcher lives as long as we and our children need it; it is
-    // reaped by whoever outlives it (we never wait for it).
-    std::mem::forget(child);
+    // The launcher lives as long as we and our children need it; a thread
+    // reaps it if it ends first, so it never lingers as a zombie.
+    let mut child = child;
+    let _ = std::thread::Builder::new()
+        .name("oxmpi-launcher-reaper".into())
+        .spawn(move || {
+            let _ = child.wait();
+        });
     Pmi::connect(ours, 0, 1, Launcher::Oxmpi)
 }
 
@@ -173,7 +178,14 @@ fn encode_outcome(r: &Result<(i32, Vec<i32>)>) -> Vec<u8> {
             v
         }
         Err(e) => {
-            let mut v = vec![1u8];
+            // NotImplemented must stay NotImplemented at every member (it
+            // becomes Python's NotImplementedError, not MPI.Exception).
+            let kind = if matches!(e, Error::NotImplemented(_)) {
+                2u8
+            } else {
+                1
+            };
+            let mut v = vec![kind];
             v.extend(encode_i32s(&[e.class()]));
             v.extend(e.to_string().into_bytes());
             v
@@ -187,14 +199,13 @@ fn decode_outcome(b: &[u8]) -> Result<(i32, Vec<i32>)> {
             let v = decode_i32s(rest)?;
             Ok((v[0], v[1..].to_vec()))
         }
-        Some((1, rest)) if rest.len() >= 4 => {
-            let c = i32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+        Some((&kind @ (1 | 2), rest)) if rest.len() >= 4 => {
+            let class = i32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
             let message = String::from_utf8_lossy(&rest[4..]).into_owned();
-            Err(match c {
-                class::ERR_OTHER if message.contains("need oxmpi's own launcher") => {
-                    Error::NotImplemented(message)
-                }
-                class => Error::Mpi { class, message },
+            Err(if kind == 2 {
+                Error::NotImplemented(message)
+            } else {
+                Error::Mpi { class, message }
             })
         }
         _ => Err(Error::Intern("malformed spawn outcome".into())),

@@ -878,6 +878,12 @@ impl Core {
     }
 
     fn flush_outbox(&self, st: &mut State) {
+        // Every progress call comes here; the outbox is almost always
+        // empty, and it has a queue per slot of the segment (spare slots
+        // included), so do not walk them for nothing.
+        if st.outbox_len == 0 {
+            return;
+        }
         for dest in 0..self.nranks {
             while let Some(out) = st.outbox[dest].front() {
                 let pushed = self
