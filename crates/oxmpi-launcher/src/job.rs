@@ -445,6 +445,8 @@ impl Universe<'_> {
             killed: false,
             timeout_at: spec.timeout.map(|t| Instant::now() + t),
             timeout: spec.timeout,
+            world_size: size,
+            survived: None,
         };
 
         let mut failure: Option<(i32, String)> = None;
@@ -623,6 +625,11 @@ struct Controller<'a> {
     killed: bool,
     timeout_at: Option<Instant>,
     timeout: Option<Duration>,
+    /// The ranks of the first world (the exit status speaks for them).
+    world_size: usize,
+    /// The exit status of the first rank of the first world that died
+    /// survivably: the job's status if nothing else goes wrong.
+    survived: Option<i32>,
 }
 
 impl Controller<'_> {
@@ -672,7 +679,7 @@ impl Controller<'_> {
                 }
             }
         }
-        self.status.unwrap_or(0)
+        self.status.or(self.survived).unwrap_or(0)
     }
 
     fn on_event(&mut self, event: Event) {
@@ -692,7 +699,12 @@ impl Controller<'_> {
                         SlotUse::Retired
                     };
                 }
-                if status.success() {
+                let finalized = self.finalized.get(rank).copied().unwrap_or(false);
+                // A survivable process that ends without finalizing has
+                // failed, whatever its exit status: its peers must learn it.
+                let failed_survivably =
+                    current && !finalized && self.starter.seg.is_survivable(rank);
+                if status.success() && !failed_survivably {
                     if let Some(m) = &mut self.monitor {
                         m.update(rank, Report::Finished, Instant::now());
                         if current && matches!(self.slots[rank], SlotUse::Free { .. }) {
@@ -700,25 +712,40 @@ impl Controller<'_> {
                         }
                     }
                 }
-                if status.success() || self.status.is_some() {
+                if (status.success() && !failed_survivably) || self.status.is_some() {
                     return;
                 }
                 for f in &self.forwarders {
                     f.wait_drained(rank, DRAIN_WAIT);
                 }
-                if let Some(code) = status.code() {
-                    eprintln!("mpiexec: rank {rank} exited with code {code}");
-                    self.fail(code);
+                let (how, code) = if let Some(code) = status.code() {
+                    (format!("exited with code {code}"), code)
                 } else if let Some(sig) = status.signal() {
-                    eprintln!(
-                        "mpiexec: rank {rank} killed by signal {sig} ({})",
-                        sys::signal_name(sig)
-                    );
-                    self.fail(128 + sig);
+                    (
+                        format!("killed by signal {sig} ({})", sys::signal_name(sig)),
+                        128 + sig,
+                    )
                 } else {
-                    eprintln!("mpiexec: rank {rank} ended abnormally");
-                    self.fail(1);
+                    ("ended abnormally".to_string(), 1)
+                };
+                if failed_survivably {
+                    // A spawned process or a pool worker: its peers learn
+                    // of it through their calls (ERR_PROC_FAILED), and
+                    // the job goes on (see `shm.rs`, "Failed processes").
+                    eprintln!(
+                        "mpiexec: rank {rank} {how}; the job goes on, its peers see it as failed"
+                    );
+                    self.starter.seg.mark_failed(rank);
+                    if let Some(m) = &mut self.monitor {
+                        m.vacate(rank);
+                    }
+                    if rank < self.world_size {
+                        self.survived.get_or_insert(code);
+                    }
+                    return;
                 }
+                eprintln!("mpiexec: rank {rank} {how}");
+                self.fail(code);
             }
             Event::Disconnected { rank } => {
                 // Only the adopted singleton is not our child: its channel

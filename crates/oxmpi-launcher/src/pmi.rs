@@ -312,10 +312,13 @@ impl Core {
                 self.release_barrier(job)
             }
             "finalize" => {
-                let mut out = reply("finalize_ack", &[]);
-                out.push(Effect::State {
+                // The controller must learn of the finalize before the
+                // rank, acknowledged, can exit: an exit without finalize
+                // means something else (a survivable process has failed).
+                let mut out = vec![Effect::State {
                     report: Report::Finished,
-                });
+                }];
+                out.extend(reply("finalize_ack", &[]));
                 out
             }
             // One-way: the rank does not read a reply, so none is sent, not
@@ -773,12 +776,12 @@ mod tests {
         assert_eq!(
             c.handle(1, "cmd=finalize\n"),
             [
+                Effect::State {
+                    report: Report::Finished
+                },
                 Effect::Send {
                     rank: 1,
                     line: "cmd=finalize_ack\n".into()
-                },
-                Effect::State {
-                    report: Report::Finished
                 }
             ]
         );

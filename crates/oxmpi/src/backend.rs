@@ -341,6 +341,27 @@ pub trait Communicator: Send + Sync {
         ))
     }
 
+    // ------------------------- process failures (MPI-5 fault tolerance)
+
+    /// MPI_Comm_get_failed: job ranks of this communicator's processes
+    /// (both groups of an intercommunicator) known here to have failed,
+    /// in the order this process learned of them.
+    fn failed(&self) -> Result<Vec<i32>> {
+        Err(Error::NotImplemented(
+            "MPI_Comm_get_failed is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Comm_ack_failed: acknowledges the first `n` processes of
+    /// `failed()`, so that receives from any source stop failing because
+    /// of them; returns how many are acknowledged in all.
+    fn ack_failed(&self, n: usize) -> Result<usize> {
+        let _ = n;
+        Err(Error::NotImplemented(
+            "MPI_Comm_ack_failed is not available on this backend".into(),
+        ))
+    }
+
     // ----------------------------------------------- topologies (ch. 8)
 
     /// The virtual topology, if any.
@@ -429,6 +450,16 @@ pub trait Engine: Send + Sync {
             "MPI_Comm_join is not available on this backend".into(),
         ))
     }
+
+    /// Asks that this process's death, should it die, be reported to its
+    /// peers as a process failure (their calls that depend on it raise
+    /// ERR_PROC_FAILED) instead of ending the job: pool workers ask this.
+    fn set_failure_survivable(&self) -> Result<()> {
+        Err(Error::NotImplemented(
+            "surviving a process failure is not available on this backend".into(),
+        ))
+    }
+
     /// Makes progress until `done()` returns true (Waitany, Waitsome, ...).
     fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()>;
     /// Makes progress once without blocking.

@@ -212,6 +212,10 @@ pub enum Error {
     /// A peer process died or the job is being torn down.
     #[error("process failure: {0}")]
     ProcFailed(String),
+    /// A receive from any source could match a message of a process that
+    /// has failed, and its communicator has not acknowledged that yet.
+    #[error("process failure pending: {0}")]
+    ProcFailedPending(String),
     /// The wait was interrupted by the caller's check (e.g. Ctrl-C in Python).
     #[error("interrupted")]
     Interrupted,
@@ -259,6 +263,7 @@ impl Error {
             Error::Request(_) => ERR_REQUEST,
             Error::NotImplemented(_) => ERR_OTHER,
             Error::ProcFailed(_) => ERR_PROC_FAILED,
+            Error::ProcFailedPending(_) => ERR_PROC_FAILED_PENDING,
             Error::Interrupted | Error::Callback(_) => ERR_OTHER,
             Error::Bootstrap(_) | Error::Os { .. } => ERR_OTHER,
             Error::Intern(_) => ERR_INTERN,

@@ -63,6 +63,18 @@ impl UniverseSegment {
     pub fn recycle_slot(&self, slot: usize) {
         self.0.recycle_inbox(slot);
     }
+
+    /// Whether the process in `slot` asked that its death not end the job
+    /// (spawned processes, pool workers: see `shm.rs`, "Failed processes").
+    pub fn is_survivable(&self, slot: usize) -> bool {
+        self.0.is_survivable(slot)
+    }
+
+    /// Tells every process that the one in `slot` died; call after reaping
+    /// it. The slot is never used again.
+    pub fn mark_failed(&self, slot: usize) {
+        self.0.mark_failed(slot);
+    }
 }
 
 /// The segment geometry for `capacity` slots (`OXMPI_SHM_CELLS` cells per

@@ -93,6 +93,18 @@
 //! resumes there (`resume_inbox`) and starts its collective
 //! generations above any its predecessor posted (`adopt_coll_slots`).
 //!
+//! # Failed processes
+//!
+//! A process that dies without finalizing normally ends the job. One that
+//! set `FATE_SURVIVABLE` in its control block (every spawned process, and
+//! the workers of an `oxmpi.futures` pool) is instead marked failed by the
+//! launcher, after it has reaped it: `FATE_FAILED` in its control block,
+//! then the header's `failures` count is raised (Release) and every slot's
+//! doorbell is rung. Everything the dead process put into an inbox was
+//! published before it died, so a survivor that loads `failures` (Acquire)
+//! *before* draining its inbox has received all of it when it acts on the
+//! failure. A failed slot is never given to another process.
+//!
 //! Waiters sleep on their own inbox doorbell; whoever publishes what a
 //! peer may be waiting for calls `notify(peer)` (SeqCst fence, then ring if
 //! the peer is asleep: the same Dekker pairing as the inbox).
@@ -109,7 +121,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"oxmpiSHM");
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 /// Bytes of a cell's header; the payload follows it.
 pub const CELL_HEADER: usize = 64;
 /// Default cell size (header + payload). Messages whose payload fits travel
@@ -189,7 +201,11 @@ struct SegmentHeader {
     slots: u32,
     cell_size: u32,
     layout_size: u64,
+    /// How many slots the launcher has marked failed (`mark_failed`): a
+    /// word every waiter can load cheaply to learn that something died.
+    failures: AtomicU64,
 }
+const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= 128);
 
 /// Per-rank control block; one cache line for producers, one for the
 /// consumer and its doorbell, so they do not false-share.
@@ -200,13 +216,22 @@ struct InboxCtl {
     doorbell: AtomicU32,
     sleepers: AtomicU32,
     pid: AtomicU32,
-    _pad1: u32,
+    /// `FATE_*` bits: how the slot's death is handled, and whether it died.
+    fate: AtomicU32,
     /// The consumer position a finalizing occupant left the ring at
     /// (`retire_inbox`), for the next occupant of the slot.
     final_head: AtomicU64,
     _pad2: [u64; 5],
 }
 const _: () = assert!(std::mem::size_of::<InboxCtl>() == 128);
+
+/// `InboxCtl::fate`, set by the occupant: if it dies without finalizing,
+/// the launcher marks it failed and the job goes on (its peers' calls that
+/// depend on it fail with ERR_PROC_FAILED), instead of ending the job.
+pub const FATE_SURVIVABLE: u32 = 1;
+/// `InboxCtl::fate`, set by the launcher: the occupant died without
+/// finalizing. The slot is never used again.
+pub const FATE_FAILED: u32 = 2;
 
 /// Bytes of data in each half of a collective slot: a pipeline stage of the
 /// shared-memory collectives. Large, because every stage costs a round of
@@ -530,6 +555,41 @@ impl Segment {
     /// Where the occupant of a recycled slot starts consuming.
     pub fn resume_inbox(&self, rank: usize) -> u64 {
         self.ctl(rank).final_head.load(Ordering::Acquire)
+    }
+
+    /// Asks that this slot's death be survivable (see `FATE_SURVIVABLE`).
+    pub fn set_survivable(&self, rank: usize) {
+        self.ctl(rank)
+            .fate
+            .fetch_or(FATE_SURVIVABLE, Ordering::Release);
+    }
+
+    pub fn is_survivable(&self, rank: usize) -> bool {
+        self.ctl(rank).fate.load(Ordering::Acquire) & FATE_SURVIVABLE != 0
+    }
+
+    /// The launcher's part once it has reaped a survivable process: mark
+    /// the slot failed, count it, and wake everyone so that waits that
+    /// depend on it notice (module doc, "Failed processes").
+    pub fn mark_failed(&self, rank: usize) {
+        self.ctl(rank).fate.fetch_or(FATE_FAILED, Ordering::Release);
+        self.header().failures.fetch_add(1, Ordering::Release);
+        for r in 0..self.layout.nranks {
+            if r != rank {
+                self.ring(r);
+            }
+        }
+    }
+
+    /// How many slots have been marked failed so far (Acquire: the marks
+    /// themselves are visible once the count is).
+    #[inline]
+    pub fn failures(&self) -> u64 {
+        self.header().failures.load(Ordering::Acquire)
+    }
+
+    pub fn is_failed(&self, rank: usize) -> bool {
+        self.ctl(rank).fate.load(Ordering::Acquire) & FATE_FAILED != 0
     }
 
     pub fn set_pid(&self, rank: usize, pid: u32) {

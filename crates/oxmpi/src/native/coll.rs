@@ -47,6 +47,8 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use crate::backend::{Blocks, Collective, RawBuf, Request, RequestRef, SendMode, Status};
 use crate::coll::{self, shm::Node, shm::Waiter, Transport};
+
+use super::Watch;
 use crate::error::{Error, Result};
 use crate::shm::CollToken;
 
@@ -230,11 +232,16 @@ impl Endpoint {
     fn ctx(&self) -> u32 {
         self.ctx
     }
+
+    /// A collective's waits depend on every member.
+    fn watch(&self) -> Watch<'_> {
+        Watch::AllOf(&self.members, &[])
+    }
 }
 
-impl Waiter for Core {
+impl Waiter for Endpoint {
     fn wait(&self, cond: &mut dyn FnMut() -> bool) -> Result<()> {
-        self.wait_until(cond)
+        self.core.wait_watching(cond, self.watch())
     }
 }
 
@@ -280,6 +287,7 @@ impl Transport for Chan<'_> {
         Ok(Some(self.ep.core.post_recv(
             self.ep.ctx(),
             src,
+            self.ep.members[src as usize],
             self.tag_base | tag,
             Target::Buf(buf),
         )))
@@ -292,7 +300,7 @@ impl Transport for Chan<'_> {
         }
         self.ep
             .core
-            .wait_until(|| reqs.iter().all(|r| r.is_done()))?;
+            .wait_watching(|| reqs.iter().all(|r| r.is_done()), self.ep.watch())?;
         let mut first = Ok(());
         for r in &reqs {
             if let (Err(e), Ok(())) = (r.take(), &first) {
@@ -305,12 +313,15 @@ impl Transport for Chan<'_> {
     fn recv_vec(&self, src: i32, tag: i32) -> Result<Vec<u8>> {
         let (core, ctx, tag) = (&self.ep.core, self.ep.ctx(), self.tag_base | tag);
         let mut found = None;
-        core.wait_until(|| {
-            if found.is_none() {
-                found = core.take_matching(ctx, src, tag);
-            }
-            found.is_some()
-        })?;
+        core.wait_watching(
+            || {
+                if found.is_none() {
+                    found = core.take_matching(ctx, src, tag);
+                }
+                found.is_some()
+            },
+            self.ep.watch(),
+        )?;
         let u = found.expect("wait_until returned with a message");
         let mut v = vec![0u8; u.payload.len()];
         let req = core.recv_taken(u, super::Target::Buf(RawBuf::from_mut(&mut v)));
@@ -330,7 +341,7 @@ impl coll::Comm for Chan<'_> {
             members: &self.ep.members,
             rank: self.ep.rank as usize,
             step: &self.ep.step,
-            waiter: &*self.ep.core,
+            waiter: self.ep,
         })
     }
 

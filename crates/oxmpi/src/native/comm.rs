@@ -15,7 +15,7 @@ use crate::topo::Topology;
 
 use super::coll::{ChannelClaim, CollEngine};
 use super::request::{CompletedRequest, Kind, NativeRequest};
-use super::{abort_job, Blocked, Core, Target, Unexpected};
+use super::{abort_job, Blocked, Core, Target, Unexpected, Watch};
 
 /// A communicator: an id (giving its context ids) and its members.
 ///
@@ -207,6 +207,44 @@ impl NativeComm {
         self.peers()[r as usize] as usize
     }
 
+    /// Job ranks of both groups of an intercommunicator, else the members.
+    fn all_job_ranks(&self) -> Vec<i32> {
+        let mut all = self.members.to_vec();
+        all.extend(self.remote.as_deref().unwrap_or(&[]));
+        all
+    }
+
+    /// Posts a receive from peer `src` (or ANY_SOURCE) on context `ctx`.
+    pub(super) fn post(
+        &self,
+        ctx: u32,
+        src: i32,
+        tag: i32,
+        target: Target,
+    ) -> Arc<super::request::ReqState> {
+        let world = if src >= 0 {
+            self.peers()[src as usize]
+        } else {
+            -1
+        };
+        self.core.post_recv(ctx, src, world, tag, target)
+    }
+
+    /// The processes a call on context `ctx` waiting for `peer` depends on.
+    fn watch(&self, ctx: u32, peer: i32) -> Watch<'_> {
+        if !self.owns_id || ctx != self.ctx_p2p() {
+            // A step of a collective or of communicator management.
+            Watch::AllOf(&self.members, self.remote.as_deref().unwrap_or(&[]))
+        } else if peer >= 0 {
+            Watch::Peer(self.peers()[peer as usize])
+        } else {
+            Watch::AnyOf {
+                comm: self.id,
+                slots: self.peers(),
+            }
+        }
+    }
+
     fn check_dest(&self, dest: i32) -> Result<()> {
         let n = self.peers().len() as i32;
         if dest < 0 || dest >= n {
@@ -236,9 +274,9 @@ impl NativeComm {
     }
 
     fn request(&self, state: Arc<super::request::ReqState>, kind: Kind) -> RequestRef {
-        let peer = match kind {
-            Kind::Send { dest, .. } => dest,
-            Kind::Recv { source, .. } => source,
+        let (peer, any_source) = match kind {
+            Kind::Send { dest, .. } => (dest, false),
+            Kind::Recv { source, .. } => (source, source == ANY_SOURCE),
         };
         Arc::new(NativeRequest {
             core: self.core.clone(),
@@ -246,6 +284,11 @@ impl NativeComm {
             kind,
             comm_id: self.id,
             peer_world: self.peer_job_rank(peer),
+            any_of: any_source.then(|| {
+                self.remote
+                    .clone()
+                    .unwrap_or_else(|| Arc::clone(&self.members))
+            }),
         })
     }
 
@@ -263,20 +306,34 @@ impl NativeComm {
             .start_send(ctx, self.rank, world, tag, parts, mode)?
         {
             let bytes: usize = parts.iter().map(|p| p.len).sum();
-            self.core.wait_described(|| req.is_done(), &|| {
-                self.blocked(ctx, "Send", "dest", dest, tag, Some(bytes))
-            })?;
+            self.core.wait_described(
+                || req.is_done(),
+                &|| self.blocked(ctx, "Send", "dest", dest, tag, Some(bytes)),
+                self.watch(ctx, dest),
+            )?;
             req.take()?;
         }
         Ok(())
     }
 
     fn recv_on(&self, ctx: u32, buf: RawBuf, src: i32, tag: i32) -> Result<Status> {
-        let req = self.core.post_recv(ctx, src, tag, Target::Buf(buf));
+        let req = self.post(ctx, src, tag, Target::Buf(buf));
         if !req.is_done() {
-            self.core.wait_described(|| req.is_done(), &|| {
-                self.blocked(ctx, "Recv", "source", src, tag, Some(buf.len))
-            })?;
+            let waited = self.core.wait_described(
+                || req.is_done(),
+                &|| self.blocked(ctx, "Recv", "source", src, tag, Some(buf.len)),
+                self.watch(ctx, src),
+            );
+            if let Err(e) = waited {
+                // A receive from any source with a failed peer: withdraw
+                // it, so that no later message lands in a buffer its
+                // caller has given up on; if one matched meanwhile, it is
+                // the answer.
+                if self.core.cancel_recv(&req) {
+                    return Err(e);
+                }
+                self.core.wait_until(|| req.is_done())?;
+            }
         }
         req.take()
     }
@@ -291,6 +348,7 @@ impl NativeComm {
                 found.is_some()
             },
             &|| self.blocked(ctx, "Recv", "source", src, tag, None),
+            self.watch(ctx, src),
         )?;
         Ok(found.expect("wait_until returned with a message"))
     }
@@ -400,7 +458,8 @@ impl Pt2Pt for NativeComm {
         let got = self.crecv_vec(src, tag);
         if let Some(req) = sreq {
             // Even if the receive failed, the send's buffer must not be
-            // released while a peer may still read it.
+            // released while a peer may still read it (a failed peer's
+            // send completes with an error).
             self.core.wait_until(|| req.is_done())?;
             req.take()?;
         }
@@ -437,6 +496,7 @@ impl NativeMessage {
                 },
                 comm_id: self.comm_id,
                 peer_world: self.source_world,
+                any_of: None,
             }),
             None => Arc::new(CompletedRequest(Status::proc_null())),
         }
@@ -559,9 +619,7 @@ impl Communicator for NativeComm {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
         }
         self.check_source(source)?;
-        let state = self
-            .core
-            .post_recv(self.ctx_p2p(), source, tag, Target::Buf(buf));
+        let state = self.post(self.ctx_p2p(), source, tag, Target::Buf(buf));
         Ok(self.request(
             state,
             Kind::Recv {
@@ -578,9 +636,7 @@ impl Communicator for NativeComm {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
         }
         self.check_source(source)?;
-        let state = self
-            .core
-            .post_recv(self.ctx_p2p(), source, tag, Target::Owned);
+        let state = self.post(self.ctx_p2p(), source, tag, Target::Owned);
         Ok(self.request(
             state,
             Kind::Recv {
@@ -616,10 +672,13 @@ impl Communicator for NativeComm {
         }
         self.check_source(source)?;
         let mut found = None;
-        self.core.wait_until(|| {
-            found = self.core.peek_matching(self.ctx_p2p(), source, tag);
-            found.is_some()
-        })?;
+        self.core.wait_watching(
+            || {
+                found = self.core.peek_matching(self.ctx_p2p(), source, tag);
+                found.is_some()
+            },
+            self.watch(self.ctx_p2p(), source),
+        )?;
         Ok(found.expect("probe returned with a status"))
     }
 
@@ -760,6 +819,14 @@ impl Communicator for NativeComm {
             .as_deref()
             .map(<[i32]>::to_vec)
             .unwrap_or_default()
+    }
+
+    fn failed(&self) -> Result<Vec<i32>> {
+        Ok(self.core.failed_among(&self.all_job_ranks()))
+    }
+
+    fn ack_failed(&self, n: usize) -> Result<usize> {
+        Ok(self.core.ack_failed(self.id, &self.all_job_ranks(), n))
     }
 
     fn create(&self, group: &[i32]) -> Result<Option<CommRef>> {

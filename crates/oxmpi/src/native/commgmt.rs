@@ -499,6 +499,7 @@ impl NativeComm {
         if self.freed.load(Ordering::Acquire) {
             return Err(Error::Comm("communicator already freed".into()));
         }
+        self.core.forget_acks(self.id);
         self.release_id();
         Ok(())
     }

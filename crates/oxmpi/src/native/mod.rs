@@ -48,6 +48,25 @@ pub(crate) struct Blocked {
     pub peer: i32,
 }
 
+/// Which processes a blocked call depends on, so that it fails instead of
+/// waiting forever once one of them has failed (see `shm.rs`, "Failed
+/// processes"). Receives and sends from and to one named process need no
+/// watch: the progress engine completes them with ERR_PROC_FAILED itself.
+#[derive(Clone, Copy)]
+pub(crate) enum Watch<'a> {
+    /// Nothing this call can name (the launcher's deadlock monitor is the
+    /// net under those).
+    Nothing,
+    /// One process (a probe for a message from it): ERR_PROC_FAILED.
+    Peer(i32),
+    /// A receive or probe from any of `slots` (the peers of communicator
+    /// `comm`): ERR_PROC_FAILED_PENDING while one of them has failed and
+    /// the communicator has not acknowledged it (`Comm.Ack_failed`).
+    AnyOf { comm: u32, slots: &'a [i32] },
+    /// A step of a collective: every one of these takes part.
+    AllOf(&'a [i32], &'a [i32]),
+}
+
 /// How long a waiter naps while it has output waiting for room in a peer's
 /// inbox (peers do not ring producers when they free cells).
 const BUSY_NAP: Duration = Duration::from_micros(200);
@@ -56,6 +75,8 @@ const BUSY_NAP: Duration = Duration::from_micros(200);
 struct Posted {
     ctx: u32,
     src: i32,
+    /// The sender's job rank, or -1 for ANY_SOURCE.
+    src_world: i32,
     tag: i32,
     target: Target,
     req: Arc<ReqState>,
@@ -129,6 +150,7 @@ enum OutData {
 
 /// A rendezvous send waiting for its receiver.
 struct PendingSend {
+    dest: usize,
     req: Arc<ReqState>,
     parts: Vec<RawBuf>,
     total: u64,
@@ -146,6 +168,7 @@ struct StreamOut {
 
 /// A rendezvous receive being filled by streamed cells.
 struct StreamIn {
+    src_world: usize,
     buf: RawBuf,
     total: u64,
     received: u64,
@@ -167,6 +190,12 @@ struct State {
     streams_in: HashMap<u64, StreamIn>,
     /// Whether a completion happened that another thread may be waiting for.
     completed: bool,
+    /// The segment's failure count (`Segment::failures`) acted on so far.
+    failures_seen: u64,
+    /// Failed job ranks, in the order this process learned of them.
+    failed: Vec<usize>,
+    /// Per communicator id: the failed job ranks it has acknowledged.
+    acked: HashMap<u32, Vec<usize>>,
 }
 
 /// The per-process native runtime.
@@ -350,6 +379,11 @@ impl Core {
         } else {
             (0, coll::ChannelPool::new())
         };
+        if start.parent.is_some() {
+            // A spawned process that dies is reported to its parents as
+            // failed rather than ending their job (see `shm.rs`).
+            start.seg.set_survivable(start.me);
+        }
         let pmi = OnceLock::new();
         if let Some(p) = start.pmi {
             let _ = pmi.set(p);
@@ -420,6 +454,9 @@ impl Core {
             return self.send_to_self(ctx, src, tag, parts, total, mode);
         }
         let mut st = self.lock();
+        if st.failed.contains(&dest_world) {
+            return Err(proc_failed(dest_world));
+        }
         if total <= self.eager_limit() && mode != SendMode::Synchronous {
             let info = CellInfo {
                 kind: CellKind::Eager,
@@ -470,6 +507,7 @@ impl Core {
         st.pending_sends.insert(
             sreq,
             PendingSend {
+                dest: dest_world,
                 req: req.clone(),
                 parts: parts.to_vec(),
                 total: total as u64,
@@ -554,7 +592,15 @@ impl Core {
     // ------------------------------------------------------------- receive
 
     /// Posts a receive; returns the request (possibly already complete).
-    pub(crate) fn post_recv(&self, ctx: u32, src: i32, tag: i32, target: Target) -> Arc<ReqState> {
+    /// `src_world` is the sender's job rank (-1 for ANY_SOURCE).
+    pub(crate) fn post_recv(
+        &self,
+        ctx: u32,
+        src: i32,
+        src_world: i32,
+        tag: i32,
+        target: Target,
+    ) -> Arc<ReqState> {
         let req = ReqState::new();
         let mut st = self.lock();
         if let Some(i) = st
@@ -566,9 +612,14 @@ impl Core {
             let buf = target.resolve(u.payload.len(), &req);
             self.consume(&mut st, u, buf, &req);
         } else {
+            if src_world >= 0 && st.failed.contains(&(src_world as usize)) {
+                fail_request(&req, src, tag, proc_failed(src_world as usize));
+                return req;
+            }
             st.posted.push_back(Posted {
                 ctx,
                 src,
+                src_world,
                 tag,
                 target,
                 req: req.clone(),
@@ -664,9 +715,15 @@ impl Core {
             }
         }
         let rid = self.new_id();
+        if st.failed.contains(&src_world) {
+            fail_request(req, src, tag, proc_failed(src_world));
+            st.completed = true;
+            return;
+        }
         st.streams_in.insert(
             rid,
             StreamIn {
+                src_world,
                 buf,
                 total,
                 received: 0,
@@ -769,11 +826,10 @@ impl Core {
         if !st.streams_out.is_empty() {
             self.flush_streams(st);
         }
-        let mut head = self.head.load(Ordering::Relaxed);
-        while let Some((info, payload)) = self.seg.peek(self.me, head) {
-            self.handle_cell(st, &info, payload);
-            head = self.seg.pop_release(self.me, head);
-            self.head.store(head, Ordering::Relaxed);
+        self.drain_inbox(st);
+        let failures = self.seg.failures();
+        if failures != st.failures_seen {
+            self.learn_failures(st, failures);
         }
         if std::mem::take(&mut st.completed) {
             // Another thread of this process may be asleep waiting for what
@@ -784,6 +840,142 @@ impl Core {
             std::sync::atomic::fence(Ordering::SeqCst);
             self.seg.ring_if_sleeping(self.me);
         }
+    }
+
+    fn drain_inbox(&self, st: &mut State) {
+        let mut head = self.head.load(Ordering::Relaxed);
+        while let Some((info, payload)) = self.seg.peek(self.me, head) {
+            self.handle_cell(st, &info, payload);
+            head = self.seg.pop_release(self.me, head);
+            self.head.store(head, Ordering::Relaxed);
+        }
+    }
+
+    /// The launcher has marked more processes failed: find which, take in
+    /// everything they sent before they died, then fail what waits on them.
+    fn learn_failures(&self, st: &mut State, count: u64) {
+        st.failures_seen = count;
+        let newly: Vec<usize> = (0..self.nranks)
+            .filter(|&r| r != self.me && !st.failed.contains(&r) && self.seg.is_failed(r))
+            .collect();
+        if newly.is_empty() {
+            return;
+        }
+        // A mark is set after its process was reaped, so what it put into
+        // our inbox is visible now that we have seen the mark.
+        self.drain_inbox(st);
+        for &dead in &newly {
+            st.failed.push(dead);
+            let mut i = 0;
+            while i < st.posted.len() {
+                if st.posted[i].src_world == dead as i32 {
+                    let p = st.posted.remove(i).expect("index in range");
+                    fail_request(&p.req, p.src, p.tag, proc_failed(dead));
+                } else {
+                    i += 1;
+                }
+            }
+            let sends: Vec<u64> = st
+                .pending_sends
+                .iter()
+                .filter(|(_, p)| p.dest == dead)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in sends {
+                let p = st.pending_sends.remove(&id).expect("listed");
+                fail_request(&p.req, 0, 0, proc_failed(dead));
+            }
+            for out in std::mem::take(&mut st.outbox[dead]) {
+                st.outbox_len -= 1;
+                if let Some(r) = out.req {
+                    fail_request(&r, 0, 0, proc_failed(dead));
+                }
+            }
+            for s in std::mem::take(&mut st.streams_out) {
+                if s.dest == dead {
+                    fail_request(&s.req, 0, 0, proc_failed(dead));
+                } else {
+                    st.streams_out.push_back(s);
+                }
+            }
+            let ins: Vec<u64> = st
+                .streams_in
+                .iter()
+                .filter(|(_, s)| s.src_world == dead)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in ins {
+                let s = st.streams_in.remove(&id).expect("listed");
+                fail_request(&s.req, s.src, s.tag, proc_failed(dead));
+            }
+        }
+        st.completed = true;
+    }
+
+    /// The error a wait on `watch` ends with, if what it waits for can no
+    /// longer happen because of a failed process.
+    fn failure_for(&self, watch: &Watch<'_>) -> Option<Error> {
+        let st = self.lock();
+        if st.failed.is_empty() {
+            return None;
+        }
+        let failed = |slots: &[i32]| {
+            st.failed
+                .iter()
+                .copied()
+                .find(|&d| slots.contains(&(d as i32)))
+        };
+        match *watch {
+            Watch::Nothing => None,
+            Watch::Peer(p) => {
+                (p >= 0 && st.failed.contains(&(p as usize))).then(|| proc_failed(p as usize))
+            }
+            Watch::AnyOf { comm, slots } => {
+                let acked = st.acked.get(&comm);
+                st.failed
+                    .iter()
+                    .find(|&&d| {
+                        slots.contains(&(d as i32)) && !acked.is_some_and(|a| a.contains(&d))
+                    })
+                    .map(|&d| {
+                        Error::ProcFailedPending(format!(
+                            "process {d} of the job, a possible sender, has failed \
+                             (acknowledge it with Comm.Ack_failed to receive from the others)"
+                        ))
+                    })
+            }
+            Watch::AllOf(a, b) => failed(a).or_else(|| failed(b)).map(proc_failed),
+        }
+    }
+
+    /// The failed job ranks among `slots`, in the order they were learned.
+    pub(crate) fn failed_among(&self, slots: &[i32]) -> Vec<i32> {
+        let mut st = self.lock();
+        self.progress_locked(&mut st);
+        st.failed
+            .iter()
+            .map(|&d| d as i32)
+            .filter(|d| slots.contains(d))
+            .collect()
+    }
+
+    /// Acknowledges on communicator `comm` the first `n` failed processes
+    /// among `slots`; returns how many are acknowledged there in all.
+    pub(crate) fn ack_failed(&self, comm: u32, slots: &[i32], n: usize) -> usize {
+        let failed = self.failed_among(slots);
+        let mut st = self.lock();
+        let acked = st.acked.entry(comm).or_default();
+        for &d in failed.iter().take(n) {
+            if !acked.contains(&(d as usize)) {
+                acked.push(d as usize);
+            }
+        }
+        acked.len()
+    }
+
+    /// Forgets a freed communicator's acknowledgements (its id is reused).
+    pub(crate) fn forget_acks(&self, comm: u32) {
+        self.lock().acked.remove(&comm);
     }
 
     fn handle_cell(&self, st: &mut State, info: &CellInfo, payload: &[u8]) {
@@ -944,10 +1136,19 @@ impl Core {
     /// called again once it has returned true, so it may consume what it
     /// waited for (as a matched probe does).
     pub fn wait_until(&self, done: impl FnMut() -> bool) -> Result<()> {
-        self.wait_described(done, &|| Blocked {
-            call: "a blocking call".into(),
-            peer: -1,
-        })
+        self.wait_watching(done, Watch::Nothing)
+    }
+
+    /// `wait_until` that fails once a process it depends on has failed.
+    pub(crate) fn wait_watching(&self, done: impl FnMut() -> bool, watch: Watch<'_>) -> Result<()> {
+        self.wait_described(
+            done,
+            &|| Blocked {
+                call: "a blocking call".into(),
+                peer: -1,
+            },
+            watch,
+        )
     }
 
     /// `wait_until` for a call that can say what it waits for: after
@@ -958,6 +1159,7 @@ impl Core {
         &self,
         mut done: impl FnMut() -> bool,
         describe: &dyn Fn() -> Blocked,
+        watch: Watch<'_>,
     ) -> Result<()> {
         let mut spins = 0u32;
         let mut budget = self.spin_budget.load(Ordering::Relaxed);
@@ -1003,6 +1205,13 @@ impl Core {
                 spins += 1;
                 std::thread::yield_now();
                 continue;
+            }
+            // Before sleeping (a failure rings every doorbell, so a sleeper
+            // comes back here): has a process we wait for failed?
+            if self.seg.failures() != 0 && !matches!(watch, Watch::Nothing) {
+                if let Some(e) = self.failure_for(&watch) {
+                    break Err(e);
+                }
             }
             if budget > 0 {
                 self.spin_budget.store(budget / 2, Ordering::Relaxed);
@@ -1055,6 +1264,24 @@ impl Core {
             None => Ok(()),
         }
     }
+}
+
+/// The error of an operation that needs a process that has failed.
+fn proc_failed(job_rank: usize) -> Error {
+    Error::ProcFailed(format!("process {job_rank} of the job has failed"))
+}
+
+/// Completes a request with an error (its status carries the class).
+fn fail_request(req: &ReqState, src: i32, tag: i32, err: Error) {
+    req.complete(
+        Status {
+            source: src,
+            tag,
+            error: err.class(),
+            ..Status::default()
+        },
+        Some(err),
+    );
 }
 
 /// Does a message (m_*) match a receive's envelope?
@@ -1289,6 +1516,15 @@ impl Engine for NativeEngine {
         )
         .without_id();
         self.core.join(fd, &me)
+    }
+
+    fn set_failure_survivable(&self) -> Result<()> {
+        if self.core.pmi().is_none() {
+            // A singleton has no launcher to survive it.
+            return Ok(());
+        }
+        self.core.seg.set_survivable(self.core.me);
+        Ok(())
     }
 
     fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()> {

@@ -128,7 +128,7 @@ impl NativeComm {
         // Receives first, so that messages find them posted.
         for &(src, tag, buf) in recvs {
             if src != PROC_NULL {
-                parts.push(self.core.post_recv(context, src, tag, Target::Buf(buf)));
+                parts.push(self.post(context, src, tag, Target::Buf(buf)));
             }
         }
         for &(dst, tag, buf) in sends {
@@ -179,7 +179,7 @@ impl NativeComm {
         let posted: Vec<Option<Arc<ReqState>>> = recvs
             .iter()
             .map(|&(src, tag)| {
-                (src != PROC_NULL).then(|| self.core.post_recv(context, src, tag, Target::Owned))
+                (src != PROC_NULL).then(|| self.post(context, src, tag, Target::Owned))
             })
             .collect();
         let raw: Vec<(i32, i32, RawBuf)> = sends

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::{RawBuf, Request, Status};
 use crate::error::{Error, Result};
 
-use super::Core;
+use super::{Core, Watch};
 
 /// Written once by whoever completes the operation, read by its waiter.
 pub(crate) struct ReqState {
@@ -90,6 +90,10 @@ pub(crate) struct NativeRequest {
     /// Communicator id, and the job rank of the peer (-1 if any).
     pub(crate) comm_id: u32,
     pub(crate) peer_world: i32,
+    /// A receive from ANY_SOURCE: the possible senders' job ranks, so that
+    /// a wait fails (ERR_PROC_FAILED_PENDING, the request staying posted,
+    /// as ULFM has it) while one of them has failed unacknowledged.
+    pub(crate) any_of: Option<Arc<[i32]>>,
 }
 
 impl Request for NativeRequest {
@@ -105,17 +109,32 @@ impl Request for NativeRequest {
 
     fn wait(&self) -> Result<Status> {
         let st = &self.state;
-        self.core.wait_described(|| st.is_done(), &|| {
-            let comm = super::comm::comm_label(self.comm_id, "");
-            let (op, role, peer, tag, bytes) = match self.kind {
-                Kind::Send { dest, tag, bytes } => ("Wait(Isend", "dest", dest, tag, Some(bytes)),
-                Kind::Recv { source, tag, bytes } => ("Wait(Irecv", "source", source, tag, bytes),
-            };
-            let mut b =
-                super::comm::describe_call(&comm, op, role, peer, self.peer_world, tag, bytes);
-            b.call.push(')');
-            b
-        })?;
+        let watch = match &self.any_of {
+            Some(slots) => Watch::AnyOf {
+                comm: self.comm_id,
+                slots,
+            },
+            None => Watch::Peer(self.peer_world),
+        };
+        self.core.wait_described(
+            || st.is_done(),
+            &|| {
+                let comm = super::comm::comm_label(self.comm_id, "");
+                let (op, role, peer, tag, bytes) = match self.kind {
+                    Kind::Send { dest, tag, bytes } => {
+                        ("Wait(Isend", "dest", dest, tag, Some(bytes))
+                    }
+                    Kind::Recv { source, tag, bytes } => {
+                        ("Wait(Irecv", "source", source, tag, bytes)
+                    }
+                };
+                let mut b =
+                    super::comm::describe_call(&comm, op, role, peer, self.peer_world, tag, bytes);
+                b.call.push(')');
+                b
+            },
+            watch,
+        )?;
         st.take()
     }
 
