@@ -699,9 +699,12 @@ impl PyComm {
         let c = slf.borrow().c()?.clone();
         let c2 = c.clone();
         if c.is_inter() {
-            // Everyone of the other group has reached Disconnect too.
-            let peers: Vec<_> = (0..c.remote_world_ranks().len() as i32)
-                .map(|r| (r, RawBuf::EMPTY))
+            // Everyone of the other group has reached Disconnect too (but
+            // those known to have failed, who never will).
+            let failed = c.failed().unwrap_or_default();
+            let peers: Vec<_> = (c.remote_world_ranks().iter().enumerate())
+                .filter(|(_, w)| !failed.contains(w))
+                .map(|(r, _)| (r as i32, RawBuf::EMPTY))
                 .collect();
             blocking(py, move || c2.iexchange(&peers, &peers)?.wait())?;
         } else {

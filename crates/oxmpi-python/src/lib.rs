@@ -27,8 +27,11 @@ mod pickle;
 mod request;
 mod status;
 mod topo;
+mod ulfm;
 
 use pyo3::prelude::*;
+
+use crate::errors::IntoPy;
 
 /// Initialises the runtime (idempotent) and returns (COMM_WORLD, COMM_SELF).
 #[pyfunction]
@@ -86,6 +89,13 @@ fn tag_ub(py: Python<'_>) -> PyResult<i32> {
     Ok(engine::engine(py)?.tag_ub())
 }
 
+/// Asks that this process's death be reported to its peers as a process
+/// failure instead of ending the job (`oxmpi.futures` workers).
+#[pyfunction]
+fn set_failure_survivable(py: Python<'_>) -> PyResult<()> {
+    engine::engine(py)?.set_failure_survivable().py()
+}
+
 /// Runs the launcher (`mpiexec`, `mpirun`, `oxmpi`) with `args`; returns
 /// its exit status. The GIL is released for the whole job.
 #[pyfunction]
@@ -126,6 +136,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(library_version, m)?)?;
     m.add_function(wrap_pyfunction!(universe_size, m)?)?;
     m.add_function(wrap_pyfunction!(launch, m)?)?;
+    m.add_function(wrap_pyfunction!(set_failure_survivable, m)?)?;
     add_p2p(m)?;
     add_comm_chapter(m)?;
     m.add_function(wrap_pyfunction!(tag_ub, m)?)?;

@@ -525,11 +525,26 @@ pub fn recv_object<'py>(
     tag: i32,
 ) -> PyResult<(Bound<'py, PyAny>, Status)> {
     let req = comm.irecv_owned(source, tag).py()?;
+    let r = req.clone();
+    let wait = move || match r.wait() {
+        Ok(st) => Ok(st),
+        Err(e) => {
+            // A receive from any source whose wait failed (a peer failed)
+            // stays posted: withdraw it, so that no later message vanishes
+            // into it; if one matched meanwhile, that is the answer.
+            r.cancel()?;
+            let st = r.wait()?;
+            if st.cancelled || st.error != 0 {
+                Err(e)
+            } else {
+                Ok(st)
+            }
+        }
+    };
     let st = if req.is_complete() {
-        req.wait().py()?
+        wait().py()?
     } else {
-        let r = req.clone();
-        blocking(py, move || r.wait())?
+        blocking(py, wait)?
     };
     Ok((unpickle_owned(py, req.take_data(), &st)?, st))
 }
