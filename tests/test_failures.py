@@ -280,3 +280,83 @@ def test_foreign_launcher_is_refused(env, who):
     assert p.returncode != 0
     assert "ran as" not in p.stdout
     assert who in p.stderr and "copies of rank 0" in p.stderr
+
+
+# A process whose death is survivable (a spawned one, a pool worker) does not
+# end the job: the launcher marks it failed and its peers' calls that need it
+# raise MPI.Exception with ERR_PROC_FAILED (ERR_PROC_FAILED_PENDING for
+# receives from any source, until Comm.Ack_failed), MPI-5's fault-tolerance
+# semantics.
+SPAWNED_CHILD_DIES = """
+import os
+parent = MPI.Comm.Get_parent()
+
+def error_class(call):
+    try:
+        call()
+    except MPI.Exception as exc:
+        return exc.Get_error_class()
+    return MPI.SUCCESS
+
+if parent == MPI.COMM_NULL:
+    inter = MPI.COMM_SELF.Spawn(sys.executable, [__file__, sys.argv[1]], 3)
+    # What the child sent before it died still arrives, in order.
+    assert inter.recv(source=1, tag=1) == "first"
+    assert inter.recv(source=1, tag=2) == list(range(100))
+    # Then a receive from it fails once the launcher has reaped it.
+    assert error_class(lambda: inter.recv(source=1, tag=3)) == MPI.ERR_PROC_FAILED
+    req = inter.irecv(source=1, tag=3)
+    assert error_class(req.wait) == MPI.ERR_PROC_FAILED
+    assert error_class(lambda: inter.probe(source=1, tag=3)) == MPI.ERR_PROC_FAILED
+    assert error_class(lambda: inter.send("x", dest=1)) == MPI.ERR_PROC_FAILED
+    # A receive from any source fails until the failure is acknowledged.
+    assert error_class(lambda: inter.recv(source=MPI.ANY_SOURCE, tag=4)) == MPI.ERR_PROC_FAILED_PENDING
+    failed = inter.Get_failed()
+    assert MPI.Group.Translate_ranks(failed, None, inter.Get_remote_group()) == [1]
+    assert inter.Ack_failed() == 1
+    for child in (0, 2):
+        inter.send("go", dest=child)
+    replies = sorted(inter.recv(source=MPI.ANY_SOURCE, tag=4) for _ in range(2))
+    assert replies == [0, 2], replies
+    inter.Disconnect()
+    print("parent done", flush=True)
+else:
+    rank = MPI.COMM_WORLD.Get_rank()
+    if rank == 1:
+        parent.send("first", dest=0, tag=1)
+        parent.send(list(range(100)), dest=0, tag=2)
+        os._exit(5)
+    assert parent.recv(source=0) == "go"
+    parent.send(rank, dest=0, tag=4)
+    parent.Disconnect()
+    # The survivors' own world has lost a member: its collectives fail,
+    # and Shrink makes a communicator of those left.
+    world = MPI.COMM_WORLD
+    assert error_class(world.Barrier) == MPI.ERR_PROC_FAILED
+    shrunk = world.Shrink()
+    assert shrunk.Get_size() == 2 and shrunk.allreduce(rank) == 2
+    assert shrunk.Agree(0b110 if rank else 0b011) == 0b010
+    shrunk.Free()
+"""
+
+
+def test_spawned_process_death_is_a_process_failure(tmp_path):
+    p, token = launch(tmp_path, SPAWNED_CHILD_DIES, 1)
+    rc, out, err = finish(p, token, timeout=90)
+    assert rc == 0, out + err
+    assert "parent done" in out, out + err
+    assert "rank 2 exited with code 5; the job goes on" in err, err
+
+
+def test_world_rank_death_still_ends_the_job_by_default(tmp_path):
+    # Only processes that asked to survive (spawned ones, pool workers) do;
+    # a rank of the first world that dies ends the job as before.
+    body = """
+    import os
+    if comm.rank == 1:
+        os._exit(4)
+    comm.recv(source=1, tag=1)
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 3)
+    assert rc == 4, err
+    assert "the job goes on" not in err

@@ -110,3 +110,22 @@ def test_task_exception_reaches_client_and_job_ends():
         script.unlink()
     assert res.returncode != 0, describe(res)
     assert "ValueError: boom" in res.stderr, describe(res)
+
+
+WORKER_DEATH = HERE / "futures" / "worker_death.py"
+DEATH_CHECKS = ["first death", "two workers left", "all dead", "broken", "shutdown"]
+
+
+@pytest.mark.parametrize("mode", ["spawned", "singleton", "oxmpi.futures", "mpi4py.futures"])
+def test_dead_workers_fail_their_futures(mode):
+    if mode == "singleton":
+        res = subprocess.run([sys.executable, WORKER_DEATH], capture_output=True, text=True,
+                             timeout=120, env=compat_env())
+    elif mode == "spawned":
+        res = run_mpi([sys.executable, WORKER_DEATH], 1, timeout=120)
+    else:
+        res = run_mpi([sys.executable, "-m", mode, WORKER_DEATH], 4, timeout=120)
+    assert oks(res.stdout) == DEATH_CHECKS, describe(res)
+    # Workers of the first world are ranks of the job: their deaths are its
+    # exit status (the first one's); spawned workers' are not.
+    assert res.returncode == (3 if mode.endswith(".futures") else 0), describe(res)

@@ -14,6 +14,14 @@ A worker holds at most one command at a time, so the source of a reply says
 which job it answers.  Workers wait for commands in a blocking receive (the
 runtime parks them on a futex: idle workers use no CPU); the client's one
 receiver thread blocks in a matched probe only while some worker is busy.
+
+A worker that dies (a crash, ``os._exit``, a signal) does not end the job:
+workers ask the runtime to report their death as a process failure
+(spawned processes are so reported anyway).  The receiver's probe then
+fails with ERR_PROC_FAILED_PENDING; the client finds the dead workers with
+``Comm.Get_failed``, acknowledges them, fails the futures they held with
+``BrokenExecutor`` and goes on with the others.  With no worker left, the
+queued futures fail too.
 """
 
 import collections
@@ -190,8 +198,18 @@ def _apply_sync(data):
         sys.modules["__main__"].__dict__.update(data["globals"])
 
 
+def _survive_failure():
+    """Ask that this worker's death fail its futures, not end the job."""
+    try:
+        from .._oxmpi import set_failure_survivable
+        set_failure_survivable()
+    except (ImportError, NotImplementedError):
+        pass  # the system-MPI backend: the library's launcher decides
+
+
 def serve(comm, root):
     """Run commands from ``root`` until it says stop."""
+    _survive_failure()
     while True:
         try:
             message = comm.recv(source=root, tag=_TAG_CMD)
@@ -263,6 +281,8 @@ class Client:
         self.jobs = collections.deque()
         self.pinned = {rank: collections.deque() for rank in self.workers}
         self.busy = {}
+        # Ranks of workers that died (see the module doc).
+        self.dead = set()
         self.synced = False
         self.closing = False
         self.receiver = None
@@ -296,6 +316,20 @@ class Client:
             try:
                 job.request = self.comm.isend((job.kind, job.data), dest=rank, tag=_TAG_CMD)
                 job.data = None
+            except MPI.Exception as exc:
+                if not _is_failure(exc):
+                    raise
+                # The worker is known dead: the job never reached it, so it
+                # goes back to the queue for another worker.
+                with self.cond:
+                    del self.busy[rank]
+                    if job.kind == _TASK:
+                        self.jobs.appendleft(job)
+                    else:
+                        self.pinned[rank].appendleft(job)
+                self._workers_failed()
+                with self.cond:
+                    sends.extend(self._take_sends())
             except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable task
                 with self.cond:
                     del self.busy[rank]
@@ -312,6 +346,8 @@ class Client:
         with self.cond:
             if self.closing:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            if not self.workers:
+                raise BrokenExecutor("every worker of the pool has died")
             self.jobs.extend(jobs)
             sends = self._take_sends()
         self._send(sends)
@@ -348,7 +384,13 @@ class Client:
                     self.cond.wait()
                 if not self.busy:
                     return
-            message = self.comm.mprobe(source=MPI.ANY_SOURCE, tag=_TAG_REPLY, status=status)
+            try:
+                message = self.comm.mprobe(source=MPI.ANY_SOURCE, tag=_TAG_REPLY, status=status)
+            except MPI.Exception as exc:
+                if not _is_failure(exc):
+                    raise
+                self._workers_failed()
+                continue
             rank = status.Get_source()
             try:
                 ok, value = message.recv()
@@ -370,6 +412,39 @@ class Client:
             del job, value
             self._send(sends)
 
+    def _workers_failed(self):
+        """Some workers died: retire them and fail the jobs they held (and,
+        with no worker left, every queued job)."""
+        failed = self.comm.Get_failed()
+        peers = self.comm.Get_remote_group() if self.comm.Is_inter() else self.comm.Get_group()
+        ranks = MPI.Group.Translate_ranks(failed, None, peers)
+        self.comm.Ack_failed()
+        lost = []
+        with self.cond:
+            for rank in ranks:
+                if rank == MPI.UNDEFINED or rank not in self.pinned or rank in self.dead:
+                    continue
+                self.dead.add(rank)
+                self.workers.remove(rank)
+                if rank in self.free:
+                    self.free.remove(rank)
+                why = f"worker {rank} of the pool died"
+                job = self.busy.pop(rank, None)
+                if job is not None:
+                    lost.append((job, BrokenExecutor(f"{why} while it ran this task")))
+                lost.extend((job, BrokenExecutor(why)) for job in self.pinned[rank])
+                self.pinned[rank].clear()
+            if not self.workers:
+                lost.extend((job, BrokenExecutor("every worker of the pool has died"))
+                            for job in self.jobs if job.future is None or _start(job.future))
+                self.jobs.clear()
+            self.cond.notify_all()
+        for job, exc in lost:
+            try:
+                self._complete(job, False, exc)
+            except BaseException:  # noqa: BLE001 - a failing callback must not stop the client
+                traceback.print_exc()
+
     def close(self):
         """Run what is queued, then stop the workers and the receiver."""
         with self.cond:
@@ -377,10 +452,26 @@ class Client:
                 self.cond.wait()
             self.closing = True
             self.cond.notify_all()
-        requests = [self.comm.isend(None, dest=rank, tag=_TAG_CMD) for rank in self.workers]
-        MPI.Request.waitall(requests)
+        requests = []
+        for rank in list(self.workers):
+            try:
+                requests.append(self.comm.isend(None, dest=rank, tag=_TAG_CMD))
+            except MPI.Exception as exc:
+                if not _is_failure(exc):
+                    raise
+        for request in requests:
+            try:
+                request.wait()
+            except MPI.Exception as exc:
+                if not _is_failure(exc):
+                    raise
         if self.receiver is not None:
             self.receiver.join()
+
+
+def _is_failure(exc):
+    """Whether an MPI.Exception says that a process has failed."""
+    return exc.Get_error_class() in (MPI.ERR_PROC_FAILED, MPI.ERR_PROC_FAILED_PENDING)
 
 
 class ClientPool:
@@ -519,7 +610,15 @@ class ClientPool:
                 self.held.append(job)
         future.add_done_callback(self._finished)
         if not held:
-            self.client.push([job])
+            try:
+                self.client.push([job])
+            except BrokenExecutor as exc:
+                with self.cond:
+                    self.broken = str(exc)
+                    self.unfinished.discard(future)
+                    self.cond.notify_all()
+                self._executor._broken = self.broken
+                raise
 
     def _finished(self, future):
         with self.cond:
