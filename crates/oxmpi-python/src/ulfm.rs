@@ -1,15 +1,21 @@
 //! Process fault tolerance (MPI-5's ULFM interface, as mpi4py exposes it):
 //! the failed processes of a communicator, acknowledging them, agreement
-//! and shrinking. Failures are the engine's to detect (`Communicator::failed`);
-//! agreement and shrink are composed here from collectives over the
-//! surviving processes. Revoke is not available: it needs every member to
-//! interrupt its pending operations on the communicator.
+//! and shrinking. Failures and agreements are the engine's
+//! (`Communicator::failed`, `iagree`); shrink is composed here from
+//! `Create_group` over the surviving processes. Revoke is not available: it
+//! needs every member to interrupt its pending operations on the
+//! communicator.
+
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 
+use oxmpi::backend::{RawBuf, Request, RequestRef, Status};
 use oxmpi::group::Group;
+
+use crate::buffer::BufView;
+use crate::request::{Payload, PyRequest};
 
 use crate::comm::PyComm;
 use crate::engine::blocking;
@@ -20,35 +26,23 @@ fn mpi_attr<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     py.import("oxmpi.MPI")?.getattr(name)
 }
 
-/// A request that is complete already, for the nonblocking forms that run
-/// at once (a send to PROC_NULL completes when it starts).
-fn completed_request<'py>(slf: &Bound<'py, PyComm>) -> PyResult<Bound<'py, PyAny>> {
-    let py = slf.py();
-    let empty = PyList::new(
-        py,
-        [
-            py.None(),
-            0i32.into_pyobject(py)?.into_any().unbind(),
-            mpi_attr(py, "BYTE")?.unbind(),
-        ],
-    )?;
-    slf.call_method1("Isend", (empty, mpi_attr(py, "PROC_NULL")?))
-}
-
 /// The bitwise AND of `flag` over every process of the communicator (both
-/// groups of an intercommunicator).
+/// groups of an intercommunicator), on the engine's agreement (independent
+/// of the communicator's collectives).
 fn agree(slf: &Bound<'_, PyComm>, flag: i32) -> PyResult<i32> {
     let py = slf.py();
-    let band = mpi_attr(py, "BAND")?;
-    let reduce = |v: i32| -> PyResult<i32> { slf.call_method1("allreduce", (v, &band))?.extract() };
-    let first = reduce(flag)?;
-    if !slf.borrow().c()?.is_inter() {
-        return Ok(first);
+    let c = slf.borrow().c()?.clone();
+    let mut cell = Box::new(flag.to_le_bytes());
+    let raw = RawBuf::from_mut(&mut cell[..]);
+    match blocking(py, move || c.iagree(raw)?.wait()) {
+        Ok(_) => Ok(i32::from_le_bytes(*cell)),
+        Err(e) => {
+            // An interrupted wait leaves the agreement running: it may
+            // still write its result, so the cell must outlive us.
+            Box::leak(cell);
+            Err(e)
+        }
     }
-    // On an intercommunicator each group receives the other's AND; a
-    // second round hands each group its own.
-    let own = reduce(first)?;
-    Ok(first & own)
 }
 
 #[pymethods]
@@ -94,38 +88,18 @@ impl PyComm {
         agree(slf, flag)
     }
 
-    /// MPI_Comm_iagree on a one-int buffer. Intracommunicators run it as a
-    /// nonblocking reduction; an intercommunicator's runs before returning.
-    fn Iagree<'py>(
-        slf: &Bound<'py, Self>,
-        flag: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let view = py
-            .import("builtins")?
-            .getattr("memoryview")?
-            .call1((flag,))?;
-        let itemsize: usize = view.getattr("itemsize")?.extract()?;
-        let nbytes: usize = view.getattr("nbytes")?.extract()?;
-        let readonly: bool = view.getattr("readonly")?.extract()?;
-        if itemsize != 4 || nbytes != 4 || readonly {
+    /// MPI_Comm_iagree on a one-int buffer, which receives the result.
+    fn Iagree(&self, flag: &Bound<'_, PyAny>) -> PyResult<PyRequest> {
+        let view = BufView::get(flag, true, true)?;
+        let int = matches!(view.format(), "i" | "=i" | "<i" | "@i")
+            || (view.format() == "l" && view.itemsize() == 4);
+        if view.len() != 4 || view.itemsize() != 4 || !int {
             return Err(PyValueError::new_err(
                 "flag: expecting int buffer of length one",
             ));
         }
-        if !slf.borrow().c()?.is_inter() {
-            let msg = PyList::new(py, [flag.clone(), mpi_attr(py, "INT")?])?;
-            return slf.call_method1(
-                "Iallreduce",
-                (mpi_attr(py, "IN_PLACE")?, msg, mpi_attr(py, "BAND")?),
-            );
-        }
-        let ints = view
-            .call_method1("cast", ("B",))?
-            .call_method1("cast", ("i",))?;
-        let value: i32 = ints.get_item(0)?.extract()?;
-        ints.set_item(0, agree(slf, value)?)?;
-        completed_request(slf)
+        let req = self.c()?.iagree(view.raw()).py()?;
+        Ok(PyRequest::new(req, Payload::Keep(Box::new(view))))
     }
 
     /// MPI_Comm_shrink: a communicator of the processes that have not
@@ -149,9 +123,32 @@ impl PyComm {
         slf.call_method1("Create_group", (survivors,))
     }
 
-    /// MPI_Comm_ishrink; runs before returning.
-    fn Ishrink<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    /// MPI_Comm_ishrink; the new communicator is made before it returns
+    /// (the request is complete).
+    fn Ishrink<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, PyRequest)> {
         let comm = Self::Shrink(slf)?;
-        Ok((comm, completed_request(slf)?))
+        let done: RequestRef = Arc::new(Completed);
+        Ok((comm, PyRequest::new(done, Payload::None)))
+    }
+}
+
+/// The request of an operation that completed when it started.
+struct Completed;
+
+impl Request for Completed {
+    fn test(&self) -> oxmpi::Result<Option<Status>> {
+        Ok(Some(Status::default()))
+    }
+    fn wait(&self) -> oxmpi::Result<Status> {
+        Ok(Status::default())
+    }
+    fn is_complete(&self) -> bool {
+        true
+    }
+    fn cancel(&self) -> oxmpi::Result<()> {
+        Ok(())
+    }
+    fn get_status(&self) -> Option<Status> {
+        Some(Status::default())
     }
 }

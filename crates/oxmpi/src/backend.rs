@@ -362,6 +362,19 @@ pub trait Communicator: Send + Sync {
         ))
     }
 
+    /// MPI_Comm_iagree: starts the bitwise AND of the 4-byte integer at
+    /// `flag` over every process of the communicator (both groups of an
+    /// intercommunicator); the result replaces it when the request
+    /// completes. Independent of the communicator's collectives (it may be
+    /// started in another order relative to them). `flag` stays valid
+    /// until then.
+    fn iagree(&self, flag: RawBuf) -> Result<RequestRef> {
+        let _ = flag;
+        Err(Error::NotImplemented(
+            "MPI_Comm_iagree is not available on this backend".into(),
+        ))
+    }
+
     // ----------------------------------------------- topologies (ch. 8)
 
     /// The virtual topology, if any.

@@ -175,6 +175,11 @@ pub struct CellInfo {
     pub total_len: u64,
     pub aux0: u64,
     pub aux1: u64,
+    /// 0 when the sender maps this segment as its own; else where the
+    /// sender's segment can be opened (`crate::native` "foreign
+    /// segments": its pid and a descriptor number it keeps open), so that
+    /// `src_world` (a slot of *that* segment) can be told apart.
+    pub origin: u64,
 }
 
 #[repr(C)]
@@ -189,7 +194,7 @@ struct CellHead {
     total_len: u64,
     aux0: u64,
     aux1: u64,
-    _pad: u64,
+    origin: u64,
 }
 const _: () = assert!(std::mem::size_of::<CellHead>() == CELL_HEADER);
 
@@ -651,6 +656,7 @@ impl Segment {
             (*h).total_len = info.total_len;
             (*h).aux0 = info.aux0;
             (*h).aux1 = info.aux1;
+            (*h).origin = info.origin;
         }
         // Release publishes the cell; pairs with the consumer's Acquire in
         // `peek`.
@@ -686,6 +692,7 @@ impl Segment {
                 total_len: h.total_len,
                 aux0: h.aux0,
                 aux1: h.aux1,
+                origin: h.origin,
             };
             let len = (h.cell_len as usize).min(self.layout.cell_payload());
             let payload = std::slice::from_raw_parts(p.add(CELL_HEADER), len);
@@ -946,6 +953,7 @@ mod tests {
             total_len: 4,
             aux0: 0,
             aux1: 0,
+            origin: 0,
         }
     }
 

@@ -133,3 +133,15 @@ pub fn hostname() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Whether process `pid` exists (kill(pid, 0)); a process we may not signal
+/// exists too.
+pub fn process_alive(pid: u32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}

@@ -156,7 +156,13 @@ impl NativeComm {
     /// channel (its collectives move nothing between processes) and keeps
     /// the channels for others.
     pub(super) fn with_agreed_channel(self) -> Result<Self> {
-        if self.members.len() < 2 {
+        // Members of other launches share no collective channel with us
+        // (`foreign.rs`); every member sees some and skips alike.
+        let foreign = self
+            .members
+            .iter()
+            .any(|&m| m as usize >= super::foreign::FOREIGN_STRIDE);
+        if self.members.len() < 2 || foreign {
             return Ok(self);
         }
         let channel = self.agree_on_channel(true)?;
@@ -375,6 +381,7 @@ impl NativeComm {
             return Blocked {
                 call: format!("a collective on {name} ({op} step, {role}={who})"),
                 peer: -1,
+                external: false,
             };
         }
         describe_call(&name, op, role, peer, self.peer_job_rank(peer), tag, bytes)
@@ -829,6 +836,10 @@ impl Communicator for NativeComm {
         Ok(self.core.ack_failed(self.id, &self.all_job_ranks(), n))
     }
 
+    fn iagree(&self, flag: RawBuf) -> Result<RequestRef> {
+        self.iagree_comm(flag)
+    }
+
     fn create(&self, group: &[i32]) -> Result<Option<CommRef>> {
         self.create_comm(group)
     }
@@ -961,6 +972,7 @@ pub(crate) fn describe_call(
     Blocked {
         call: format!("{op}(comm={comm}, {role}={who}, tag={tag}{size})"),
         peer: peer_world,
+        external: false,
     }
 }
 

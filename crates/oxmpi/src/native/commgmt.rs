@@ -16,6 +16,7 @@ use crate::topo::Topology;
 
 use super::comm::{ctx, NativeComm};
 use super::ctxid::Proposal;
+use super::foreign;
 
 /// Tag of the messages of communicator management on a collective context.
 pub(super) const TAG_MGMT: i32 = 0x4f58_4d47;
@@ -375,12 +376,23 @@ impl NativeComm {
             rreq.take_data()
                 .ok_or_else(|| Error::Intern("leader exchange lost its message".into()))
         };
+        // Members travel as (origin, slot): the groups may belong to two
+        // launches, which number their processes apart (`foreign.rs`).
+        let core = &self.core;
         let theirs = if leader {
-            Some(swap(&encode_i32s(&self.members))?)
+            Some(swap(&foreign::encode_ranks(
+                &core.foreign,
+                &core.own,
+                &self.members,
+            )?)?)
         } else {
             None
         };
-        let remote = decode_i32s(&self.bcast_from(theirs, local_leader, TAG_MGMT)?)?;
+        let remote = foreign::decode_ranks(
+            &core.foreign,
+            &core.own,
+            &self.bcast_from(theirs, local_leader, TAG_MGMT)?,
+        )?;
         if remote.is_empty() || remote.iter().any(|r| self.members.contains(r)) {
             return Err(Error::Arg(format!(
                 "the groups of an intercommunicator must be disjoint and not empty \
@@ -499,7 +511,7 @@ impl NativeComm {
         if self.freed.load(Ordering::Acquire) {
             return Err(Error::Comm("communicator already freed".into()));
         }
-        self.core.forget_acks(self.id);
+        self.core.forget_comm(self.id);
         self.release_id();
         Ok(())
     }

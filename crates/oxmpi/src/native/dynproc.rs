@@ -3,11 +3,17 @@
 //!
 //! Every process of a universe (the launched job and whatever it spawns)
 //! shares the launcher's segment, so groups created apart can talk
-//! directly: they find each other through the *universe communicator*
-//! (every slot, rank = slot), which serves as the peer communicator of an
-//! ordinary `MPI_Intercomm_create` between the two groups' leaders. The
-//! launcher starts processes, hands out slots and unique tags, and keeps
-//! the name service; it takes no part in the messages.
+//! directly: spawned groups find each other through the *universe
+//! communicator* (every slot, rank = slot), which serves as the peer
+//! communicator of an ordinary `MPI_Intercomm_create` between the two
+//! groups' leaders. Ports and `Join` connect two leaders that may belong
+//! to two launches (`foreign.rs`): a port names where its process's
+//! segment can be opened, the connecting leader announces itself (as an
+//! (origin, slot) pair), and a two-process *bridge* communicator on the
+//! universe context serves as the peer communicator. The launcher starts
+//! processes, hands out slots and unique tags, and keeps the launch's name
+//! service (names are also published machine-wide, per user, for other
+//! launches); it takes no part in the messages.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -20,9 +26,11 @@ use crate::error::{class, Error, Result};
 
 use super::comm::NativeComm;
 use super::commgmt::{decode_i32s, encode_i32s, TAG_MGMT};
-use super::{Core, UNIVERSE_ID};
+use super::{foreign, Core, Target, UNIVERSE_ID};
+use crate::backend::{RawBuf, SendMode, ANY_SOURCE};
 
-/// `oxmpi-port:UNIVERSE:SLOT:TAG`: a port opened by the process in SLOT.
+/// `oxmpi-port:UNIVERSE:ORIGIN:SLOT:TAG`: a port opened by the process in
+/// SLOT of the segment that ORIGIN (hex) opens.
 const PORT_PREFIX: &str = "oxmpi-port:";
 /// Tag of the leaders' exchange after `MPI_Comm_join` (the launcher's tags
 /// are odd numbers below this).
@@ -31,6 +39,7 @@ const JOIN_TAG: i32 = 1 << 29;
 /// A port name, parsed.
 struct Port {
     universe: String,
+    origin: u64,
     slot: i32,
     tag: i32,
 }
@@ -42,12 +51,17 @@ impl Port {
             message: format!("{name:?} is not a port name opened by MPI.Open_port"),
         };
         let rest = name.trim().strip_prefix(PORT_PREFIX).ok_or_else(bad)?;
-        let mut it = rest.rsplitn(3, ':');
+        let mut it = rest.rsplitn(4, ':');
         let tag = it.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
         let slot = it.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let origin = it
+            .next()
+            .and_then(|t| u64::from_str_radix(t, 16).ok())
+            .ok_or_else(bad)?;
         let universe = it.next().ok_or_else(bad)?.to_owned();
         Ok(Port {
             universe,
+            origin,
             slot,
             tag,
         })
@@ -264,43 +278,92 @@ impl NativeComm {
     }
 
     pub(super) fn accept_comm(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
-        let (tag, remote) = self.root_decides(root, || {
+        let mut bridge = None;
+        let (tag, _) = self.root_decides(root, || {
             let port = Port::parse(port.unwrap_or(""))?;
-            if port.slot != self.core.me as i32 || port.universe != self.core.universe_name()? {
+            if port.slot != self.core.me as i32 || port.origin != self.core.own.origin {
                 return Err(Error::Mpi {
                     class: class::ERR_PORT,
                     message: "MPI_Comm_accept must be called by the process that opened the port"
                         .into(),
                 });
             }
-            // The connecting leader announces itself on the port's tag.
-            let universe = self.core.universe_comm();
-            let st = universe.recv(
-                crate::backend::RawBuf::EMPTY,
-                crate::backend::ANY_SOURCE,
-                port.tag,
+            // The connecting leader announces itself on the port's tag;
+            // this wait is for the outside world, never a deadlock.
+            let ctx = super::comm::ctx(UNIVERSE_ID, 0);
+            let req = self
+                .core
+                .post_recv(ctx, ANY_SOURCE, -1, port.tag, Target::Owned);
+            self.core.wait_described(
+                || req.is_done(),
+                &|| super::Blocked {
+                    call: format!("Accept(port tag {})", port.tag),
+                    peer: -1,
+                    external: true,
+                },
+                super::Watch::Nothing,
             )?;
-            Ok((port.tag + 1, vec![st.source]))
+            req.take()?;
+            let them = foreign::decode_ranks(
+                &self.core.foreign,
+                &self.core.own,
+                &req.take_data().unwrap_or_default(),
+            )?;
+            let &[them] = them.as_slice() else {
+                return Err(Error::Intern("malformed connection request".into()));
+            };
+            bridge = Some(self.core.bridge_comm(them, false));
+            Ok((port.tag + 1, vec![1]))
         })?;
-        self.connect_groups(root, remote[0], tag)
+        let peer = bridge.as_ref().map(|b| b as &dyn Communicator);
+        self.create_intercomm_comm(root, peer, 1, tag)
     }
 
     pub(super) fn connect_comm(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
-        let (tag, remote) = self.root_decides(root, || {
+        let mut bridge = None;
+        let (tag, _) = self.root_decides(root, || {
             let port = Port::parse(port.unwrap_or(""))?;
-            if port.universe != self.core.universe_name()? {
+            if port.origin == 0 && port.universe != self.core.universe_name()? {
                 return Err(Error::Mpi {
                     class: class::ERR_PORT,
-                    message: "the port belongs to another oxmpi universe; oxmpi connects \
-                              processes started by one launcher (a job and what it spawned)"
+                    message: "the port belongs to a job started by another MPI's launcher, \
+                              which oxmpi cannot reach"
                         .into(),
                 });
             }
-            let universe = self.core.universe_comm();
-            universe.send(&[], port.slot, port.tag, crate::backend::SendMode::Standard)?;
-            Ok((port.tag + 1, vec![port.slot]))
+            let base = self.core.foreign.base_of(&self.core.own, port.origin)?;
+            let acceptor = base + port.slot as usize;
+            let b = self.core.bridge_comm(acceptor as i32, true);
+            let me =
+                foreign::encode_ranks(&self.core.foreign, &self.core.own, &[self.core.me as i32])?;
+            b.send(&[RawBuf::from_slice(&me)], 0, port.tag, SendMode::Standard)?;
+            bridge = Some(b);
+            Ok((port.tag + 1, vec![0]))
         })?;
-        self.connect_groups(root, remote[0], tag)
+        let peer = bridge.as_ref().map(|b| b as &dyn Communicator);
+        self.create_intercomm_comm(root, peer, 0, tag)
+    }
+}
+
+impl Core {
+    /// The two-process communicator on the universe context between us and
+    /// job rank `other`: the acceptor (or the lower end of a join) is rank
+    /// 0.
+    fn bridge_comm(self: &Arc<Core>, other: i32, we_are_second: bool) -> NativeComm {
+        let me = self.me as i32;
+        let members = if we_are_second {
+            vec![other, me]
+        } else {
+            vec![me, other]
+        };
+        NativeComm::new(
+            self.clone(),
+            UNIVERSE_ID,
+            we_are_second as i32,
+            members,
+            "oxmpi bridge",
+        )
+        .without_id()
     }
 }
 
@@ -309,23 +372,38 @@ impl Core {
     pub(super) fn open_port(&self) -> Result<String> {
         let (universe, tag) = self.ensure_pmi()?.open_port()?;
         let universe = universe.split("-s").next().unwrap_or("").to_owned();
-        Ok(format!("{PORT_PREFIX}{universe}:{}:{tag}", self.me))
+        Ok(format!(
+            "{PORT_PREFIX}{universe}:{:x}:{}:{tag}",
+            self.own.origin, self.me
+        ))
     }
 
     pub(super) fn close_port(&self, port: &str) -> Result<()> {
         Port::parse(port).map(|_| ())
     }
 
+    /// Publishes in the launch's name service and, for other launches of
+    /// this user, in the machine-wide directory (`machine_names`).
     pub(super) fn publish_name(&self, service: &str, port: Option<&str>) -> Result<()> {
-        self.ensure_pmi()?.publish(service, port)
+        self.ensure_pmi()?.publish(service, port)?;
+        match port {
+            Some(p) => machine_names::publish(service, p),
+            None => machine_names::unpublish(service),
+        }
+        Ok(())
     }
 
+    /// The launch's name service first, then names other launches published.
     pub(super) fn lookup_name(&self, service: &str) -> Result<String> {
-        self.ensure_pmi()?.lookup(service)
+        match self.ensure_pmi()?.lookup(service) {
+            Ok(port) => Ok(port),
+            Err(e) => machine_names::lookup(service).ok_or(e),
+        }
     }
 
-    /// MPI_Comm_join: the two processes swap their slots over the socket,
-    /// then connect as two groups of one.
+    /// MPI_Comm_join: the two processes swap where they are (origin and
+    /// slot) over the socket, then connect as two groups of one over a
+    /// bridge communicator; they may belong to two launches.
     pub(super) fn join(self: &Arc<Core>, fd: i32, self_comm: &NativeComm) -> Result<CommRef> {
         if fd < 0 {
             return Err(Error::Arg(format!("invalid socket descriptor {fd}")));
@@ -337,23 +415,17 @@ impl Core {
             .try_clone_to_owned()
             .map_err(|e| Error::os("MPI_Comm_join: dup(fd)", e))?;
         let mut sock = std::fs::File::from(dup);
-        let line = format!("oxmpi-join {universe} {}\n", self.me);
+        let mine = (self.own.origin, self.me as u32);
+        let line = format!("oxmpi-join {universe} {:x} {}\n", mine.0, mine.1);
         sock.write_all(line.as_bytes())
             .map_err(|e| Error::os("MPI_Comm_join: write", e))?;
         let theirs = read_line(&sock).map_err(|e| Error::os("MPI_Comm_join: read", e))?;
-        let mut it = theirs.split_whitespace();
-        let (magic, their_universe, their_slot) = (it.next(), it.next(), it.next());
-        let their_slot: i32 = match (magic, their_universe, their_slot) {
-            (Some("oxmpi-join"), Some(u), Some(s)) if u == universe => s
-                .parse()
-                .map_err(|_| Error::Intern("malformed join handshake".into()))?,
-            (Some("oxmpi-join"), Some(_), Some(_)) => {
-                return Err(Error::NotImplemented(
-                    "MPI_Comm_join between processes of two oxmpi universes (separate \
-                     launches) is not supported"
-                        .into(),
-                ))
-            }
+        let words: Vec<&str> = theirs.split_whitespace().collect();
+        let (their_universe, origin, slot) = match words.as_slice() {
+            ["oxmpi-join", u, o, s] => match (u64::from_str_radix(o, 16), s.parse::<u32>()) {
+                (Ok(o), Ok(s)) => (*u, o, s),
+                _ => return Err(Error::Intern("malformed join handshake".into())),
+            },
             _ => {
                 return Err(Error::Mpi {
                     class: class::ERR_OTHER,
@@ -361,7 +433,16 @@ impl Core {
                 })
             }
         };
-        self_comm.connect_groups(0, their_slot, JOIN_TAG)
+        if (origin == 0 || mine.0 == 0) && their_universe != universe {
+            return Err(Error::NotImplemented(
+                "MPI_Comm_join with a job started by another MPI's launcher".into(),
+            ));
+        }
+        let other = self.foreign.base_of(&self.own, origin)? + slot as usize;
+        // Both ends order the two (origin, slot) pairs alike.
+        let second = mine > (origin, slot);
+        let bridge = self.bridge_comm(other as i32, second);
+        self_comm.create_intercomm_comm(0, Some(&bridge), 1 - second as i32, JOIN_TAG)
     }
 }
 
@@ -374,4 +455,57 @@ fn read_line(mut r: impl std::io::Read) -> std::io::Result<String> {
         bytes.push(b[0]);
     }
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Names published for other launches of the same user on this machine: a
+/// file per service in a private directory (mode 0700) under the temporary
+/// directory, holding the port. A name whose port's process is gone is
+/// stale and removed when looked up. Best effort: the launch's own name
+/// service (the launcher's) is the authority within a launch.
+mod machine_names {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::path::PathBuf;
+
+    fn dir() -> Option<PathBuf> {
+        let uid = rustix::process::getuid().as_raw();
+        let d = std::env::temp_dir().join(format!("oxmpi-names-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&d);
+        let md = std::fs::symlink_metadata(&d).ok()?;
+        // Only a real directory of ours, private to us.
+        use std::os::unix::fs::MetadataExt;
+        (md.is_dir() && md.uid() == uid && md.permissions().mode() & 0o077 == 0).then_some(d)
+    }
+
+    fn file(service: &str) -> Option<PathBuf> {
+        let hex: String = service.bytes().map(|b| format!("{b:02x}")).collect();
+        dir().map(|d| d.join(hex))
+    }
+
+    pub(super) fn publish(service: &str, port: &str) {
+        if let Some(f) = file(service) {
+            let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, port).is_ok() {
+                let _ = std::fs::rename(&tmp, &f);
+            }
+        }
+    }
+
+    pub(super) fn unpublish(service: &str) {
+        if let Some(f) = file(service) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    pub(super) fn lookup(service: &str) -> Option<String> {
+        let f = file(service)?;
+        let port = std::fs::read_to_string(&f).ok()?;
+        let alive = super::Port::parse(&port)
+            .map(|p| p.origin >> 32)
+            .is_ok_and(|pid| pid != 0 && crate::sys::process_alive(pid as u32));
+        if !alive {
+            let _ = std::fs::remove_file(&f);
+            return None;
+        }
+        Some(port)
+    }
 }

@@ -7,11 +7,13 @@
 //! drains the process's inbox, matches, copies, and answers rendezvous
 //! requests, then sleeps on its doorbell (see `shm.rs`).
 
+mod agree;
 mod coll;
 pub(crate) mod comm;
 mod commgmt;
 mod ctxid;
 mod dynproc;
+mod foreign;
 mod nbr;
 mod request;
 
@@ -46,6 +48,9 @@ pub(crate) struct Blocked {
     pub call: String,
     /// The job rank it waits on; -1 for any rank or a collective.
     pub peer: i32,
+    /// Waiting for something outside the job (a connection to a port):
+    /// not a deadlock however long it takes.
+    pub external: bool,
 }
 
 /// Which processes a blocked call depends on, so that it fails instead of
@@ -184,6 +189,8 @@ struct State {
     unexpected: VecDeque<Unexpected>,
     /// Per destination job rank; FIFO keeps the non-overtaking order.
     outbox: Vec<VecDeque<Outgoing>>,
+    /// The same for processes of other launches (`foreign.rs`).
+    outbox_foreign: HashMap<usize, VecDeque<Outgoing>>,
     outbox_len: usize,
     pending_sends: HashMap<u64, PendingSend>,
     streams_out: VecDeque<StreamOut>,
@@ -196,11 +203,39 @@ struct State {
     failed: Vec<usize>,
     /// Per communicator id: the failed job ranks it has acknowledged.
     acked: HashMap<u32, Vec<usize>>,
+    /// Per communicator id: agreements started (`agree.rs`).
+    agreements: HashMap<u32, u32>,
+}
+
+impl State {
+    #[inline]
+    fn queue_is_empty(&self, dest: usize) -> bool {
+        match self.outbox.get(dest) {
+            Some(q) => q.is_empty(),
+            None => self
+                .outbox_foreign
+                .get(&dest)
+                .is_none_or(VecDeque::is_empty),
+        }
+    }
+
+    fn queue_mut(&mut self, dest: usize) -> &mut VecDeque<Outgoing> {
+        if dest < self.outbox.len() {
+            &mut self.outbox[dest]
+        } else {
+            self.outbox_foreign.entry(dest).or_default()
+        }
+    }
 }
 
 /// The per-process native runtime.
 pub struct Core {
     seg: Segment,
+    _seg_fd: Option<std::os::fd::OwnedFd>,
+    /// Where other launches can open our segment (`foreign.rs`).
+    own: foreign::Own,
+    /// Segments of other launches we talk to.
+    foreign: foreign::Foreign,
     me: usize,
     /// Slots in the segment (the universe's capacity).
     nranks: usize,
@@ -247,6 +282,10 @@ fn env_flag(name: &str) -> Option<bool> {
 /// Where a process stands when it starts: its segment, slot and world.
 struct Start {
     seg: Segment,
+    /// Our descriptor of the segment, kept open so that processes of other
+    /// launches can map it (`foreign.rs`); None for a named segment.
+    seg_fd: Option<std::os::fd::OwnedFd>,
+    own: foreign::Own,
     me: usize,
     world: Vec<i32>,
     pmi: Option<Pmi>,
@@ -292,8 +331,11 @@ impl Start {
                 .map(|v| pm::ParentInfo::decode(&v))
                 .transpose()?;
             seg.set_pid(me, std::process::id());
+            let own = foreign::Own::of(Some(&fd));
             return Ok(Start {
                 seg,
+                seg_fd: Some(fd),
+                own,
                 me,
                 world,
                 pmi: Some(p),
@@ -309,6 +351,8 @@ impl Start {
             seg.set_pid(0, std::process::id());
             return Ok(Start {
                 seg,
+                seg_fd: None,
+                own: foreign::Own::of(Some(&fd)),
                 me: 0,
                 world: vec![0],
                 pmi: None,
@@ -343,6 +387,8 @@ impl Start {
         }
         Ok(Start {
             seg,
+            seg_fd: None,
+            own: foreign::Own::of(None),
             me,
             world: (0..nranks as i32).collect(),
             pmi: Some(p),
@@ -390,6 +436,9 @@ impl Core {
         }
         Ok(Arc::new(Core {
             seg: start.seg,
+            _seg_fd: start.seg_fd,
+            own: start.own,
+            foreign: foreign::Foreign::default(),
             me: start.me,
             nranks: nslots,
             world: start.world,
@@ -467,11 +516,10 @@ impl Core {
                 total_len: total as u64,
                 aux0: 0,
                 aux1: 0,
+                origin: 0,
             };
-            if st.outbox[dest_world].is_empty() {
-                if let Push::Done = self
-                    .seg
-                    .push(dest_world, &info, |cell| copy_parts(parts, cell))
+            if st.queue_is_empty(dest_world) {
+                if let Push::Done = self.push_to(dest_world, &info, |cell| copy_parts(parts, cell))
                 {
                     return Ok(None);
                 }
@@ -522,6 +570,7 @@ impl Core {
             total_len: total as u64,
             aux0: sreq,
             aux1: 0,
+            origin: 0,
         };
         self.send_cell(&mut st, dest_world, info, OutData::Owned(iov));
         Ok(Some(req))
@@ -567,8 +616,8 @@ impl Core {
     /// Sends a cell now if the peer's inbox has room and nothing is queued
     /// before it, else queues it.
     fn send_cell(&self, st: &mut State, dest: usize, info: CellInfo, data: OutData) {
-        if st.outbox[dest].is_empty() {
-            let pushed = self.seg.push(dest, &info, |cell| fill_out(&data, cell));
+        if st.queue_is_empty(dest) {
+            let pushed = self.push_to(dest, &info, |cell| fill_out(&data, cell));
             if let Push::Done = pushed {
                 return;
             }
@@ -584,8 +633,38 @@ impl Core {
         );
     }
 
+    /// Produces a cell into the inbox of job rank `dest`, in our segment or
+    /// in another launch's (`foreign.rs`).
+    #[inline]
+    fn push_to(&self, dest: usize, info: &CellInfo, fill: impl FnOnce(&mut [u8]) -> usize) -> Push {
+        if dest < foreign::FOREIGN_STRIDE {
+            return self.seg.push(dest, info, fill);
+        }
+        match self.foreign.locate(dest) {
+            Some((fs, slot)) => {
+                let info = CellInfo {
+                    origin: self.own.origin,
+                    ..*info
+                };
+                fs.seg.push(slot, &info, fill)
+            }
+            // Never mapped: nothing can be waiting for it.
+            None => Push::Done,
+        }
+    }
+
+    /// The pid of job rank `rank` (for cross-memory reads).
+    fn pid_of(&self, rank: usize) -> u32 {
+        if rank < foreign::FOREIGN_STRIDE {
+            return self.seg.pid(rank);
+        }
+        self.foreign
+            .locate(rank)
+            .map_or(0, |(fs, slot)| fs.seg.pid(slot))
+    }
+
     fn queue_out(&self, st: &mut State, dest: usize, out: Outgoing) {
-        st.outbox[dest].push_back(out);
+        st.queue_mut(dest).push_back(out);
         st.outbox_len += 1;
     }
 
@@ -674,7 +753,7 @@ impl Core {
             // SAFETY: `buf` is the posted receive buffer, valid until its
             // request completes; the sender keeps its iovecs valid until we
             // answer Done, which we do only after this read.
-            let res = unsafe { sys::read_remote(self.seg.pid(src_world), buf.as_mut_slice(), iov) }
+            let res = unsafe { sys::read_remote(self.pid_of(src_world), buf.as_mut_slice(), iov) }
                 .map(|_| ())
                 .or_else(|e| if n == 0 { Ok(()) } else { Err(e) });
             let res = match res {
@@ -751,6 +830,7 @@ impl Core {
             total_len: 0,
             aux0,
             aux1,
+            origin: 0,
         }
     }
 
@@ -827,9 +907,28 @@ impl Core {
             self.flush_streams(st);
         }
         self.drain_inbox(st);
-        let failures = self.seg.failures();
+        let mut failures = self.seg.failures();
+        if self.foreign.any() {
+            failures += self
+                .foreign
+                .all()
+                .iter()
+                .map(|(_, f)| f.seg.failures())
+                .sum::<u64>();
+        }
         if failures != st.failures_seen {
-            self.learn_failures(st, failures);
+            st.failures_seen = failures;
+            let mut newly: Vec<usize> = (0..self.nranks)
+                .filter(|&r| r != self.me && self.seg.is_failed(r))
+                .collect();
+            for (base, f) in self.foreign.all() {
+                newly.extend(
+                    (0..f.seg.layout().nranks)
+                        .filter(|&slot| f.seg.is_failed(slot))
+                        .map(|slot| base + slot),
+                );
+            }
+            self.learn_failures(st, newly);
         }
         if std::mem::take(&mut st.completed) {
             // Another thread of this process may be asleep waiting for what
@@ -844,7 +943,19 @@ impl Core {
 
     fn drain_inbox(&self, st: &mut State) {
         let mut head = self.head.load(Ordering::Relaxed);
-        while let Some((info, payload)) = self.seg.peek(self.me, head) {
+        while let Some((mut info, payload)) = self.seg.peek(self.me, head) {
+            if info.origin != 0 {
+                // From another launch: its slot, in our numbering.
+                match self.foreign.base_of(&self.own, info.origin) {
+                    Ok(base) => info.src_world += base as u32,
+                    Err(e) => {
+                        eprintln!("oxmpi: dropping a message from another job: {e}");
+                        head = self.seg.pop_release(self.me, head);
+                        self.head.store(head, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
             self.handle_cell(st, &info, payload);
             head = self.seg.pop_release(self.me, head);
             self.head.store(head, Ordering::Relaxed);
@@ -853,11 +964,8 @@ impl Core {
 
     /// The launcher has marked more processes failed: find which, take in
     /// everything they sent before they died, then fail what waits on them.
-    fn learn_failures(&self, st: &mut State, count: u64) {
-        st.failures_seen = count;
-        let newly: Vec<usize> = (0..self.nranks)
-            .filter(|&r| r != self.me && !st.failed.contains(&r) && self.seg.is_failed(r))
-            .collect();
+    fn learn_failures(&self, st: &mut State, mut newly: Vec<usize>) {
+        newly.retain(|r| !st.failed.contains(r));
         if newly.is_empty() {
             return;
         }
@@ -885,7 +993,7 @@ impl Core {
                 let p = st.pending_sends.remove(&id).expect("listed");
                 fail_request(&p.req, 0, 0, proc_failed(dead));
             }
-            for out in std::mem::take(&mut st.outbox[dead]) {
+            for out in std::mem::take(st.queue_mut(dead)) {
                 st.outbox_len -= 1;
                 if let Some(r) = out.req {
                     fail_request(&r, 0, 0, proc_failed(dead));
@@ -948,6 +1056,25 @@ impl Core {
         }
     }
 
+    /// Processes of other launches die without our launcher marking them
+    /// (theirs ends its job): a wait that talks to other jobs looks at the
+    /// pids of their processes now and then.
+    fn check_foreign_alive(&self) {
+        let mut dead = Vec::new();
+        for (base, f) in self.foreign.all() {
+            for slot in 0..f.seg.layout().nranks {
+                let pid = f.seg.pid(slot);
+                if pid != 0 && !sys::process_alive(pid) {
+                    dead.push(base + slot);
+                }
+            }
+        }
+        if !dead.is_empty() {
+            let mut st = self.lock();
+            self.learn_failures(&mut st, dead);
+        }
+    }
+
     /// The failed job ranks among `slots`, in the order they were learned.
     pub(crate) fn failed_among(&self, slots: &[i32]) -> Vec<i32> {
         let mut st = self.lock();
@@ -973,9 +1100,20 @@ impl Core {
         acked.len()
     }
 
-    /// Forgets a freed communicator's acknowledgements (its id is reused).
-    pub(crate) fn forget_acks(&self, comm: u32) {
-        self.lock().acked.remove(&comm);
+    /// Forgets a freed communicator's acknowledgements and agreement count
+    /// (its id is reused).
+    pub(crate) fn forget_comm(&self, comm: u32) {
+        let mut st = self.lock();
+        st.acked.remove(&comm);
+        st.agreements.remove(&comm);
+    }
+
+    /// The sequence number of communicator `comm`'s next agreement.
+    pub(crate) fn next_agreement(&self, comm: u32) -> u32 {
+        let mut st = self.lock();
+        let n = st.agreements.entry(comm).or_default();
+        *n = n.wrapping_add(1);
+        *n - 1
     }
 
     fn handle_cell(&self, st: &mut State, info: &CellInfo, payload: &[u8]) {
@@ -1076,15 +1214,14 @@ impl Core {
         if st.outbox_len == 0 {
             return;
         }
-        for dest in 0..self.nranks {
-            while let Some(out) = st.outbox[dest].front() {
-                let pushed = self
-                    .seg
-                    .push(dest, &out.info, |cell| fill_out(&out.data, cell));
+        let foreign: Vec<usize> = st.outbox_foreign.keys().copied().collect();
+        for dest in (0..self.nranks).chain(foreign) {
+            while let Some(out) = st.queue_mut(dest).front() {
+                let pushed = self.push_to(dest, &out.info, |cell| fill_out(&out.data, cell));
                 if let Push::Full = pushed {
                     break;
                 }
-                let out = st.outbox[dest].pop_front().expect("front exists");
+                let out = st.queue_mut(dest).pop_front().expect("front exists");
                 st.outbox_len -= 1;
                 if let Some(r) = out.req {
                     r.complete(Status::default(), None);
@@ -1111,9 +1248,10 @@ impl Core {
                     total_len: s.total,
                     aux0: s.rid,
                     aux1: s.offset,
+                    origin: 0,
                 };
                 let (parts, off) = (&s.parts, s.offset as usize);
-                let pushed = self.seg.push(s.dest, &info, |cell| {
+                let pushed = self.push_to(s.dest, &info, |cell| {
                     copy_parts_range(parts, off, &mut cell[..len as usize])
                 });
                 if let Push::Full = pushed {
@@ -1146,6 +1284,7 @@ impl Core {
             &|| Blocked {
                 call: "a blocking call".into(),
                 peer: -1,
+                external: false,
             },
             watch,
         )
@@ -1231,9 +1370,14 @@ impl Core {
                     .sleep(self.me, seen, if busy { BUSY_NAP } else { IDLE_NAP });
                 slept = true;
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                if !reported && since.elapsed() >= REPORT_BLOCKED_AFTER {
-                    self.report_state(Some(&describe()));
-                    reported = true;
+                // Waits that may depend on another job (or on a client yet
+                // to come, as Accept does) are not the launcher's to judge.
+                if !reported && since.elapsed() >= REPORT_BLOCKED_AFTER && !self.foreign.any() {
+                    let blocked = describe();
+                    if !blocked.external {
+                        self.report_state(Some(&blocked));
+                        reported = true;
+                    }
                 }
             }
             spins = 0;
@@ -1241,6 +1385,9 @@ impl Core {
                 last_check = Instant::now();
                 if let Err(e) = self.check_interrupt() {
                     break Err(e);
+                }
+                if self.foreign.any() {
+                    self.check_foreign_alive();
                 }
             }
         };
