@@ -129,3 +129,44 @@ def test_dead_workers_fail_their_futures(mode):
     # Workers of the first world are ranks of the job: their deaths are its
     # exit status (the first one's); spawned workers' are not.
     assert res.returncode == (3 if mode.endswith(".futures") else 0), describe(res)
+
+
+SERVICE_CLIENT = HERE / "futures" / "service_client.py"
+
+
+@pytest.mark.parametrize("form", ["name", "address"])
+def test_server_job_serves_a_client_job(form):
+    """mpi4py's service mode: ``mpiexec -n 3 python -m mpi4py.futures.server``
+    as a job of its own; a client in another launch connects by name (or
+    by host:port) with MPIPoolExecutor(service=...)."""
+    import socket
+    import time
+    import uuid
+
+    from mpirun import launcher
+
+    if form == "name":
+        service = f"oxmpi-test-{uuid.uuid4().hex[:8]}"
+        server_args, client_arg = ["--service", service], service
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server_args, client_arg = ["--bind", "127.0.0.1", "--port", str(port)], f"127.0.0.1:{port}"
+    server = subprocess.Popen([launcher(), "-n", "3", sys.executable, "-m", "mpi4py.futures.server",
+                               *server_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        for attempt in range(100):
+            time.sleep(0.1)
+            res = subprocess.run([sys.executable, SERVICE_CLIENT, client_arg], capture_output=True,
+                                 text=True, timeout=90, env=compat_env())
+            if res.returncode == 0 or "cannot connect" not in res.stderr + res.stdout:
+                break
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "workers 3" in res.stdout and "pids 3 comm size 3" in res.stdout, res.stdout
+        out, err = server.communicate(timeout=60)
+        assert server.returncode == 0, out + err
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 9)

@@ -785,14 +785,20 @@ class SpawnPool(ClientPool):
         finally:
             _live_spawn_pools.discard(self)
 
-    def _start(self):
+    def _connect(self):
+        """The intercommunicator to the workers; what went wrong, said."""
         options = self.options
+        return "cannot spawn workers", lambda: client_spawn(
+            options.get("python_exe"), options.get("python_args"),
+            options.get("max_workers"), options.get("mpi_info"))
+
+    def _start(self):
+        what, connect = self._connect()
         try:
-            intercomm = client_spawn(options.get("python_exe"), options.get("python_args"),
-                                     options.get("max_workers"), options.get("mpi_info"))
+            intercomm = connect()
             merged = intercomm.Merge(False)
         except BaseException as exc:  # noqa: BLE001 - reported through the futures
-            self._broken_by("cannot spawn workers", exc)
+            self._broken_by(what, exc)
             return False
         self._comms = (intercomm, merged)
         client = Client(merged, 0)
@@ -809,7 +815,154 @@ class SpawnPool(ClientPool):
         intercomm.Disconnect()
 
 
+class ServicePool(SpawnPool):
+    """The workers of a server job (``mpiexec -n N python -m
+    oxmpi.futures.server``, another launch), reached through its service
+    name or its (host, port) address: ``MPIPoolExecutor(service=...)``."""
+
+    def _connect(self):
+        options = self.options
+        return "cannot connect to the workers' service", lambda: client_connect(
+            options.get("service"), options.get("mpi_info"))
+
+
 _live_spawn_pools = set()
+
+
+# --- server jobs (``python -m oxmpi.futures.server`` started by hand)
+
+SERVICE = __spec__.parent.replace("oxmpi.", "mpi4py.", 1)
+SERVER_HOST = "localhost"
+SERVER_BIND = ""
+SERVER_PORT = 31415
+
+
+def get_service():
+    return os_environ_get("SERVICE", SERVICE)
+
+
+def get_server_host():
+    return os_environ_get("SERVER_HOST", SERVER_HOST)
+
+
+def get_server_bind():
+    return os_environ_get("SERVER_BIND", SERVER_BIND)
+
+
+def get_server_port():
+    return int(os_environ_get("SERVER_PORT", SERVER_PORT))
+
+
+def _info_of(mpi_info):
+    if not mpi_info:
+        return MPI.INFO_NULL
+    info = MPI.Info.Create()
+    info.update(mpi_info)
+    return info
+
+
+def client_lookup(address):
+    """The MPI port a server hands out at a TCP address (over Comm.Join)."""
+    import socket
+
+    host, port = address
+    sock = socket.create_connection((host or get_server_host(), int(port or get_server_port())))
+    try:
+        peer = MPI.Comm.Join(sock.fileno())
+    finally:
+        sock.close()
+    try:
+        return peer.recv(source=0)
+    finally:
+        peer.Disconnect()
+
+
+def server_publish(address, mpi_port):
+    """Hands ``mpi_port`` to the first client that connects to a TCP address."""
+    import socket
+
+    host, port = address
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host or get_server_bind(), int(port or get_server_port())))
+    listener.listen(0)
+    try:
+        sock = listener.accept()[0]
+    finally:
+        listener.close()
+    try:
+        peer = MPI.Comm.Join(sock.fileno())
+    finally:
+        sock.close()
+    peer.send(mpi_port, dest=0)
+    peer.Disconnect()
+
+
+def client_connect(service, mpi_info=None):
+    """The intercommunicator to a server job: ``service`` is its published
+    name (None: MPI4PY_FUTURES_SERVICE, else 'mpi4py.futures') or its
+    (host, port) address."""
+    info = _info_of(mpi_info)
+    try:
+        if isinstance(service, (list, tuple)):
+            port = client_lookup(service)
+        else:
+            port = MPI.Lookup_name(service or get_service(), info)
+        return MPI.COMM_SELF.Connect(port, info, root=0)
+    finally:
+        if info != MPI.INFO_NULL:
+            info.Free()
+
+
+def server_accept(service, mpi_info=None, comm=None, root=0):
+    """Waits for one client: publishes a port under ``service`` (a name, or
+    a (bind, port) address), accepts, and withdraws the name."""
+    comm = MPI.COMM_WORLD if comm is None else comm
+    port = None
+    info = MPI.INFO_NULL
+    if comm.Get_rank() == root:
+        info = _info_of(mpi_info)
+        port = MPI.Open_port(info)
+        if isinstance(service, (list, tuple)):
+            server_publish(service, port)
+            service = None
+        else:
+            service = service or get_service()
+            MPI.Publish_name(service, port, info)
+    intercomm = comm.Accept(port, info, root)
+    if port is not None:
+        if service is not None:
+            MPI.Unpublish_name(service, port, info)
+        MPI.Close_port(port)
+    if info != MPI.INFO_NULL:
+        info.Free()
+    return intercomm
+
+
+def server_main_service(argv=None):
+    """``python -m oxmpi.futures.server [--service NAME | --bind HOST --port
+    PORT] [--info k=v,...]``: the job serves the first client that connects,
+    then ends."""
+    from getopt import getopt
+
+    optlist, _ = getopt(sys.argv[1:] if argv is None else argv, "",
+                        ["bind=", "port=", "service=", "info="])
+    options = {opt[2:]: val for opt, val in optlist}
+    if "bind" in options or "port" in options:
+        service = (options.get("bind") or get_server_bind(),
+                   int(options.get("port") or get_server_port()))
+    else:
+        service = options.get("service") or get_service()
+    info = dict(kv.split("=", 1) for kv in options.get("info", "").split(",") if kv)
+    intercomm = server_accept(service, info)
+    merged = intercomm.Merge(True)
+    set_comm_server(MPI.COMM_WORLD)
+    try:
+        serve(merged, 0)
+    finally:
+        del_comm_server()
+        merged.Free()
+        intercomm.Disconnect()
 
 
 def _join_spawn_pools():
@@ -895,4 +1048,6 @@ def worker_pool(executor):
     any, else it would have to spawn them."""
     if _shared_pool is not None:
         return _shared_pool.pool_for(executor)
+    if "service" in executor._options:
+        return ServicePool(executor)
     return SpawnPool(executor)

@@ -1,9 +1,12 @@
-"""Entry point of spawned workers (``python -m oxmpi.futures.server``;
+"""Entry point of workers (``python -m oxmpi.futures.server``;
 ``mpi4py.futures.server`` through the compatibility package).
 
-MPIPoolExecutor spawns its workers with this module: each merges the
-intercommunicator to the client (the client is rank 0) and serves it until
-the executor shuts down."""
+Spawned by an MPIPoolExecutor, each worker merges the intercommunicator to
+the client (the client is rank 0) and serves it until the executor shuts
+down. Started by hand as a job of its own (``mpiexec -n N python -m
+oxmpi.futures.server [--service NAME | --bind HOST --port PORT]``), the job
+waits for one client, ``MPIPoolExecutor(service=NAME)`` or
+``service=(HOST, PORT)`` in another job, serves it, and ends."""
 
 
 def main():
@@ -13,10 +16,8 @@ def main():
 
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:
-        raise RuntimeError(
-            "oxmpi.futures.server serves the workers MPIPoolExecutor spawns; "
-            "it is not meant to be started by hand"
-        )
+        _core.server_main_service()
+        return
     merged = parent.Merge(True)
     _core.set_comm_server(MPI.COMM_WORLD)
     try:
