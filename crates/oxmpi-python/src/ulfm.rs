@@ -6,18 +6,16 @@
 //! needs every member to interrupt its pending operations on the
 //! communicator.
 
-use std::sync::Arc;
-
 use pyo3::exceptions::{PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
 
-use oxmpi::backend::{RawBuf, Request, RequestRef, Status};
+use oxmpi::backend::RawBuf;
 use oxmpi::group::Group;
 
 use crate::buffer::BufView;
 use crate::request::{Payload, PyRequest};
 
-use crate::comm::PyComm;
+use crate::comm::{done_request, PyComm};
 use crate::engine::blocking;
 use crate::errors::IntoPy;
 use crate::group::PyGroup;
@@ -125,30 +123,8 @@ impl PyComm {
 
     /// MPI_Comm_ishrink; the new communicator is made before it returns
     /// (the request is complete).
-    fn Ishrink<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, PyRequest)> {
+    fn Ishrink<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Py<PyRequest>)> {
         let comm = Self::Shrink(slf)?;
-        let done: RequestRef = Arc::new(Completed);
-        Ok((comm, PyRequest::new(done, Payload::None)))
-    }
-}
-
-/// The request of an operation that completed when it started.
-struct Completed;
-
-impl Request for Completed {
-    fn test(&self) -> oxmpi::Result<Option<Status>> {
-        Ok(Some(Status::default()))
-    }
-    fn wait(&self) -> oxmpi::Result<Status> {
-        Ok(Status::default())
-    }
-    fn is_complete(&self) -> bool {
-        true
-    }
-    fn cancel(&self) -> oxmpi::Result<()> {
-        Ok(())
-    }
-    fn get_status(&self) -> Option<Status> {
-        Some(Status::default())
+        Ok((comm, done_request(slf.py())?))
     }
 }

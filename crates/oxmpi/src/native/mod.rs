@@ -974,47 +974,32 @@ impl Core {
         self.drain_inbox(st);
         for &dead in &newly {
             st.failed.push(dead);
-            let mut i = 0;
-            while i < st.posted.len() {
-                if st.posted[i].src_world == dead as i32 {
-                    let p = st.posted.remove(i).expect("index in range");
-                    fail_request(&p.req, p.src, p.tag, proc_failed(dead));
-                } else {
-                    i += 1;
+            let fail = |req: &ReqState, src, tag| fail_request(req, src, tag, proc_failed(dead));
+            st.posted.retain(|p| {
+                let lost = p.src_world == dead as i32;
+                if lost {
+                    fail(&p.req, p.src, p.tag);
                 }
+                !lost
+            });
+            st.streams_out.retain(|s| {
+                let lost = s.dest == dead;
+                if lost {
+                    fail(&s.req, 0, 0);
+                }
+                !lost
+            });
+            for (_, p) in st.pending_sends.extract_if(|_, p| p.dest == dead) {
+                fail(&p.req, 0, 0);
             }
-            let sends: Vec<u64> = st
-                .pending_sends
-                .iter()
-                .filter(|(_, p)| p.dest == dead)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in sends {
-                let p = st.pending_sends.remove(&id).expect("listed");
-                fail_request(&p.req, 0, 0, proc_failed(dead));
+            for (_, s) in st.streams_in.extract_if(|_, s| s.src_world == dead) {
+                fail(&s.req, s.src, s.tag);
             }
             for out in std::mem::take(st.queue_mut(dead)) {
                 st.outbox_len -= 1;
                 if let Some(r) = out.req {
-                    fail_request(&r, 0, 0, proc_failed(dead));
+                    fail(&r, 0, 0);
                 }
-            }
-            for s in std::mem::take(&mut st.streams_out) {
-                if s.dest == dead {
-                    fail_request(&s.req, 0, 0, proc_failed(dead));
-                } else {
-                    st.streams_out.push_back(s);
-                }
-            }
-            let ins: Vec<u64> = st
-                .streams_in
-                .iter()
-                .filter(|(_, s)| s.src_world == dead)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in ins {
-                let s = st.streams_in.remove(&id).expect("listed");
-                fail_request(&s.req, s.src, s.tag, proc_failed(dead));
             }
         }
         st.completed = true;
