@@ -170,3 +170,9 @@ def test_server_job_serves_a_client_job(form):
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 9)
+
+
+def test_idle_workers_use_no_cpu():
+    res = run_mpi([sys.executable, HERE / "futures" / "idle_workers.py"], 1, timeout=120)
+    assert_ok(res)
+    assert "OK idle" in res.stdout, describe(res)
