@@ -52,17 +52,25 @@ pub(crate) struct Own {
     /// outside (a named segment under a foreign PMI launcher).
     pub(crate) origin: u64,
     pub(crate) ino: u64,
+    /// Slots of our own segment.
+    pub(crate) slots: usize,
 }
 
 impl Own {
-    pub(crate) fn of(fd: Option<&OwnedFd>) -> Own {
+    pub(crate) fn of(fd: Option<&OwnedFd>, seg: &Segment) -> Own {
+        let slots = seg.layout().nranks;
         let Some(fd) = fd else {
-            return Own { origin: 0, ino: 0 };
+            return Own {
+                origin: 0,
+                ino: 0,
+                slots,
+            };
         };
         let ino = rustix::fs::fstat(fd).map(|st| st.st_ino).unwrap_or(0);
         Own {
             origin: (u64::from(std::process::id()) << 32) | fd.as_raw_fd() as u32 as u64,
             ino,
+            slots,
         }
     }
 }
@@ -76,10 +84,13 @@ impl Foreign {
 
     /// The segment of foreign rank `rank` and the slot in it.
     pub(crate) fn locate(&self, rank: usize) -> Option<(Arc<ForeignSeg>, usize)> {
-        let k = rank / FOREIGN_STRIDE;
+        let (k, slot) = (rank / FOREIGN_STRIDE, rank % FOREIGN_STRIDE);
         let segs = self.segs.read().unwrap_or_else(|e| e.into_inner());
+        // A slot the segment does not have names nobody (a malformed rank
+        // list from another job): never index past its layout.
         segs.get(k.checked_sub(1)?)
-            .map(|s| (Arc::clone(s), rank % FOREIGN_STRIDE))
+            .filter(|s| slot < s.seg.layout().nranks)
+            .map(|s| (Arc::clone(s), slot))
     }
 
     /// Every mapped segment with its rank base.
@@ -173,10 +184,16 @@ pub(crate) fn decode_ranks(foreign: &Foreign, own: &Own, bytes: &[u8]) -> Result
         .map(|c| {
             let origin = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
             let slot = u32::from_le_bytes(c[8..].try_into().expect("4 bytes")) as usize;
-            if slot >= FOREIGN_STRIDE {
+            let base = foreign.base_of(own, origin)?;
+            let known = if base == 0 {
+                slot < own.slots
+            } else {
+                foreign.locate(base + slot).is_some()
+            };
+            if !known {
                 return Err(Error::Intern("malformed rank list".into()));
             }
-            Ok((foreign.base_of(own, origin)? + slot) as i32)
+            Ok((base + slot) as i32)
         })
         .collect()
 }

@@ -331,7 +331,7 @@ impl Start {
                 .map(|v| pm::ParentInfo::decode(&v))
                 .transpose()?;
             seg.set_pid(me, std::process::id());
-            let own = foreign::Own::of(Some(&fd));
+            let own = foreign::Own::of(Some(&fd), &seg);
             return Ok(Start {
                 seg,
                 seg_fd: Some(fd),
@@ -349,10 +349,11 @@ impl Start {
             // processes it may spawn (handed to a launcher then).
             let (seg, fd) = Segment::create_memfd(pm::layout_for(1 + pm::spare_slots()))?;
             seg.set_pid(0, std::process::id());
+            let own = foreign::Own::of(Some(&fd), &seg);
             return Ok(Start {
                 seg,
                 seg_fd: None,
-                own: foreign::Own::of(Some(&fd)),
+                own,
                 me: 0,
                 world: vec![0],
                 pmi: None,
@@ -385,10 +386,11 @@ impl Start {
         if me == 0 {
             Segment::unlink(&name);
         }
+        let own = foreign::Own::of(None, &seg);
         Ok(Start {
             seg,
             seg_fd: None,
-            own: foreign::Own::of(None),
+            own,
             me,
             world: (0..nranks as i32).collect(),
             pmi: Some(p),
@@ -946,7 +948,24 @@ impl Core {
         while let Some((mut info, payload)) = self.seg.peek(self.me, head) {
             if info.origin != 0 {
                 // From another launch: its slot, in our numbering.
-                match self.foreign.base_of(&self.own, info.origin) {
+                let slot = info.src_world as usize;
+                let base = self
+                    .foreign
+                    .base_of(&self.own, info.origin)
+                    .and_then(|base| {
+                        let known = if base == 0 {
+                            slot < self.nranks
+                        } else {
+                            self.foreign.locate(base + slot).is_some()
+                        };
+                        match known {
+                            true => Ok(base),
+                            false => Err(Error::Intern(format!(
+                                "a message names slot {slot} of a segment that has none"
+                            ))),
+                        }
+                    });
+                match base {
                     Ok(base) => info.src_world += base as u32,
                     Err(e) => {
                         eprintln!("oxmpi: dropping a message from another job: {e}");
