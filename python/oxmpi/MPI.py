@@ -26,6 +26,11 @@ from ._oxmpi import (
 )
 from ._oxmpi import Grequest, Message, Prequest, buffer
 
+# The types of BOTTOM, IN_PLACE and BUFFER_AUTOMATIC, as mpi4py names them.
+BottomType = type(_oxmpi.BOTTOM)
+InPlaceType = type(_oxmpi.IN_PLACE)
+BufferAutomaticType = type(_oxmpi.BUFFER_AUTOMATIC)
+
 # -- error classes (MPI-4.1 §9.4; numbered as MPICH numbers them) ---------
 globals().update(_oxmpi.error_classes)
 

@@ -29,19 +29,17 @@ use crate::request::{Payload, PyRequest};
 pub const BSEND_OVERHEAD: usize = 96;
 
 /// `MPI.BUFFER_AUTOMATIC`.
-#[pyclass(module = "oxmpi.MPI", name = "BufferAutomaticType", frozen)]
+#[pyclass(module = "oxmpi.MPI", name = "BufferAutomaticType", extends = crate::memory::Constant, frozen)]
 pub struct BufferAutomatic;
 
 #[pymethods]
 impl BufferAutomatic {
-    fn __repr__(&self) -> &'static str {
-        "BUFFER_AUTOMATIC"
-    }
-    fn __reduce__(&self) -> &'static str {
-        "BUFFER_AUTOMATIC"
-    }
-    fn __bool__(&self) -> bool {
-        false
+    #[new]
+    pub fn new() -> (Self, crate::memory::Constant) {
+        (
+            BufferAutomatic,
+            crate::memory::Constant::new("BUFFER_AUTOMATIC", -2),
+        )
     }
 }
 

@@ -32,13 +32,14 @@ use crate::handle;
 use crate::info::PyInfo;
 
 /// `MPI.IN_PLACE`.
-#[pyclass(module = "oxmpi.MPI", name = "InPlaceType", frozen)]
+#[pyclass(module = "oxmpi.MPI", name = "InPlaceType", extends = crate::memory::Constant, frozen)]
 pub struct InPlace;
 
 #[pymethods]
 impl InPlace {
-    fn __repr__(&self) -> &'static str {
-        "IN_PLACE"
+    #[new]
+    pub fn new() -> (Self, crate::memory::Constant) {
+        (InPlace, crate::memory::Constant::new("IN_PLACE", -1))
     }
 }
 

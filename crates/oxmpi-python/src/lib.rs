@@ -114,7 +114,8 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<status::PyStatus>()?;
     m.add_class::<request::PyRequest>()?;
     m.add_class::<pickle::ReceivedMessage>()?;
-    m.add("IN_PLACE", Py::new(py, comm::InPlace)?)?;
+    m.add_class::<comm::InPlace>()?;
+    m.add("IN_PLACE", Py::new(py, comm::InPlace::new())?)?;
     m.add("datatypes", datatype::predefined_dict(py)?)?;
     m.add("ops", op::predefined_dict(py)?)?;
     for (name, value) in [
@@ -165,8 +166,11 @@ fn add_p2p(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "MESSAGE_NO_PROC",
         Py::new(py, message::PyMessage::no_proc_constant())?,
     )?;
-    m.add("BOTTOM", Py::new(py, memory::Bottom)?)?;
-    m.add("BUFFER_AUTOMATIC", Py::new(py, bsend::BufferAutomatic)?)?;
+    m.add("BOTTOM", Py::new(py, memory::Bottom::new())?)?;
+    m.add(
+        "BUFFER_AUTOMATIC",
+        Py::new(py, bsend::BufferAutomatic::new())?,
+    )?;
     m.add("BSEND_OVERHEAD", bsend::BSEND_OVERHEAD)?;
     m.add("F_STATUS_SIZE", status::STATUS_INTS)?;
     m.add_function(wrap_pyfunction!(memory::alloc_mem, m)?)?;

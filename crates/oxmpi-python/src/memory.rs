@@ -69,39 +69,55 @@ impl Allocation {
     }
 }
 
-/// `MPI.BOTTOM`: the address zero, the base of absolute-address datatypes.
-#[pyclass(module = "oxmpi.MPI", name = "BottomType", frozen)]
-pub struct Bottom;
+/// What `MPI.BOTTOM`, `MPI.IN_PLACE` and `MPI.BUFFER_AUTOMATIC` share (as
+/// mpi4py's constants do): each is an address (0, -1 and -2, MPICH's
+/// values), equal to and hashing like that integer, exporting an empty
+/// buffer at it, and pickled by name. Each has a type of its own (a
+/// subclass), which is how the binding recognises it.
+#[pyclass(module = "oxmpi.MPI", name = "_Constant", subclass, frozen)]
+pub struct Constant {
+    name: &'static str,
+    address: isize,
+}
+
+impl Constant {
+    pub fn new(name: &'static str, address: isize) -> Constant {
+        Constant { name, address }
+    }
+}
 
 #[pymethods]
-impl Bottom {
+impl Constant {
     fn __bool__(&self) -> bool {
-        false
+        self.address != 0
     }
-    fn __int__(&self) -> usize {
-        0
+    fn __int__(&self) -> isize {
+        self.address
     }
-    fn __index__(&self) -> usize {
-        0
+    fn __index__(&self) -> isize {
+        self.address
     }
-    fn __hash__(&self) -> usize {
-        0
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        // Exactly the integer's hash (CPython's hash(-1) is -2).
+        self.address.into_pyobject(py)?.hash()
     }
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    fn __eq__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = other.py();
-        if other.is_instance_of::<Bottom>() {
-            return Ok(true.into_pyobject(py)?.to_owned().into_any().unbind());
-        }
-        match other.extract::<i64>() {
-            Ok(v) => Ok((v == 0).into_pyobject(py)?.to_owned().into_any().unbind()),
-            Err(_) => Ok(py.NotImplemented()),
-        }
+        let me = slf.get();
+        let equal = if let Ok(c) = other.cast::<Constant>() {
+            c.get().address == me.address
+        } else if let Ok(v) = other.extract::<isize>() {
+            v == me.address
+        } else {
+            return Ok(py.NotImplemented());
+        };
+        Ok(equal.into_pyobject(py)?.to_owned().into_any().unbind())
     }
     fn __repr__(&self) -> &'static str {
-        "BOTTOM"
+        self.name
     }
     fn __reduce__(&self) -> &'static str {
-        "BOTTOM"
+        self.name
     }
     /// # Safety
     /// Called by Python with a valid `view` to fill.
@@ -110,12 +126,14 @@ impl Bottom {
         view: *mut ffi::Py_buffer,
         flags: std::os::raw::c_int,
     ) -> PyResult<()> {
-        // SAFETY: an empty buffer at address zero, as mpi4py exports it.
+        // SAFETY: an empty buffer at the constant's address (never
+        // dereferenced: its length is zero), owned by no object, as
+        // mpi4py exports it.
         let rc = unsafe {
             ffi::PyBuffer_FillInfo(
                 view,
                 std::ptr::null_mut(),
-                std::ptr::null_mut(),
+                slf.get().address as *mut std::ffi::c_void,
                 0,
                 0,
                 flags,
@@ -127,6 +145,18 @@ impl Bottom {
         Ok(())
     }
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+}
+
+/// `MPI.BOTTOM`: the address zero, the base of absolute-address datatypes.
+#[pyclass(module = "oxmpi.MPI", name = "BottomType", extends = Constant, frozen)]
+pub struct Bottom;
+
+#[pymethods]
+impl Bottom {
+    #[new]
+    pub fn new() -> (Self, Constant) {
+        (Bottom, Constant::new("BOTTOM", 0))
+    }
 }
 
 /// `MPI.buffer`: a view of raw memory, usable wherever a buffer is.
@@ -514,9 +544,13 @@ pub fn free_mem(mem: &Bound<'_, PyMemBuffer>) -> PyResult<()> {
 /// BOTTOM).
 #[pyfunction]
 #[pyo3(name = "Get_address")]
-pub fn get_address(location: &Bound<'_, PyAny>) -> PyResult<usize> {
+pub fn get_address(location: &Bound<'_, PyAny>) -> PyResult<isize> {
+    if let Ok(c) = location.cast::<Constant>() {
+        return Ok(c.get().address);
+    }
     if buffer::is_bottom(location) {
         return Ok(0);
     }
-    Ok(BufView::get(location, false, false)?.ptr() as usize)
+    // MPI_Aint is signed; user-space addresses fit.
+    Ok(BufView::get(location, false, false)?.ptr() as isize)
 }
