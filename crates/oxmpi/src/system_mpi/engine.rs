@@ -379,6 +379,12 @@ impl<A: Abi> Engine for SystemEngine<A> {
         self.core.tag_ub()
     }
 
+    fn finalize_waits_for_peers(&self) -> bool {
+        // MPICH's MPI_Finalize ends with a PMI barrier, Open MPI's with a
+        // PMIx fence.
+        true
+    }
+
     fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()> {
         self.core.wait_until(done)
     }
