@@ -35,15 +35,16 @@ PROGRAM_TIMEOUT = float(os.environ.get("OXMPI_TEST_TIMEOUT", "60"))
 PEERS = Path(os.environ.get("OXMPI_PEERS", "/tmp/oxmpi-peers"))
 BIN = Path(sys.executable).parent
 
+# MPICH's UCX netmod puts the UCX worker address in each port name, and
+# with UCX's shared-memory transports that outgrows MPICH's
+# MPI_MAX_PORT_NAME (256): MPI_Open_port (and so MPI_Comm_join, which opens
+# one) fails with "no space for port_name tag". UCX's TCP alone keeps it at
+# about 220 characters on a machine with one network device.
+MPICH_PORTS = {"UCX_TLS": "tcp,self"}
 # What a program needs from a library's configuration, per library.
 PROGRAM_ENV = {
-    # MPICH's UCX netmod puts the UCX worker address in each port name, and
-    # with UCX's shared-memory transports that outgrows MPICH's
-    # MPI_MAX_PORT_NAME (256): MPI_Open_port (and so MPI_Comm_join, which
-    # opens one) fails with "no space for port_name tag". UCX's TCP alone
-    # keeps it at about 220 characters on a machine with one network device.
-    ("test_dynproc.py", "mpich"): {"UCX_TLS": "tcp,self"},
-    ("test_dynproc.py", "mpi-abi"): {"UCX_TLS": "tcp,self"},
+    ("test_dynproc.py", "mpich"): MPICH_PORTS,
+    ("test_dynproc.py", "mpi-abi"): MPICH_PORTS,
 }
 
 # (name, peer environment, pip package, library to load; None: oxmpi finds it)
@@ -229,11 +230,17 @@ def test_messages_past_int_max(launch, library):
 
 
 # mpi4py's own test files through oxmpi's compatibility package, for what
-# the backend runs on the library itself: nonblocking collectives,
-# intercommunicators and their collectives, topologies and neighbourhood
-# collectives, Comm.Create. The mpi4py sources are those of docs/conformance.md.
+# the backend runs on the library itself: point-to-point, collectives
+# (blocking, nonblocking, on intercommunicators), topologies and
+# neighbourhood collectives, Comm.Create, ports and Join, Spawn. The mpi4py
+# sources are those of docs/conformance.md.
 MPI4PY_TESTS = Path(os.environ.get("OXMPI_MPI4PY_TESTS", "/tmp/mpi4py-src/mpi4py-4.1.2/test"))
 MPI4PY_FILES = [
+    "test_p2p_buf",
+    "test_p2p_obj",
+    "test_cco_buf",
+    "test_cco_obj",
+    "test_dynproc",
     "test_cco_nb_buf",
     "test_cco_nb_vec",
     "test_cco_ngh_buf",
@@ -245,9 +252,12 @@ MPI4PY_FILES = [
 ]
 
 
-@pytest.mark.parametrize("n", [2, 3])
+# (test_spawn takes 50 s per job under Open MPI: one world size.)
+MPI4PY_RUNS = [(name, n) for name in MPI4PY_FILES for n in (2, 3)] + [("test_spawn", 2)]
+
+
 @pytest.mark.parametrize("library", sorted(LIBRARIES))
-@pytest.mark.parametrize("name", MPI4PY_FILES)
+@pytest.mark.parametrize("name, n", MPI4PY_RUNS)
 def test_mpi4py_file(launch, name, library, n):
     main = MPI4PY_TESTS / "main.py"
     if not (MPI4PY_TESTS / f"{name}.py").exists():
@@ -256,8 +266,9 @@ def test_mpi4py_file(launch, name, library, n):
 
     compat = Path(oxmpi.__file__).resolve().parent / "_compat"
     path = os.pathsep.join([str(compat), str(Path(oxmpi.__file__).resolve().parent.parent)])
+    ports = MPICH_PORTS if library != "openmpi" and name in ("test_dynproc", "test_spawn") else {}
     res = launch(library, n, sys.executable, main, "-i", name,
-                 extra_env={"PYTHONPATH": path})
+                 extra_env={"PYTHONPATH": path, **ports})
     # Each rank's unittest summary; the ranks' stderr lines may interleave.
     ran = re.findall(r"Ran \d+ tests?", res.stderr)
     assert res.returncode == 0, f"{name} under {library} at -n {n} failed\n{_describe(res)}"
