@@ -548,6 +548,16 @@ from ._oxmpi import (  # noqa: E402
 
 
 def _finalize_at_exit():
+    # A script that ends on an uncaught exception (the interpreter printed
+    # it and set sys.last_value; not sys.exit, not an interactive session)
+    # aborts the job where finalising waits for every process (a system MPI
+    # library's MPI_Finalize): the peers may be waiting for this process,
+    # and it would wait for them in MPI_Finalize forever. (mpi4py's
+    # `python -m mpi4py` aborts the same way.) oxmpi's own launcher ends
+    # the job when a rank exits with an error.
+    ended_on_error = getattr(_sys, "last_value", None) is not None and not hasattr(_sys, "ps1")
+    if ended_on_error and not Is_finalized() and _oxmpi.finalize_waits_for_peers():
+        COMM_WORLD.Abort(1)
     try:
         Finalize()
     except _builtins.Exception:  # pragma: no cover - nothing useful to do at exit

@@ -37,6 +37,10 @@ pub fn is_finalized() -> bool {
     FINALIZED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+pub fn finalize_waits_for_peers() -> bool {
+    ENGINE.get().is_some_and(|e| e.finalize_waits_for_peers())
+}
+
 pub fn finalize(py: Python<'_>) -> PyResult<()> {
     if let Some(e) = ENGINE.get() {
         if !FINALIZED.swap(true, std::sync::atomic::Ordering::SeqCst) {

@@ -48,6 +48,12 @@ fn finalize(py: Python<'_>) -> PyResult<()> {
     engine::finalize(py)
 }
 
+/// Would Finalize wait for the other processes (see `MPI._finalize_at_exit`)?
+#[pyfunction]
+fn finalize_waits_for_peers() -> bool {
+    engine::finalize_waits_for_peers()
+}
+
 #[pyfunction]
 fn is_initialized() -> bool {
     engine::is_initialized()
@@ -131,6 +137,7 @@ fn _oxmpi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finalize, m)?)?;
     m.add_function(wrap_pyfunction!(is_initialized, m)?)?;
     m.add_function(wrap_pyfunction!(is_finalized, m)?)?;
+    m.add_function(wrap_pyfunction!(finalize_waits_for_peers, m)?)?;
     m.add_function(wrap_pyfunction!(wtime, m)?)?;
     m.add_function(wrap_pyfunction!(wtick, m)?)?;
     m.add_function(wrap_pyfunction!(processor_name, m)?)?;

@@ -487,6 +487,12 @@ pub trait Engine: Send + Sync {
     fn tag_ub(&self) -> i32 {
         TAG_UB
     }
+    /// Does `finalize` wait for every other process (a system library's
+    /// MPI_Finalize does)? Then a process that ends on an error must abort
+    /// the job instead, or it and the peers waiting for it wait forever.
+    fn finalize_waits_for_peers(&self) -> bool {
+        false
+    }
 }
 
 /// One process's blocks in a vector collective: block `i` is `counts[i]`

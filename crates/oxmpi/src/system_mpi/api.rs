@@ -181,5 +181,24 @@ mpi_api! {
                               *mut A::H);
         MPI_Iscan_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, A::H, *mut A::H);
         MPI_Iexscan_c(*const c_void, *mut c_void, MpiCount, A::H, A::H, A::H, *mut A::H);
+
+        // Process creation and management (dynproc.rs); a library built
+        // without them still runs everything else.
+        MPI_Comm_spawn_multiple(c_int, *const *mut c_char, *const *mut *mut c_char,
+                                *const c_int, *const A::H, c_int, A::H, *mut A::H,
+                                *mut c_int);
+        MPI_Comm_get_parent(*mut A::H);
+        MPI_Comm_disconnect(*mut A::H);
+        MPI_Open_port(A::H, *mut c_char);
+        MPI_Close_port(*const c_char);
+        MPI_Comm_accept(*const c_char, A::H, c_int, A::H, *mut A::H);
+        MPI_Comm_connect(*const c_char, A::H, c_int, A::H, *mut A::H);
+        MPI_Publish_name(*const c_char, A::H, *const c_char);
+        MPI_Unpublish_name(*const c_char, A::H, *const c_char);
+        MPI_Lookup_name(*const c_char, A::H, *mut c_char);
+        MPI_Comm_join(c_int, *mut A::H);
+        MPI_Info_create(*mut A::H);
+        MPI_Info_set(A::H, *const c_char, *const c_char);
+        MPI_Info_free(*mut A::H);
     }
 }

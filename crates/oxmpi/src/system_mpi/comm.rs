@@ -5,11 +5,12 @@
 //! user's message.
 
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::backend::{
-    Collective, Combine, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode, Status,
-    ANY_SOURCE, ANY_TAG, PROC_NULL, UNDEFINED,
+    Collective, Combine, CommRef, Communicator, Message, RawBuf, RequestRef, SendMode,
+    SpawnCommand, Status, ANY_SOURCE, ANY_TAG, PROC_NULL, UNDEFINED,
 };
 use crate::coll::{self, Transport};
 use crate::datatype::Datatype;
@@ -55,11 +56,16 @@ pub(crate) struct CommHandles<A: Abi> {
     /// (made from `h` without reordering: same ranks), on which neighbour
     /// collectives run.
     pub(super) topo: OnceLock<(Arc<Topology>, A::H)>,
+    /// Reaches processes of another MPI_COMM_WORLD (spawned, connected,
+    /// joined): Free disconnects it at once (see `disconnect`).
+    dynamic: bool,
+    /// Disconnected: nothing is left to free.
+    released: AtomicBool,
 }
 
 impl<A: Abi> Drop for CommHandles<A> {
     fn drop(&mut self) {
-        if self.core.is_finalized() {
+        if self.core.is_finalized() || self.released.load(Ordering::Acquire) {
             return;
         }
         // SAFETY: communicators only this object owns; operations pending
@@ -73,6 +79,40 @@ impl<A: Abi> Drop for CommHandles<A> {
                 (self.core.api.MPI_Comm_free)(&mut self.h);
             }
         }
+    }
+}
+
+impl<A: Abi> CommHandles<A> {
+    /// MPI_Comm_disconnect of every library communicator this one made.
+    /// Processes still connected when they finalise wait for each other in
+    /// MPI_Finalize (Open MPI's does, in ompi_dpm_dyn_finalize), so a
+    /// communicator reaching another world is disconnected when Python
+    /// frees it (Free or Disconnect, both collective), not whenever its
+    /// last holder lets go.
+    fn disconnect(&self) -> Result<()> {
+        if !self.dynamic || self.core.is_finalized() || self.released.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let api = &self.core.api;
+        let disconnect = api
+            .MPI_Comm_disconnect
+            .ok_or_else(|| not_implemented("MPI_Comm_disconnect (the MPI library lacks it)"))?;
+        let (mut h, mut shadow) = (self.h, self.shadow);
+        // SAFETY: communicators only this object owns, released above so
+        // that Drop leaves them alone; every member calls this in the same
+        // order (shadow, topology, `h`).
+        unsafe {
+            self.core
+                .check(disconnect(&mut shadow), "MPI_Comm_disconnect")?;
+            if let Some((_, t)) = self.topo.get() {
+                let mut t = *t;
+                self.core.check(disconnect(&mut t), "MPI_Comm_disconnect")?;
+            }
+            if self.owned {
+                self.core.check(disconnect(&mut h), "MPI_Comm_disconnect")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -114,6 +154,10 @@ impl<A: Abi> SystemComm<A> {
         } else {
             Vec::new()
         };
+        // Only intercommunicators: Open MPI 5.0's MPI_Comm_disconnect of an
+        // intracommunicator spanning two worlds (Intercomm_merge of a
+        // spawned one) never returns; freeing one leaves nothing connected.
+        let dynamic = remote_world_ranks.contains(&UNDEFINED);
         Ok(SystemComm {
             handles: Arc::new(CommHandles {
                 core: core.clone(),
@@ -121,6 +165,8 @@ impl<A: Abi> SystemComm<A> {
                 shadow,
                 owned,
                 topo: OnceLock::new(),
+                dynamic,
+                released: AtomicBool::new(false),
             }),
             core,
             h,
@@ -366,6 +412,12 @@ fn world_ranks_of<A: Abi>(core: &Core<A>, h: A::H, remote: bool) -> Result<Vec<i
         (api.MPI_Group_free)(&mut g);
         (api.MPI_Group_free)(&mut wg);
         core.check(rc, "MPI_Group_translate_ranks")?;
+    }
+    // Processes of another MPI_COMM_WORLD (spawned, connected) have none.
+    for r in &mut out {
+        if *r == A::UNDEFINED {
+            *r = UNDEFINED;
+        }
     }
     Ok(out)
 }
@@ -1117,8 +1169,9 @@ impl<A: Abi> Communicator for SystemComm<A> {
     fn free(&self) -> Result<()> {
         // The library communicators are freed (MPI_Comm_free) when the last
         // holder lets go: this object, or a receive still queued on it,
-        // which MPI lets complete after a free.
-        Ok(())
+        // which MPI lets complete after a free. One that reaches another
+        // MPI_COMM_WORLD is disconnected now.
+        self.handles.disconnect()
     }
 
     fn is_inter(&self) -> bool {
@@ -1235,6 +1288,18 @@ impl<A: Abi> Communicator for SystemComm<A> {
         // SAFETY: the communicator made above, used by no one else.
         unsafe { (self.core.api.MPI_Comm_free)(&mut lc) };
         made
+    }
+
+    fn spawn(&self, root: i32, commands: Option<&[SpawnCommand]>) -> Result<CommRef> {
+        self.spawn_procs(root, commands)
+    }
+
+    fn accept(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        self.port_connection(port, root, true)
+    }
+
+    fn connect(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        self.port_connection(port, root, false)
     }
 
     fn merge(&self, high: bool) -> Result<CommRef> {

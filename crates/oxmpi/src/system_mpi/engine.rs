@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use super::abi::{Abi, Handles, MpiCount, RawStatus};
 use super::api::Api;
 use super::comm::SystemComm;
+use super::dynproc::{self, DynProc};
 use super::library::Loaded;
 use super::request::RecvQueue;
 
@@ -240,6 +241,9 @@ pub(crate) struct SystemEngine<A: Abi> {
     /// Why this backend and library were chosen (for Get_library_version).
     reason: String,
     thread_level_note: &'static str,
+    /// MPI_Comm_get_parent's intercommunicator, if spawned.
+    parent: Option<CommRef>,
+    dynproc: DynProc,
 }
 
 /// Starts the system-MPI backend on `lib`, whose ABI is `A`.
@@ -318,7 +322,10 @@ pub(crate) fn init<A: Abi>(
     if multiple {
         core.recvq.start_driver(core.clone());
     }
+    let parent = dynproc::parent(&core)?;
     Ok(Arc::new(SystemEngine {
+        parent,
+        dynproc: DynProc::new(),
         world: Arc::new(world),
         self_comm: Arc::new(self_comm),
         reason: reason.to_owned(),
@@ -377,6 +384,36 @@ impl<A: Abi> Engine for SystemEngine<A> {
 
     fn tag_ub(&self) -> i32 {
         self.core.tag_ub()
+    }
+
+    fn parent(&self) -> Option<CommRef> {
+        self.parent.clone()
+    }
+
+    fn open_port(&self) -> Result<String> {
+        self.dynproc.open_port(&self.core)
+    }
+
+    fn close_port(&self, port: &str) -> Result<()> {
+        self.dynproc.close_port(&self.core, port)
+    }
+
+    fn publish_name(&self, service: &str, port: Option<&str>) -> Result<()> {
+        self.dynproc.publish(&self.core, service, port)
+    }
+
+    fn lookup_name(&self, service: &str) -> Result<String> {
+        self.dynproc.lookup(&self.core, service)
+    }
+
+    fn join(&self, fd: i32) -> Result<CommRef> {
+        self.dynproc.join(&self.core, fd)
+    }
+
+    fn finalize_waits_for_peers(&self) -> bool {
+        // MPICH's MPI_Finalize ends with a PMI barrier, Open MPI's with a
+        // PMIx fence.
+        true
     }
 
     fn progress_until(&self, done: &mut dyn FnMut() -> bool) -> Result<()> {

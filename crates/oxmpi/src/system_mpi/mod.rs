@@ -13,11 +13,12 @@
 //! `api` the function table; `engine` initialisation, error translation
 //! and waiting; `comm` communicators and collectives; `request` requests,
 //! matched probes and the posting-order receive queue; `op` reductions and
-//! user-operation trampolines.
+//! user-operation trampolines; `dynproc` spawning, ports, names and Join.
 
 mod abi;
 mod api;
 mod comm;
+mod dynproc;
 mod engine;
 pub mod library;
 mod nbc;
