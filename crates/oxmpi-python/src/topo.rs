@@ -895,6 +895,13 @@ pub(crate) struct Blocks {
     views: Vec<BufView>,
 }
 
+impl Blocks {
+    /// The packed copies and the views, for a persistent request.
+    pub(crate) fn into_parts(self) -> (Vec<Packed>, Vec<BufView>) {
+        (self.packs, self.views)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NbrKind {
     Allgather,
