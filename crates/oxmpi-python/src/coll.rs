@@ -19,7 +19,6 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use std::sync::Arc;
 
 use oxmpi::backend::{Blocks, Collective, CommRef, RawBuf};
 use oxmpi::datatype::{Datatype, Layout};
@@ -695,7 +694,7 @@ impl Prepared {
         let comm = c.clone();
         let start: CollStart = Box::new(move || comm.icollective(op.clone()));
         let pc = PersistentColl::new(start, packs, Box::new(views));
-        new_prequest(py, Persistent::Collective(Arc::new(pc)))
+        new_prequest(py, Persistent::Collective(pc))
     }
 }
 

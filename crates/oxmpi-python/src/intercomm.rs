@@ -1064,7 +1064,7 @@ impl Plan {
         };
         let (packs, views) = pinned.into_parts();
         let pc = PersistentColl::new(start, packs, Box::new(views));
-        new_prequest(py, Persistent::Collective(Arc::new(pc)))
+        new_prequest(py, Persistent::Collective(pc))
     }
 }
 

@@ -81,10 +81,8 @@ pub enum Persistent {
         source: i32,
         tag: i32,
     },
-    /// A persistent collective (MPI-4.1 §6.13). Shared with the operation
-    /// in flight, so that a request freed while active keeps its buffers
-    /// pinned until the operation completes.
-    Collective(Arc<PersistentColl>),
+    /// A persistent collective (MPI-4.1 §6.13).
+    Collective(PersistentColl),
 }
 
 impl Persistent {
@@ -155,8 +153,10 @@ impl PersistentColl {
 /// What a handle is, beyond the operation in flight.
 enum Kind {
     Plain,
-    // Boxed: the persistent operation's arguments are large, the others small.
-    Persistent(Box<Persistent>),
+    /// Shared with each operation it starts (its payload), so that a
+    /// request freed while active keeps its buffers until the operation
+    /// completes.
+    Persistent(Arc<Persistent>),
     Generalized(Arc<Greq>),
 }
 
@@ -425,7 +425,6 @@ impl PyRequest {
             // operation uses its packed copy.
             unsafe { p.repack() };
         }
-        let mut payload = Payload::None;
         let req = match &**op {
             Persistent::Send {
                 comm,
@@ -456,12 +455,13 @@ impl PyRequest {
                     // operation uses its packed copies.
                     unsafe { p.repack() };
                 }
-                let req = (pc.start)().py()?;
-                payload = Payload::Keep(Box::new(pc.clone()));
-                req
+                (pc.start)().py()?
             }
         };
-        *active = Some(Active { req, payload });
+        *active = Some(Active {
+            req,
+            payload: Payload::Keep(Box::new(op.clone())),
+        });
         Ok(())
     }
 }
@@ -561,7 +561,7 @@ pub fn new_prequest(py: Python<'_>, mut op: Persistent) -> PyResult<Py<PyPreques
     if let Some(p) = op.msg_mut().and_then(|m| m.packed.as_mut()) {
         p.make_persistent();
     }
-    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(Box::new(op)), None)));
+    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(Arc::new(op)), None)));
     Py::new(py, PyClassInitializer::from(base).add_subclass(PyPrequest))
 }
 

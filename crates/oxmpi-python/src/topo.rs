@@ -1273,7 +1273,7 @@ fn persist_nbr(
     packs.extend(recv.packs);
     let views: Vec<BufView> = send.views.into_iter().chain(recv.views).collect();
     let pc = PersistentColl::new(start, packs, Box::new(views));
-    new_prequest(slf.py(), Persistent::Collective(Arc::new(pc)))
+    new_prequest(slf.py(), Persistent::Collective(pc))
 }
 
 fn finish_blocking(py: Python<'_>, s: Started) -> PyResult<()> {
