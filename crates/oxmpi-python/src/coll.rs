@@ -28,9 +28,12 @@ use crate::comm::{is_in_place, PyComm};
 use crate::datatype::{packed_elements, Packed, PyDatatype};
 use crate::engine::blocking;
 use crate::errors::{from_pyerr, IntoPy};
+use crate::info::PyInfo;
 use crate::op::{self, PyOp};
 use crate::pickle;
-use crate::request::{Payload, PyRequest};
+use crate::request::{
+    new_prequest, CollStart, Payload, Persistent, PersistentColl, PyPrequest, PyRequest,
+};
 
 // ------------------------------------------------------------ messages
 
@@ -676,6 +679,22 @@ impl Prepared {
     fn start(self, c: &CommRef) -> PyResult<PyRequest> {
         let req = c.icollective(self.op).py()?;
         Ok(PyRequest::new(req, Payload::Keep(Box::new(self.held))))
+    }
+
+    /// A persistent request that starts this collective at each `Start`
+    /// (MPI-4.1 §6.13): the buffers stay pinned until it is freed.
+    fn persist(self, py: Python<'_>, c: &CommRef) -> PyResult<Py<PyPrequest>> {
+        let Prepared { op, held } = self;
+        let mut packs = Vec::new();
+        let mut views = Vec::new();
+        for h in held {
+            packs.extend(h.packed);
+            views.extend(h.view);
+        }
+        let comm = c.clone();
+        let start: CollStart = Box::new(move || comm.icollective(op.clone()));
+        let pc = PersistentColl::new(start, packs, Box::new(views));
+        new_prequest(py, Persistent::Collective(pc))
     }
 }
 
@@ -1632,4 +1651,243 @@ pub(crate) fn object_items<'py>(
         )));
     }
     Ok(items)
+}
+
+// ------------------------------------------------ persistent (buffers)
+
+/// Persistent collectives (MPI-4.1 §6.13): the arguments are parsed as for
+/// the nonblocking collective, once; each `Start` starts that collective
+/// again. The `info` hints are accepted and ignored, as MPI allows.
+#[pymethods]
+impl PyComm {
+    #[pyo3(signature = (info=None))]
+    fn Barrier_init(
+        &self,
+        py: Python<'_>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        Prepared::new(Collective::Barrier).persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (buf, root=0, info=None))]
+    fn Bcast_init(
+        &self,
+        py: Python<'_>,
+        buf: &Bound<'_, PyAny>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_bcast(buf, root)?.persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Gather_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_gather(false, sendbuf, recvbuf, root)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Gatherv_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_gather(true, sendbuf, recvbuf, root)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Scatter_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_scatter(false, sendbuf, recvbuf, root)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Scatterv_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_scatter(true, sendbuf, recvbuf, root)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Allgather_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_allgather(false, sendbuf, recvbuf)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Allgatherv_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_allgather(true, sendbuf, recvbuf)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Alltoall_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_alltoall(' ', sendbuf, recvbuf)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Alltoallv_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_alltoall('v', sendbuf, recvbuf)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Alltoallw_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_alltoall('w', sendbuf, recvbuf)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0, info=None))]
+    fn Reduce_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_reduce(sendbuf, recvbuf, op, root)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, info=None))]
+    fn Allreduce_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_allreduce(sendbuf, recvbuf, op, None)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, info=None))]
+    fn Reduce_scatter_block_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_reduce_scatter_block(sendbuf, recvbuf, op)?
+            .persist(py, self.c()?)
+    }
+
+    /// Without `recvcounts` the receive counts are gathered here, at
+    /// initialization (itself collective), as for `Reduce_scatter`.
+    #[pyo3(signature = (sendbuf, recvbuf, recvcounts=None, op=None, info=None))]
+    fn Reduce_scatter_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        recvcounts: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_reduce_scatter(py, sendbuf, recvbuf, recvcounts, op)?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, info=None))]
+    fn Scan_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_allreduce(sendbuf, recvbuf, op, Some(false))?
+            .persist(py, self.c()?)
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, info=None))]
+    fn Exscan_init(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        self.prep_allreduce(sendbuf, recvbuf, op, Some(true))?
+            .persist(py, self.c()?)
+    }
 }

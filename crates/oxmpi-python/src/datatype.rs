@@ -1947,6 +1947,9 @@ pub struct Packed {
     /// A receive's copy unpacks when dropped (not a persistent request's,
     /// which unpacks at each completion instead).
     unpack_on_drop: bool,
+    /// Whether this is the copy of a receive buffer (written by the
+    /// operation, so unpacked into the user's memory when it completes).
+    receive: bool,
 }
 
 // SAFETY: the raw pointers designate user memory that the message's
@@ -1986,12 +1989,19 @@ impl Packed {
             raw,
             regions: placed,
             unpack_on_drop: writable,
+            receive: writable,
         }
     }
 
     /// The packed bytes.
     pub fn raw(&self) -> RawBuf {
         self.raw
+    }
+
+    /// Whether this is the copy of a receive buffer, to unpack when the
+    /// operation completes.
+    pub fn is_receive(&self) -> bool {
+        self.receive
     }
 
     /// Makes this the copy of a persistent request's message: the request

@@ -11,17 +11,23 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use pyo3::PyClassInitializer;
 
 use oxmpi::backend::{CommRef, RawBuf, Request, RequestRef, Status, PROC_NULL, ROOT};
+use oxmpi::datatype::Datatype;
 use oxmpi::group::Group;
 use oxmpi::op::Op;
 
+use crate::buffer::BufView;
 use crate::buffer::{self, Msg};
 use crate::comm::{adopt, class_named, is_in_place, recv_buf_parse, PyComm};
+use crate::datatype::Packed;
 use crate::engine::{blocking, engine};
 use crate::errors::{mpi_error, IntoPy};
 use crate::group::PyGroup;
+use crate::info::PyInfo;
 use crate::op::{self, PyOp};
 use crate::pickle;
-use crate::request::{Payload, PyRequest};
+use crate::request::{
+    new_prequest, CollStart, Payload, Persistent, PersistentColl, PyPrequest, PyRequest,
+};
 use crate::topo::{parse_blocks, parse_blocks_w, Blocks};
 
 /// An intercommunicator.
@@ -381,12 +387,12 @@ impl PyIntercomm {
     // ------------------------------------------------------------ buffers
 
     fn Barrier(slf: &Bound<'_, Self>) -> PyResult<()> {
-        barrier_start(&inter(slf)?)?.wait(slf.py())
+        barrier_plan(&inter(slf)?)?.wait(slf.py())
     }
 
     #[pyo3(signature = (buf, root=0))]
     fn Bcast(slf: &Bound<'_, Self>, buf: Option<&Bound<'_, PyAny>>, root: i32) -> PyResult<()> {
-        bcast_start(slf, buf, root)?.wait(slf.py())
+        bcast_plan(slf, buf, root)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -396,7 +402,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        gather_start(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
+        gather_plan(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -406,7 +412,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        gather_start(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
+        gather_plan(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -416,7 +422,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        scatter_start(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
+        scatter_plan(slf, sendbuf, recvbuf, root, false)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -426,7 +432,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        scatter_start(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
+        scatter_plan(slf, sendbuf, recvbuf, root, true)?.wait(slf.py())
     }
 
     fn Allgather(
@@ -434,7 +440,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        allgather_start(slf, sendbuf, recvbuf, false)?.wait(slf.py())
+        allgather_plan(slf, sendbuf, recvbuf, false)?.wait(slf.py())
     }
 
     fn Allgatherv(
@@ -442,7 +448,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        allgather_start(slf, sendbuf, recvbuf, true)?.wait(slf.py())
+        allgather_plan(slf, sendbuf, recvbuf, true)?.wait(slf.py())
     }
 
     fn Alltoall(
@@ -450,7 +456,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        alltoall_start(slf, sendbuf, recvbuf, Some(false))?.wait(slf.py())
+        alltoall_plan(slf, sendbuf, recvbuf, Some(false))?.wait(slf.py())
     }
 
     fn Alltoallv(
@@ -458,7 +464,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        alltoall_start(slf, sendbuf, recvbuf, Some(true))?.wait(slf.py())
+        alltoall_plan(slf, sendbuf, recvbuf, Some(true))?.wait(slf.py())
     }
 
     fn Alltoallw(
@@ -466,7 +472,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        alltoall_start(slf, sendbuf, recvbuf, None)?.wait(slf.py())
+        alltoall_plan(slf, sendbuf, recvbuf, None)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
@@ -477,7 +483,7 @@ impl PyIntercomm {
         op: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<()> {
-        reduce_start(slf, sendbuf, recvbuf, op, root)?.wait(slf.py())
+        reduce_plan(slf, sendbuf, recvbuf, op, root)?.wait(slf.py())
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None))]
@@ -487,13 +493,13 @@ impl PyIntercomm {
         recvbuf: &Bound<'_, PyAny>,
         op: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        allreduce_start(slf, sendbuf, recvbuf, op)?.wait(slf.py())
+        allreduce_plan(slf, sendbuf, recvbuf, op)?.wait(slf.py())
     }
 
     // --------------------------------------------------------- nonblocking
 
     fn Ibarrier(slf: &Bound<'_, Self>) -> PyResult<PyRequest> {
-        Ok(barrier_start(&inter(slf)?)?.request())
+        barrier_plan(&inter(slf)?)?.request()
     }
 
     #[pyo3(signature = (buf, root=0))]
@@ -502,7 +508,7 @@ impl PyIntercomm {
         buf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<PyRequest> {
-        Ok(bcast_start(slf, buf, root)?.request())
+        bcast_plan(slf, buf, root)?.request()
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -512,7 +518,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<PyRequest> {
-        Ok(gather_start(slf, sendbuf, recvbuf, root, false)?.request())
+        gather_plan(slf, sendbuf, recvbuf, root, false)?.request()
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -522,7 +528,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<PyRequest> {
-        Ok(gather_start(slf, sendbuf, recvbuf, root, true)?.request())
+        gather_plan(slf, sendbuf, recvbuf, root, true)?.request()
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -532,7 +538,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<PyRequest> {
-        Ok(scatter_start(slf, sendbuf, recvbuf, root, false)?.request())
+        scatter_plan(slf, sendbuf, recvbuf, root, false)?.request()
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, root=0))]
@@ -542,7 +548,7 @@ impl PyIntercomm {
         recvbuf: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<PyRequest> {
-        Ok(scatter_start(slf, sendbuf, recvbuf, root, true)?.request())
+        scatter_plan(slf, sendbuf, recvbuf, root, true)?.request()
     }
 
     fn Iallgather(
@@ -550,7 +556,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<PyRequest> {
-        Ok(allgather_start(slf, sendbuf, recvbuf, false)?.request())
+        allgather_plan(slf, sendbuf, recvbuf, false)?.request()
     }
 
     fn Iallgatherv(
@@ -558,7 +564,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<PyRequest> {
-        Ok(allgather_start(slf, sendbuf, recvbuf, true)?.request())
+        allgather_plan(slf, sendbuf, recvbuf, true)?.request()
     }
 
     fn Ialltoall(
@@ -566,7 +572,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<PyRequest> {
-        Ok(alltoall_start(slf, sendbuf, recvbuf, Some(false))?.request())
+        alltoall_plan(slf, sendbuf, recvbuf, Some(false))?.request()
     }
 
     fn Ialltoallv(
@@ -574,7 +580,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<PyRequest> {
-        Ok(alltoall_start(slf, sendbuf, recvbuf, Some(true))?.request())
+        alltoall_plan(slf, sendbuf, recvbuf, Some(true))?.request()
     }
 
     fn Ialltoallw(
@@ -582,7 +588,7 @@ impl PyIntercomm {
         sendbuf: &Bound<'_, PyAny>,
         recvbuf: &Bound<'_, PyAny>,
     ) -> PyResult<PyRequest> {
-        Ok(alltoall_start(slf, sendbuf, recvbuf, None)?.request())
+        alltoall_plan(slf, sendbuf, recvbuf, None)?.request()
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0))]
@@ -593,7 +599,7 @@ impl PyIntercomm {
         op: Option<&Bound<'_, PyAny>>,
         root: i32,
     ) -> PyResult<PyRequest> {
-        Ok(reduce_start(slf, sendbuf, recvbuf, op, root)?.request())
+        reduce_plan(slf, sendbuf, recvbuf, op, root)?.request()
     }
 
     #[pyo3(signature = (sendbuf, recvbuf, op=None))]
@@ -603,7 +609,157 @@ impl PyIntercomm {
         recvbuf: &Bound<'_, PyAny>,
         op: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyRequest> {
-        Ok(allreduce_start(slf, sendbuf, recvbuf, op)?.request())
+        allreduce_plan(slf, sendbuf, recvbuf, op)?.request()
+    }
+
+    // ---------------------------------------------------------- persistent
+
+    #[pyo3(signature = (info=None))]
+    fn Barrier_init(
+        slf: &Bound<'_, Self>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        barrier_plan(&inter(slf)?)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (buf, root=0, info=None))]
+    fn Bcast_init(
+        slf: &Bound<'_, Self>,
+        buf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        bcast_plan(slf, buf, root)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Gather_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        gather_plan(slf, sendbuf, recvbuf, root, false)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Gatherv_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        gather_plan(slf, sendbuf, recvbuf, root, true)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Scatter_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        scatter_plan(slf, sendbuf, recvbuf, root, false)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, root=0, info=None))]
+    fn Scatterv_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        scatter_plan(slf, sendbuf, recvbuf, root, true)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Allgather_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        allgather_plan(slf, sendbuf, recvbuf, false)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Allgatherv_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        allgather_plan(slf, sendbuf, recvbuf, true)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Alltoall_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        alltoall_plan(slf, sendbuf, recvbuf, Some(false))?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Alltoallv_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        alltoall_plan(slf, sendbuf, recvbuf, Some(true))?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
+    fn Alltoallw_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        alltoall_plan(slf, sendbuf, recvbuf, None)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, root=0, info=None))]
+    fn Reduce_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: Option<&Bound<'_, PyAny>>,
+        recvbuf: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        root: i32,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        reduce_plan(slf, sendbuf, recvbuf, op, root)?.persist(slf.py())
+    }
+
+    #[pyo3(signature = (sendbuf, recvbuf, op=None, info=None))]
+    fn Allreduce_init(
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: Option<&Bound<'_, PyAny>>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        allreduce_plan(slf, sendbuf, recvbuf, op)?.persist(slf.py())
     }
 
     // ------------------------------------------------- not (yet) supported
@@ -683,6 +839,46 @@ impl PyIntercomm {
     }
 
     #[pyo3(signature = (*args, **kwargs))]
+    fn Reduce_scatter_init(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Reduce_scatter_init"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Reduce_scatter_block_init(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(not_on_intercomm("Reduce_scatter_block_init"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Scan_init(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Scan_init"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn Exscan_init(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let _ = (args, kwargs);
+        Err(intra_only("Exscan_init"))
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
     fn scan(&self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let _ = (args, kwargs);
         Err(intra_only("scan"))
@@ -724,11 +920,6 @@ impl Started {
         }
     }
 
-    /// Nothing to do here (a bystander of a rooted collective).
-    fn done() -> Started {
-        Started::new(Arc::new(crate::comm::DoneRequest), ())
-    }
-
     /// Waits (GIL released) and releases the buffers.
     fn wait(self, py: Python<'_>) -> PyResult<()> {
         let req = self.req.clone();
@@ -746,98 +937,246 @@ impl Started {
     }
 }
 
-fn start(
-    c: &CommRef,
-    sends: &[(i32, RawBuf)],
-    recvs: &[(i32, RawBuf)],
-    keep: impl Any + Send + Sync,
-) -> PyResult<Started> {
-    Ok(Started::new(c.iexchange(sends, recvs).py()?, keep))
+/// The messages and block sets an intercommunicator collective pins
+/// (packed copies unpack into the user's buffers when dropped).
+#[derive(Default)]
+struct Pinned {
+    msgs: Vec<Msg>,
+    blocks: Vec<Blocks>,
 }
 
-fn barrier_start(c: &CommRef) -> PyResult<Started> {
+impl Pinned {
+    fn msg(m: Msg) -> Pinned {
+        Pinned {
+            msgs: vec![m],
+            blocks: Vec::new(),
+        }
+    }
+
+    fn blocks(b: Vec<Blocks>, msgs: Vec<Msg>) -> Pinned {
+        Pinned { msgs, blocks: b }
+    }
+
+    /// The packed copies and the views, for a persistent request.
+    fn into_parts(self) -> (Vec<Packed>, Vec<BufView>) {
+        let (mut packs, mut views) = (Vec::new(), Vec::new());
+        for m in self.msgs {
+            packs.extend(m.packed);
+            views.extend(m.view);
+        }
+        for b in self.blocks {
+            let (p, v) = b.into_parts();
+            packs.extend(p);
+            views.extend(v);
+        }
+        (packs, views)
+    }
+}
+
+/// An intercommunicator collective parsed at this process, ready to start
+/// once (the blocking and nonblocking calls) or at each `Start` of a
+/// persistent request.
+struct Plan {
+    c: CommRef,
+    what: PlanKind,
+}
+
+enum PlanKind {
+    /// Nothing to do here (a bystander of a rooted collective).
+    Nothing,
+    /// One round of point-to-point with the remote group.
+    Exchange {
+        sends: Vec<(i32, RawBuf)>,
+        recvs: Vec<(i32, RawBuf)>,
+        pinned: Pinned,
+    },
+    /// A reduction over the remote group into `out` ([`FoldRequest`]);
+    /// boxed, the messages being large.
+    Fold {
+        send: Option<Box<Msg>>,
+        out: Box<Msg>,
+        op: Op,
+    },
+}
+
+impl Plan {
+    fn start(self) -> PyResult<Started> {
+        let c = self.c;
+        match self.what {
+            PlanKind::Nothing => Ok(Started::new(Arc::new(crate::comm::DoneRequest), ())),
+            PlanKind::Exchange {
+                sends,
+                recvs,
+                pinned,
+            } => Ok(Started::new(c.iexchange(&sends, &recvs).py()?, pinned)),
+            PlanKind::Fold { send, out, op } => {
+                let (sraw, oraw, count, dtype) = (
+                    send.as_ref().map(|s| s.raw),
+                    out.raw,
+                    out.count,
+                    out.dtype.clone(),
+                );
+                let req = FoldRequest::start(&c, sraw, oraw, count, dtype, op, (send, out)).py()?;
+                Ok(Started::new(req, ()))
+            }
+        }
+    }
+
+    fn wait(self, py: Python<'_>) -> PyResult<()> {
+        self.start()?.wait(py)
+    }
+
+    fn request(self) -> PyResult<PyRequest> {
+        Ok(self.start()?.request())
+    }
+
+    /// A persistent request starting this collective at each `Start`.
+    fn persist(self, py: Python<'_>) -> PyResult<Py<PyPrequest>> {
+        let c = self.c;
+        let (start, pinned): (CollStart, Pinned) = match self.what {
+            PlanKind::Nothing => (
+                Box::new(|| Ok(Arc::new(crate::comm::DoneRequest) as RequestRef)),
+                Pinned::default(),
+            ),
+            PlanKind::Exchange {
+                sends,
+                recvs,
+                pinned,
+            } => (Box::new(move || c.iexchange(&sends, &recvs)), pinned),
+            PlanKind::Fold { send, out, op } => {
+                let (sraw, oraw, count, dtype) = (
+                    send.as_ref().map(|s| s.raw),
+                    out.raw,
+                    out.count,
+                    out.dtype.clone(),
+                );
+                let start: CollStart = Box::new(move || {
+                    FoldRequest::start(&c, sraw, oraw, count, dtype.clone(), op.clone(), ())
+                });
+                (
+                    start,
+                    Pinned::blocks(
+                        Vec::new(),
+                        send.into_iter().chain([out]).map(|m| *m).collect(),
+                    ),
+                )
+            }
+        };
+        let (packs, views) = pinned.into_parts();
+        let pc = PersistentColl::new(start, packs, Box::new(views));
+        new_prequest(py, Persistent::Collective(pc))
+    }
+}
+
+fn plan(c: &CommRef, sends: Vec<(i32, RawBuf)>, recvs: Vec<(i32, RawBuf)>, pinned: Pinned) -> Plan {
+    Plan {
+        c: c.clone(),
+        what: PlanKind::Exchange {
+            sends,
+            recvs,
+            pinned,
+        },
+    }
+}
+
+fn nothing(c: &CommRef) -> Plan {
+    Plan {
+        c: c.clone(),
+        what: PlanKind::Nothing,
+    }
+}
+
+fn indexed(b: &Blocks) -> Vec<(i32, RawBuf)> {
+    b.raws
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| (i as i32, r))
+        .collect()
+}
+
+fn barrier_plan(c: &CommRef) -> PyResult<Plan> {
     let peers: Vec<_> = all_remote(c)
         .into_iter()
         .map(|r| (r, RawBuf::EMPTY))
         .collect();
-    start(c, &peers, &peers, ())
+    Ok(plan(c, peers.clone(), peers, Pinned::default()))
 }
 
-fn bcast_start(
+fn bcast_plan(
     slf: &Bound<'_, PyIntercomm>,
     buf: Option<&Bound<'_, PyAny>>,
     root: i32,
-) -> PyResult<Started> {
+) -> PyResult<Plan> {
     let c = inter(slf)?;
     match role(slf.py(), &c, root)? {
         Role::Root => {
             let m = send_or_none(buf)?;
             let sends: Vec<_> = all_remote(&c).into_iter().map(|r| (r, m.raw)).collect();
-            start(&c, &sends, &[], m)
+            Ok(plan(&c, sends, Vec::new(), Pinned::msg(m)))
         }
-        Role::Bystander => Ok(Started::done()),
+        Role::Bystander => Ok(nothing(&c)),
         Role::Remote(r) => {
             let m = recv_or_none(buf)?;
             let raw = m.raw;
-            start(&c, &[], &[(r, raw)], m)
+            Ok(plan(&c, Vec::new(), vec![(r, raw)], Pinned::msg(m)))
         }
     }
 }
 
-fn gather_start(
+fn gather_plan(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: Option<&Bound<'_, PyAny>>,
     recvbuf: Option<&Bound<'_, PyAny>>,
     root: i32,
     vector: bool,
-) -> PyResult<Started> {
+) -> PyResult<Plan> {
     let c = inter(slf)?;
     match role(slf.py(), &c, root)? {
         Role::Root => {
             let n = remote_size(&c) as usize;
             let b = blocks_or_empty(recvbuf, true, n, vector)?;
-            let recvs: Vec<_> = b
-                .raws
-                .iter()
-                .enumerate()
-                .map(|(i, &r)| (i as i32, r))
-                .collect();
-            start(&c, &[], &recvs, b)
+            let recvs = indexed(&b);
+            Ok(plan(
+                &c,
+                Vec::new(),
+                recvs,
+                Pinned::blocks(vec![b], Vec::new()),
+            ))
         }
-        Role::Bystander => Ok(Started::done()),
+        Role::Bystander => Ok(nothing(&c)),
         Role::Remote(r) => {
             let m = send_or_none(sendbuf)?;
             let raw = m.raw;
-            start(&c, &[(r, raw)], &[], m)
+            Ok(plan(&c, vec![(r, raw)], Vec::new(), Pinned::msg(m)))
         }
     }
 }
 
-fn scatter_start(
+fn scatter_plan(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: Option<&Bound<'_, PyAny>>,
     recvbuf: Option<&Bound<'_, PyAny>>,
     root: i32,
     vector: bool,
-) -> PyResult<Started> {
+) -> PyResult<Plan> {
     let c = inter(slf)?;
     match role(slf.py(), &c, root)? {
         Role::Root => {
             let n = remote_size(&c) as usize;
             let b = blocks_or_empty(sendbuf, false, n, vector)?;
-            let sends: Vec<_> = b
-                .raws
-                .iter()
-                .enumerate()
-                .map(|(i, &r)| (i as i32, r))
-                .collect();
-            start(&c, &sends, &[], b)
+            let sends = indexed(&b);
+            Ok(plan(
+                &c,
+                sends,
+                Vec::new(),
+                Pinned::blocks(vec![b], Vec::new()),
+            ))
         }
-        Role::Bystander => Ok(Started::done()),
+        Role::Bystander => Ok(nothing(&c)),
         Role::Remote(r) => {
             let m = recv_or_none(recvbuf)?;
             let raw = m.raw;
-            start(&c, &[], &[(r, raw)], m)
+            Ok(plan(&c, Vec::new(), vec![(r, raw)], Pinned::msg(m)))
         }
     }
 }
@@ -851,34 +1190,29 @@ fn no_in_place(sendbuf: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-fn allgather_start(
+fn allgather_plan(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: &Bound<'_, PyAny>,
     recvbuf: &Bound<'_, PyAny>,
     vector: bool,
-) -> PyResult<Started> {
+) -> PyResult<Plan> {
     let c = inter(slf)?;
     no_in_place(sendbuf)?;
     let n = remote_size(&c) as usize;
     let s = buffer::parse(sendbuf, false)?;
     let r = parse_blocks(recvbuf, true, n, vector)?;
     let sends: Vec<_> = (0..n as i32).map(|i| (i, s.raw)).collect();
-    let recvs: Vec<_> = r
-        .raws
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (i as i32, b))
-        .collect();
-    start(&c, &sends, &recvs, (s, r))
+    let recvs = indexed(&r);
+    Ok(plan(&c, sends, recvs, Pinned::blocks(vec![r], vec![s])))
 }
 
 /// Alltoall (Some(false)), Alltoallv (Some(true)) or Alltoallw (None).
-fn alltoall_start(
+fn alltoall_plan(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: &Bound<'_, PyAny>,
     recvbuf: &Bound<'_, PyAny>,
     vector: Option<bool>,
-) -> PyResult<Started> {
+) -> PyResult<Plan> {
     let c = inter(slf)?;
     no_in_place(sendbuf)?;
     let n = remote_size(&c) as usize;
@@ -892,36 +1226,37 @@ fn alltoall_start(
             parse_blocks_w(recvbuf, true, n)?,
         ),
     };
-    let sends: Vec<_> = s
-        .raws
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (i as i32, b))
-        .collect();
-    let recvs: Vec<_> = r
-        .raws
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (i as i32, b))
-        .collect();
-    start(&c, &sends, &recvs, (s, r))
+    let (sends, recvs) = (indexed(&s), indexed(&r));
+    Ok(plan(
+        &c,
+        sends,
+        recvs,
+        Pinned::blocks(vec![s, r], Vec::new()),
+    ))
 }
 
-fn reduce_start(
+fn reduce_plan(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: Option<&Bound<'_, PyAny>>,
     recvbuf: Option<&Bound<'_, PyAny>>,
     op: Option<&Bound<'_, PyAny>>,
     root: i32,
-) -> PyResult<Started> {
+) -> PyResult<Plan> {
     let c = inter(slf)?;
     match role(slf.py(), &c, root)? {
         Role::Root => {
-            let m = recv_or_none(recvbuf)?;
-            let rop = op::from_py_buffer_op(op)?.to_runtime(&m.pytype)?;
-            FoldRequest::start(&c, None, m, rop)
+            let out = recv_or_none(recvbuf)?;
+            let op = op::from_py_buffer_op(op)?.to_runtime(&out.pytype)?;
+            Ok(Plan {
+                c,
+                what: PlanKind::Fold {
+                    send: None,
+                    out: Box::new(out),
+                    op,
+                },
+            })
         }
-        Role::Bystander => Ok(Started::done()),
+        Role::Bystander => Ok(nothing(&c)),
         Role::Remote(r) => {
             if sendbuf.is_some_and(is_in_place) {
                 return Err(pyo3::exceptions::PyValueError::new_err(
@@ -930,23 +1265,30 @@ fn reduce_start(
             }
             let m = send_or_none(sendbuf)?;
             let raw = m.raw;
-            start(&c, &[(r, raw)], &[], m)
+            Ok(plan(&c, vec![(r, raw)], Vec::new(), Pinned::msg(m)))
         }
     }
 }
 
-fn allreduce_start(
+fn allreduce_plan(
     slf: &Bound<'_, PyIntercomm>,
     sendbuf: &Bound<'_, PyAny>,
     recvbuf: &Bound<'_, PyAny>,
     op: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Started> {
+) -> PyResult<Plan> {
     let c = inter(slf)?;
     no_in_place(sendbuf)?;
     let s = buffer::parse(sendbuf, false)?;
-    let m = recv_buf_parse(recvbuf)?;
-    let rop = op::from_py_buffer_op(op)?.to_runtime(&m.pytype)?;
-    FoldRequest::start(&c, Some(s), m, rop)
+    let out = recv_buf_parse(recvbuf)?;
+    let op = op::from_py_buffer_op(op)?.to_runtime(&out.pytype)?;
+    Ok(Plan {
+        c,
+        what: PlanKind::Fold {
+            send: Some(Box::new(s)),
+            out: Box::new(out),
+            op,
+        },
+    })
 }
 
 /// A reduction over the remote group: receives one block from each
@@ -962,37 +1304,53 @@ struct Fold {
     /// One block per remote process (their heap buffers do not move).
     blocks: Vec<Vec<u8>>,
     op: Op,
-    /// The receive message: its buffer gets the result; dropped (so
-    /// unpacked, for a non-contiguous datatype) once it has.
-    out: Msg,
-    /// The send message, kept alive while the exchange reads it.
-    _send: Option<Msg>,
+    /// The receive buffer, which gets the result: `count` elements of
+    /// `dtype`.
+    out: RawBuf,
+    count: usize,
+    dtype: Datatype,
+    /// What keeps the buffers valid until the result is in (the messages
+    /// of a nonblocking call, which unpack a packed receive when dropped,
+    /// after the result was copied; nothing for a persistent request,
+    /// which holds them itself).
+    _keep: Box<dyn Any + Send + Sync>,
 }
 
 impl FoldRequest {
-    fn start(c: &CommRef, send: Option<Msg>, out: Msg, op: Op) -> PyResult<Started> {
+    /// Starts the exchange: `send` (for Allreduce) to each remote process,
+    /// a block from each.
+    fn start(
+        c: &CommRef,
+        send: Option<RawBuf>,
+        out: RawBuf,
+        count: usize,
+        dtype: Datatype,
+        op: Op,
+        keep: impl Any + Send + Sync,
+    ) -> oxmpi::Result<RequestRef> {
         let n = remote_size(c) as usize;
-        let mut blocks = vec![vec![0u8; out.raw.len]; n];
+        let mut blocks = vec![vec![0u8; out.len]; n];
         let recvs: Vec<_> = blocks
             .iter_mut()
             .enumerate()
             .map(|(i, b)| (i as i32, RawBuf::from_mut(b)))
             .collect();
-        let sends: Vec<_> = match &send {
-            Some(s) => (0..n as i32).map(|i| (i, s.raw)).collect(),
+        let sends: Vec<_> = match send {
+            Some(s) => (0..n as i32).map(|i| (i, s)).collect(),
             None => Vec::new(),
         };
-        let exchange = c.iexchange(&sends, &recvs).py()?;
-        let req = Arc::new(FoldRequest {
+        let exchange = c.iexchange(&sends, &recvs)?;
+        Ok(Arc::new(FoldRequest {
             exchange,
             fold: Mutex::new(Some(Fold {
                 blocks,
                 op,
                 out,
-                _send: send,
+                count,
+                dtype,
+                _keep: Box::new(keep),
             })),
-        });
-        Ok(Started::new(req, ()))
+        }))
     }
 
     /// Combines the blocks once (the first caller after completion).
@@ -1008,12 +1366,13 @@ impl FoldRequest {
             // apply(input, inout) computes inout = input op inout: the
             // lower ranks stay on the left.
             let mut next = b.clone();
-            f.op.apply(&acc, &mut next, f.out.count, &f.out.dtype)?;
+            f.op.apply(&acc, &mut next, f.count, &f.dtype)?;
             acc = next;
         }
-        // SAFETY: the receive message pins its buffer until `f` drops,
-        // after this copy; `acc` has the buffer's length.
-        let out = unsafe { f.out.raw.as_mut_slice() };
+        // SAFETY: the receive buffer is pinned until `f` drops (for a
+        // nonblocking call) or the persistent request is freed, after
+        // this copy; `acc` has the buffer's length.
+        let out = unsafe { f.out.as_mut_slice() };
         out[..acc.len()].copy_from_slice(&acc);
         Ok(())
     }

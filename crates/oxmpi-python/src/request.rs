@@ -81,22 +81,71 @@ pub enum Persistent {
         source: i32,
         tag: i32,
     },
+    /// A persistent collective (MPI-4.1 §6.13).
+    Collective(PersistentColl),
 }
 
 impl Persistent {
-    fn msg(&self) -> &Msg {
+    fn msg(&self) -> Option<&Msg> {
         match self {
             Persistent::Send { msg, .. }
             | Persistent::Bsend { msg, .. }
-            | Persistent::Recv { msg, .. } => msg,
+            | Persistent::Recv { msg, .. } => Some(msg),
+            Persistent::Collective(_) => None,
         }
     }
 
-    fn msg_mut(&mut self) -> &mut Msg {
+    fn msg_mut(&mut self) -> Option<&mut Msg> {
         match self {
             Persistent::Send { msg, .. }
             | Persistent::Bsend { msg, .. }
-            | Persistent::Recv { msg, .. } => msg,
+            | Persistent::Recv { msg, .. } => Some(msg),
+            Persistent::Collective(_) => None,
+        }
+    }
+}
+
+/// Starts one instance of a persistent collective: the nonblocking
+/// collective of the arguments parsed at initialization.
+pub type CollStart = Box<dyn Fn() -> oxmpi::Result<RequestRef> + Send + Sync>;
+
+/// A persistent collective: the operation parsed once at `*_init`, started
+/// again at each `Start`, and the buffers it pins until it is freed.
+pub struct PersistentColl {
+    start: CollStart,
+    /// Packed copies of the messages of non-contiguous datatypes: packed
+    /// afresh at each start, receives unpacked at each completion.
+    packs: Vec<crate::datatype::Packed>,
+    /// The views of the user's buffers (held, never read).
+    _pinned: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl PersistentColl {
+    /// `start` starts the operation on the raw buffers that `packs` and
+    /// `pinned` keep valid.
+    pub fn new(
+        start: CollStart,
+        mut packs: Vec<crate::datatype::Packed>,
+        pinned: Box<dyn std::any::Any + Send + Sync>,
+    ) -> PersistentColl {
+        for p in &mut packs {
+            p.make_persistent();
+        }
+        PersistentColl {
+            start,
+            packs,
+            _pinned: pinned,
+        }
+    }
+
+    /// Unpacks the receive copies into the user's buffers.
+    ///
+    /// # Safety
+    /// The instance started last has completed.
+    unsafe fn unpack(&self) {
+        for p in self.packs.iter().filter(|p| p.is_receive()) {
+            // SAFETY: by this function's contract nobody writes the copy.
+            unsafe { p.unpack() };
         }
     }
 }
@@ -104,8 +153,10 @@ impl Persistent {
 /// What a handle is, beyond the operation in flight.
 enum Kind {
     Plain,
-    // Boxed: the persistent operation's arguments are large, the others small.
-    Persistent(Box<Persistent>),
+    /// Shared with each operation it starts (its payload), so that a
+    /// request freed while active keeps its buffers until the operation
+    /// completes.
+    Persistent(Arc<Persistent>),
     Generalized(Arc<Greq>),
 }
 
@@ -269,13 +320,19 @@ impl PyRequest {
             return Ok(Completion::empty());
         };
         if let Kind::Persistent(op) = &h.kind {
-            if let Persistent::Recv { msg, .. } = &**op {
-                if let Some(p) = &msg.packed {
-                    // SAFETY: the receive has completed (it was packed afresh
-                    // at its start, so whatever it did not deliver unpacks
-                    // unchanged).
-                    unsafe { p.unpack() };
+            match &**op {
+                Persistent::Recv { msg, .. } => {
+                    if let Some(p) = &msg.packed {
+                        // SAFETY: the receive has completed (it was packed
+                        // afresh at its start, so whatever it did not deliver
+                        // unpacks unchanged).
+                        unsafe { p.unpack() };
+                    }
                 }
+                // SAFETY: the collective has completed (its copies were
+                // packed afresh at its start, as for a receive).
+                Persistent::Collective(pc) => unsafe { pc.unpack() },
+                _ => {}
             }
         }
         let st = match outcome {
@@ -363,7 +420,7 @@ impl PyRequest {
                 "invalid request: the persistent request is already active",
             ));
         }
-        if let Some(p) = &op.msg().packed {
+        if let Some(p) = op.msg().and_then(|m| m.packed.as_ref()) {
             // SAFETY: the request is inactive (checked above), so no
             // operation uses its packed copy.
             unsafe { p.repack() };
@@ -392,10 +449,18 @@ impl PyRequest {
                 crate::bsend::bsend(py, comm, &[msg.raw], *dest, *tag)?;
                 Arc::new(AllOf::new(Vec::new(), None))
             }
+            Persistent::Collective(pc) => {
+                for p in &pc.packs {
+                    // SAFETY: the request is inactive (checked above), so no
+                    // operation uses its packed copies.
+                    unsafe { p.repack() };
+                }
+                (pc.start)().py()?
+            }
         };
         *active = Some(Active {
             req,
-            payload: Payload::None,
+            payload: Payload::Keep(Box::new(op.clone())),
         });
         Ok(())
     }
@@ -493,10 +558,10 @@ impl Request for AllOf {
 
 /// Creates a persistent request (`Send_init`, `Recv_init`, ...).
 pub fn new_prequest(py: Python<'_>, mut op: Persistent) -> PyResult<Py<PyPrequest>> {
-    if let Some(p) = op.msg_mut().packed.as_mut() {
+    if let Some(p) = op.msg_mut().and_then(|m| m.packed.as_mut()) {
         p.make_persistent();
     }
-    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(Box::new(op)), None)));
+    let base = PyRequest::from_handle(Some(Handle::new(Kind::Persistent(Arc::new(op)), None)));
     Py::new(py, PyClassInitializer::from(base).add_subclass(PyPrequest))
 }
 

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyNotImplementedError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
@@ -24,7 +24,9 @@ use crate::engine::blocking;
 use crate::errors::{mpi_error, IntoPy};
 use crate::info::PyInfo;
 use crate::pickle;
-use crate::request::{Payload, PyRequest};
+use crate::request::{
+    new_prequest, CollStart, Payload, Persistent, PersistentColl, PyPrequest, PyRequest,
+};
 
 /// MPI_UNWEIGHTED and MPI_WEIGHTS_EMPTY (sentinel integers, as in mpi4py).
 pub const UNWEIGHTED: i64 = 2;
@@ -527,52 +529,59 @@ impl PyTopocomm {
         start_nbr(slf, sendbuf, recvbuf, NbrKind::Alltoallw).map(into_request)
     }
 
-    #[pyo3(signature = (*args, **kwargs))]
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
     fn Neighbor_allgather_init(
-        &self,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
-    ) -> PyResult<()> {
-        let _ = (args, kwargs);
-        Err(PyNotImplementedError::new_err(
-            "persistent neighbour collectives are not implemented by oxmpi",
-        ))
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        persist_nbr(slf, sendbuf, recvbuf, NbrKind::Allgather)
     }
 
-    #[pyo3(signature = (*args, **kwargs))]
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
     fn Neighbor_allgatherv_init(
-        &self,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
-    ) -> PyResult<()> {
-        self.Neighbor_allgather_init(args, kwargs)
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        persist_nbr(slf, sendbuf, recvbuf, NbrKind::Allgatherv)
     }
 
-    #[pyo3(signature = (*args, **kwargs))]
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
     fn Neighbor_alltoall_init(
-        &self,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
-    ) -> PyResult<()> {
-        self.Neighbor_allgather_init(args, kwargs)
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        persist_nbr(slf, sendbuf, recvbuf, NbrKind::Alltoall)
     }
 
-    #[pyo3(signature = (*args, **kwargs))]
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
     fn Neighbor_alltoallv_init(
-        &self,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
-    ) -> PyResult<()> {
-        self.Neighbor_allgather_init(args, kwargs)
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        persist_nbr(slf, sendbuf, recvbuf, NbrKind::Alltoallv)
     }
 
-    #[pyo3(signature = (*args, **kwargs))]
+    #[pyo3(signature = (sendbuf, recvbuf, info=None))]
     fn Neighbor_alltoallw_init(
-        &self,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
-    ) -> PyResult<()> {
-        self.Neighbor_allgather_init(args, kwargs)
+        slf: &Bound<'_, Self>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        info: Option<&Bound<'_, PyInfo>>,
+    ) -> PyResult<Py<PyPrequest>> {
+        let _ = info;
+        persist_nbr(slf, sendbuf, recvbuf, NbrKind::Alltoallw)
     }
 
     // ------------------------------------------------- neighbour (objects)
@@ -886,6 +895,13 @@ pub(crate) struct Blocks {
     views: Vec<BufView>,
 }
 
+impl Blocks {
+    /// The packed copies and the views, for a persistent request.
+    pub(crate) fn into_parts(self) -> (Vec<Packed>, Vec<BufView>) {
+        (self.packs, self.views)
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum NbrKind {
     Allgather,
@@ -1196,6 +1212,22 @@ fn start_nbr(
     recvbuf: &Bound<'_, PyAny>,
     kind: NbrKind,
 ) -> PyResult<Started> {
+    let (c, send, recv) = parse_nbr(slf, sendbuf, recvbuf, kind)?;
+    let req = c.ineighbor_exchange(&send.raws, &recv.raws).py()?;
+    Ok(Started {
+        req,
+        keep: (send, recv),
+    })
+}
+
+/// The communicator and the send and receive blocks of a neighbour
+/// collective.
+fn parse_nbr(
+    slf: &Bound<'_, PyTopocomm>,
+    sendbuf: &Bound<'_, PyAny>,
+    recvbuf: &Bound<'_, PyAny>,
+    kind: NbrKind,
+) -> PyResult<(CommRef, Blocks, Blocks)> {
     let c = comm_of(slf)?;
     let (sources, dests) = topo_of(&c)?.neighbors(c.rank()).py()?;
     let (nin, nout) = (sources.len(), dests.len());
@@ -1223,11 +1255,25 @@ fn start_nbr(
             parse_blocks_w(recvbuf, true, nin)?,
         ),
     };
-    let req = c.ineighbor_exchange(&send.raws, &recv.raws).py()?;
-    Ok(Started {
-        req,
-        keep: (send, recv),
-    })
+    Ok((c, send, recv))
+}
+
+/// A persistent neighbour collective (MPI-4.1 §7.8): parsed once, the
+/// same exchange started at each `Start`.
+fn persist_nbr(
+    slf: &Bound<'_, PyTopocomm>,
+    sendbuf: &Bound<'_, PyAny>,
+    recvbuf: &Bound<'_, PyAny>,
+    kind: NbrKind,
+) -> PyResult<Py<PyPrequest>> {
+    let (c, send, recv) = parse_nbr(slf, sendbuf, recvbuf, kind)?;
+    let (sends, recvs) = (send.raws, recv.raws);
+    let start: CollStart = Box::new(move || c.ineighbor_exchange(&sends, &recvs));
+    let mut packs = send.packs;
+    packs.extend(recv.packs);
+    let views: Vec<BufView> = send.views.into_iter().chain(recv.views).collect();
+    let pc = PersistentColl::new(start, packs, Box::new(views));
+    new_prequest(slf.py(), Persistent::Collective(pc))
 }
 
 fn finish_blocking(py: Python<'_>, s: Started) -> PyResult<()> {
