@@ -360,3 +360,37 @@ def test_world_rank_death_still_ends_the_job_by_default(tmp_path):
     rc, out, err, dt = run_case(tmp_path, body, 3)
     assert rc == 4, err
     assert "the job goes on" not in err
+
+
+def test_revoke_interrupts_every_member(tmp_path):
+    # Rank 0 revokes while the others wait on the communicator: their waits
+    # end with ERR_REVOKED, later calls fail at once (PROC_NULL ones too),
+    # and Shrink still makes a working communicator.
+    body = """
+    def error_class(call):
+        try:
+            call()
+        except MPI.Exception as exc:
+            return exc.Get_error_class()
+        return MPI.SUCCESS
+
+    c = comm.Dup()
+    if comm.rank == 0:
+        time.sleep(0.3)
+        c.Revoke()
+    else:
+        assert error_class(lambda: c.recv(source=0, tag=1)) == MPI.ERR_REVOKED
+    assert c.Is_revoked()
+    assert error_class(c.Barrier) == MPI.ERR_REVOKED
+    assert error_class(lambda: c.send(None, dest=MPI.PROC_NULL)) == MPI.ERR_REVOKED
+    s = c.Shrink()
+    assert s.allreduce(1) == comm.size and not s.Is_revoked()
+    s.Free()
+    c.Free()
+    d = comm.Dup()
+    assert d.allreduce(1) == comm.size
+    print("revoked ok", comm.rank, flush=True)
+    """
+    rc, out, err, dt = run_case(tmp_path, body, 3)
+    assert rc == 0, err
+    assert out.count("revoked ok") == 3, out

@@ -1,10 +1,9 @@
 //! Process fault tolerance (MPI-5's ULFM interface, as mpi4py exposes it):
 //! the failed processes of a communicator, acknowledging them, agreement
-//! and shrinking. Failures and agreements are the engine's
-//! (`Communicator::failed`, `iagree`); shrink is composed here from
-//! `Create_group` over the surviving processes. Revoke is not available: it
-//! needs every member to interrupt its pending operations on the
-//! communicator.
+//! shrinking and revoking. Failures, agreements and revocation are the
+//! engine's (`Communicator::failed`, `iagree`, `revoke`); shrink is composed
+//! here from `Create_group` over the surviving processes (which works on a
+//! revoked communicator, as MPI requires).
 
 use pyo3::exceptions::{PyNotImplementedError, PyValueError};
 use pyo3::prelude::*;
@@ -68,17 +67,16 @@ impl PyComm {
         blocking(py, move || c.ack_failed(n))
     }
 
-    /// MPI_Comm_is_revoked: never, since oxmpi does not revoke.
+    /// MPI_Comm_is_revoked.
     fn Is_revoked(&self) -> PyResult<bool> {
-        self.c()?;
-        Ok(false)
+        Ok(self.c()?.is_revoked())
     }
 
+    /// MPI_Comm_revoke: every member's pending and later operations on
+    /// the communicator fail with ERR_REVOKED (but Agree, Shrink, the
+    /// failure queries and Free).
     fn Revoke(&self) -> PyResult<()> {
-        self.c()?;
-        Err(PyNotImplementedError::new_err(
-            "MPI_Comm_revoke is not available in oxmpi",
-        ))
+        self.c()?.revoke().py()
     }
 
     /// MPI_Comm_agree: the bitwise AND of `flag` over the communicator.
@@ -107,18 +105,24 @@ impl PyComm {
         let c = slf.borrow().c()?.clone();
         let c2 = c.clone();
         let failed = blocking(py, move || c2.failed())?;
-        if failed.is_empty() {
+        if c.is_inter() && failed.is_empty() && !c.is_revoked() {
             return slf.call_method0("Dup");
         }
         if c.is_inter() {
             return Err(PyNotImplementedError::new_err(
-                "shrinking an intercommunicator with failed processes is not available in oxmpi",
+                "shrinking an intercommunicator with failed processes (or revoked) is not \
+                 available in oxmpi",
             ));
         }
         let group = slf.call_method0("Get_group")?;
         let failed_group = PyGroup::wrap(Group::new(failed).py()?);
         let survivors = mpi_attr(py, "Group")?.call_method1("Difference", (group, failed_group))?;
-        slf.call_method1("Create_group", (survivors,))
+        if !c.is_revoked() {
+            return slf.call_method1("Create_group", (survivors,));
+        }
+        // A revoked communicator runs nothing more: build the new one over
+        // the world's contexts (its members must then be of this world).
+        mpi_attr(py, "Intracomm")?.call_method1("Create_from_group", (survivors, "oxmpi.shrink"))
     }
 
     /// MPI_Comm_ishrink; the new communicator is made before it returns

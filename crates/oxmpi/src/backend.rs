@@ -362,6 +362,20 @@ pub trait Communicator: Send + Sync {
         ))
     }
 
+    /// MPI_Comm_revoke: every member's pending and later operations on the
+    /// communicator (but agreement, shrink, failure queries and free) fail
+    /// with ERR_REVOKED.
+    fn revoke(&self) -> Result<()> {
+        Err(Error::NotImplemented(
+            "MPI_Comm_revoke is not available on this backend".into(),
+        ))
+    }
+
+    /// MPI_Comm_is_revoked.
+    fn is_revoked(&self) -> bool {
+        false
+    }
+
     /// MPI_Comm_iagree: starts the bitwise AND of the 4-byte integer at
     /// `flag` over every process of the communicator (both groups of an
     /// intercommunicator); the result replaces it when the request

@@ -216,6 +216,9 @@ pub enum Error {
     /// has failed, and its communicator has not acknowledged that yet.
     #[error("process failure pending: {0}")]
     ProcFailedPending(String),
+    /// The communicator was revoked (`Comm.Revoke`, by any member).
+    #[error("communicator revoked: {0}")]
+    Revoked(String),
     /// The wait was interrupted by the caller's check (e.g. Ctrl-C in Python).
     #[error("interrupted")]
     Interrupted,
@@ -264,6 +267,7 @@ impl Error {
             Error::NotImplemented(_) => ERR_OTHER,
             Error::ProcFailed(_) => ERR_PROC_FAILED,
             Error::ProcFailedPending(_) => ERR_PROC_FAILED_PENDING,
+            Error::Revoked(_) => ERR_REVOKED,
             Error::Interrupted | Error::Callback(_) => ERR_OTHER,
             Error::Bootstrap(_) | Error::Os { .. } => ERR_OTHER,
             Error::Intern(_) => ERR_INTERN,

@@ -145,6 +145,8 @@ pub enum CellKind {
     Cts = 4,
     /// A chunk of a streamed message (`aux0` = receiver's id, `aux1` = offset).
     Data = 5,
+    /// The communicator with id `aux0` is revoked (MPI-5 fault tolerance).
+    Revoke = 6,
 }
 
 impl CellKind {
@@ -155,6 +157,7 @@ impl CellKind {
             3 => Self::Done,
             4 => Self::Cts,
             5 => Self::Data,
+            6 => Self::Revoke,
             _ => return None,
         })
     }

@@ -86,7 +86,16 @@ impl NativeComm {
                     external: true,
                 };
                 let outcome = core2
-                    .wait_described(all, &describe, Watch::AllOf(&watched, &[]))
+                    .wait_described(
+                        all,
+                        &describe,
+                        // Agreement goes on on a revoked communicator.
+                        Watch::AllOf {
+                            comm: u32::MAX,
+                            members: &watched,
+                            remote: &[],
+                        },
+                    )
                     .and_then(|()| {
                         sends.iter().try_for_each(|r| r.take().map(|_| ()))?;
                         recvs.iter().try_fold(mine, |acc, r| {

@@ -235,7 +235,11 @@ impl Endpoint {
 
     /// A collective's waits depend on every member.
     fn watch(&self) -> Watch<'_> {
-        Watch::AllOf(&self.members, &[])
+        Watch::AllOf {
+            comm: self.id,
+            members: &self.members,
+            remote: &[],
+        }
     }
 }
 

@@ -165,7 +165,14 @@ impl NativeComm {
         if self.members.len() < 2 || foreign {
             return Ok(self);
         }
-        let channel = self.agree_on_channel(true)?;
+        let channel = match self.agree_on_channel(true) {
+            Ok(channel) => channel,
+            // Members that finished creating it may revoke the new
+            // communicator while we still agree on its channel: it is
+            // created all the same (revoked, it will run no collective).
+            Err(Error::Revoked(_)) => None,
+            Err(e) => return Err(e),
+        };
         Ok(self.with_coll_channel(channel))
     }
 
@@ -213,6 +220,18 @@ impl NativeComm {
         self.peers()[r as usize] as usize
     }
 
+    /// The error of a non-local operation on a revoked communicator.
+    #[inline]
+    fn live(&self) -> Result<()> {
+        if self.core.is_revoked(self.id) {
+            return Err(Error::Revoked(format!(
+                "{} was revoked",
+                comm_label(self.id, &self.name())
+            )));
+        }
+        Ok(())
+    }
+
     /// Job ranks of both groups of an intercommunicator, else the members.
     fn all_job_ranks(&self) -> Vec<i32> {
         let mut all = self.members.to_vec();
@@ -240,9 +259,16 @@ impl NativeComm {
     fn watch(&self, ctx: u32, peer: i32) -> Watch<'_> {
         if !self.owns_id || ctx != self.ctx_p2p() {
             // A step of a collective or of communicator management.
-            Watch::AllOf(&self.members, self.remote.as_deref().unwrap_or(&[]))
+            Watch::AllOf {
+                comm: self.id,
+                members: &self.members,
+                remote: self.remote.as_deref().unwrap_or(&[]),
+            }
         } else if peer >= 0 {
-            Watch::Peer(self.peers()[peer as usize])
+            Watch::Peer {
+                comm: self.id,
+                rank: self.peers()[peer as usize],
+            }
         } else {
             Watch::AnyOf {
                 comm: self.id,
@@ -589,6 +615,7 @@ impl Communicator for NativeComm {
     }
 
     fn isend(&self, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<RequestRef> {
+        self.live()?;
         check_send_tag(tag)?;
         if dest == PROC_NULL {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
@@ -612,6 +639,7 @@ impl Communicator for NativeComm {
     }
 
     fn send(&self, parts: &[RawBuf], dest: i32, tag: i32, mode: SendMode) -> Result<()> {
+        self.live()?;
         check_send_tag(tag)?;
         if dest == PROC_NULL {
             return Ok(());
@@ -621,6 +649,7 @@ impl Communicator for NativeComm {
     }
 
     fn irecv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<RequestRef> {
+        self.live()?;
         check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
@@ -638,6 +667,7 @@ impl Communicator for NativeComm {
     }
 
     fn irecv_owned(&self, source: i32, tag: i32) -> Result<RequestRef> {
+        self.live()?;
         check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Arc::new(CompletedRequest(Status::proc_null())));
@@ -655,6 +685,7 @@ impl Communicator for NativeComm {
     }
 
     fn recv(&self, buf: RawBuf, source: i32, tag: i32) -> Result<Status> {
+        self.live()?;
         check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Status::proc_null());
@@ -664,6 +695,7 @@ impl Communicator for NativeComm {
     }
 
     fn iprobe(&self, source: i32, tag: i32) -> Result<Option<Status>> {
+        self.live()?;
         check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Some(Status::proc_null()));
@@ -673,6 +705,7 @@ impl Communicator for NativeComm {
     }
 
     fn probe(&self, source: i32, tag: i32) -> Result<Status> {
+        self.live()?;
         check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Status::proc_null());
@@ -690,6 +723,7 @@ impl Communicator for NativeComm {
     }
 
     fn improbe(&self, source: i32, tag: i32) -> Result<Option<(Box<dyn Message>, Status)>> {
+        self.live()?;
         check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(Some(self.proc_null_message()));
@@ -702,6 +736,7 @@ impl Communicator for NativeComm {
     }
 
     fn mprobe(&self, source: i32, tag: i32) -> Result<(Box<dyn Message>, Status)> {
+        self.live()?;
         check_recv_tag(tag)?;
         if source == PROC_NULL {
             return Ok(self.proc_null_message());
@@ -712,10 +747,12 @@ impl Communicator for NativeComm {
     }
 
     fn barrier(&self) -> Result<()> {
+        self.live()?;
         self.run_collective(Collective::Barrier)
     }
 
     fn bcast(&self, buf: RawBuf, root: i32) -> Result<()> {
+        self.live()?;
         self.run_collective(Collective::Bcast { buf, root })
     }
 
@@ -728,6 +765,7 @@ impl Communicator for NativeComm {
         op: &Op,
         root: i32,
     ) -> Result<()> {
+        self.live()?;
         self.run_collective(Collective::Reduce {
             send,
             recv,
@@ -746,6 +784,7 @@ impl Communicator for NativeComm {
         dtype: &Datatype,
         op: &Op,
     ) -> Result<()> {
+        self.live()?;
         self.run_collective(Collective::Allreduce {
             send,
             recv,
@@ -756,29 +795,34 @@ impl Communicator for NativeComm {
     }
 
     fn bcast_bytes(&self, data: Option<Vec<u8>>, root: i32) -> Result<Vec<u8>> {
+        self.live()?;
         self.check_intra()?;
         self.check_root(root)?;
         self.coll.run(|c| coll::bcast_bytes(c, data, root))
     }
 
     fn gather_bytes(&self, data: &[u8], root: i32) -> Result<Option<Vec<Vec<u8>>>> {
+        self.live()?;
         self.check_intra()?;
         self.check_root(root)?;
         self.coll.run(|c| coll::gather_bytes(c, data, root))
     }
 
     fn allgather_bytes(&self, data: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.live()?;
         self.check_intra()?;
         self.coll.run(|c| coll::allgather_bytes(c, data))
     }
 
     fn scatter_bytes(&self, data: Option<Vec<Vec<u8>>>, root: i32) -> Result<Vec<u8>> {
+        self.live()?;
         self.check_intra()?;
         self.check_root(root)?;
         self.coll.run(|c| coll::scatter_bytes(c, data, root))
     }
 
     fn alltoall_bytes(&self, data: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        self.live()?;
         self.check_intra()?;
         self.coll.run(|c| coll::alltoall_bytes(c, data))
     }
@@ -789,6 +833,7 @@ impl Communicator for NativeComm {
         root: Option<i32>,
         combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>> {
+        self.live()?;
         self.check_intra()?;
         if let Some(r) = root {
             self.check_root(r)?;
@@ -798,10 +843,12 @@ impl Communicator for NativeComm {
     }
 
     fn dup(&self) -> Result<CommRef> {
+        self.live()?;
         self.dup_comm()
     }
 
     fn split(&self, color: i32, key: i32) -> Result<Option<CommRef>> {
+        self.live()?;
         self.split_comm(color, key)
     }
 
@@ -840,7 +887,17 @@ impl Communicator for NativeComm {
         self.iagree_comm(flag)
     }
 
+    fn revoke(&self) -> Result<()> {
+        self.core.revoke(self.id, &self.all_job_ranks());
+        Ok(())
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.core.is_revoked(self.id)
+    }
+
     fn create(&self, group: &[i32]) -> Result<Option<CommRef>> {
+        self.live()?;
         self.create_comm(group)
     }
 
@@ -855,6 +912,7 @@ impl Communicator for NativeComm {
         remote_leader: i32,
         tag: i32,
     ) -> Result<CommRef> {
+        self.live()?;
         self.create_intercomm_comm(local_leader, peer, remote_leader, tag)
     }
 
@@ -866,10 +924,12 @@ impl Communicator for NativeComm {
         remote_leader: i32,
         tag: i32,
     ) -> Result<CommRef> {
+        self.live()?;
         self.create_from_groups_comm(local, local_leader, remote, remote_leader, tag)
     }
 
     fn merge(&self, high: bool) -> Result<CommRef> {
+        self.live()?;
         self.merge_comm(high)
     }
 
@@ -878,14 +938,17 @@ impl Communicator for NativeComm {
         root: i32,
         commands: Option<&[crate::backend::SpawnCommand]>,
     ) -> Result<CommRef> {
+        self.live()?;
         self.spawn_comm(root, commands)
     }
 
     fn accept(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        self.live()?;
         self.accept_comm(port, root)
     }
 
     fn connect(&self, port: Option<&str>, root: i32) -> Result<CommRef> {
+        self.live()?;
         self.connect_comm(port, root)
     }
 
@@ -898,14 +961,17 @@ impl Communicator for NativeComm {
     }
 
     fn ineighbor_exchange(&self, sends: &[RawBuf], recvs: &[RawBuf]) -> Result<RequestRef> {
+        self.live()?;
         self.ineighbor_exchange_comm(sends, recvs)
     }
 
     fn neighbor_exchange_bytes(&self, sends: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        self.live()?;
         self.neighbor_exchange_bytes_comm(sends)
     }
 
     fn iexchange(&self, sends: &[(i32, RawBuf)], recvs: &[(i32, RawBuf)]) -> Result<RequestRef> {
+        self.live()?;
         self.iexchange_comm(sends, recvs)
     }
 
@@ -914,14 +980,17 @@ impl Communicator for NativeComm {
         sends: Vec<(i32, Vec<u8>)>,
         recv_from: &[i32],
     ) -> Result<Vec<Vec<u8>>> {
+        self.live()?;
         self.exchange_bytes_comm(sends, recv_from)
     }
 
     fn collective(&self, op: Collective) -> Result<()> {
+        self.live()?;
         self.run_collective(op)
     }
 
     fn icollective(&self, op: Collective) -> Result<RequestRef> {
+        self.live()?;
         self.start_collective(op)
     }
 
@@ -931,6 +1000,7 @@ impl Communicator for NativeComm {
         exclusive: bool,
         combine: &mut Combine<'_>,
     ) -> Result<Option<Vec<u8>>> {
+        self.live()?;
         self.check_intra()?;
         self.coll
             .run(|c| coll::scan_bytes(c, data, exclusive, combine))

@@ -179,7 +179,13 @@ impl NativeComm {
 
     /// Gives this communicator's id back, once.
     pub(super) fn release_id(&self) {
-        if self.owns_id && !self.freed.swap(true, Ordering::AcqRel) {
+        // A revoked communicator's id is never used again: a revocation
+        // from a slower peer may still be on its way, and must not hit a
+        // later communicator that reused the id.
+        if self.owns_id
+            && !self.freed.swap(true, Ordering::AcqRel)
+            && !self.core.is_revoked(self.id)
+        {
             self.core.ctx_ids.release(self.id);
         }
     }

@@ -62,14 +62,19 @@ pub(crate) enum Watch<'a> {
     /// Nothing this call can name (the launcher's deadlock monitor is the
     /// net under those).
     Nothing,
-    /// One process (a probe for a message from it): ERR_PROC_FAILED.
-    Peer(i32),
+    /// One process (a probe for a message from it) on communicator
+    /// `comm`: ERR_PROC_FAILED (ERR_REVOKED once `comm` is revoked).
+    Peer { comm: u32, rank: i32 },
     /// A receive or probe from any of `slots` (the peers of communicator
     /// `comm`): ERR_PROC_FAILED_PENDING while one of them has failed and
     /// the communicator has not acknowledged it (`Comm.Ack_failed`).
     AnyOf { comm: u32, slots: &'a [i32] },
-    /// A step of a collective: every one of these takes part.
-    AllOf(&'a [i32], &'a [i32]),
+    /// A step of a collective on `comm`: every one of these takes part.
+    AllOf {
+        comm: u32,
+        members: &'a [i32],
+        remote: &'a [i32],
+    },
 }
 
 /// How long a waiter naps while it has output waiting for room in a peer's
@@ -205,6 +210,8 @@ struct State {
     acked: HashMap<u32, Vec<usize>>,
     /// Per communicator id: agreements started (`agree.rs`).
     agreements: HashMap<u32, u32>,
+    /// Ids of the communicators revoked (`Comm.Revoke`, here or by a peer).
+    revoked: std::collections::HashSet<u32>,
 }
 
 impl State {
@@ -269,6 +276,8 @@ pub struct Core {
     ctx_ids: ctxid::ContextIds,
     interrupt: RwLock<Option<InterruptCheck>>,
     finalized: AtomicBool,
+    /// Whether any communicator is revoked (a cheap check before the set).
+    any_revoked: AtomicBool,
     /// Which collective channels of the segment our communicators hold.
     coll_channels: coll::ChannelPool,
 }
@@ -460,6 +469,7 @@ impl Core {
             ctx_ids: ctxid::ContextIds::new(&[WORLD_ID, SELF_ID, UNIVERSE_ID]),
             interrupt: RwLock::new(None),
             finalized: AtomicBool::new(false),
+            any_revoked: AtomicBool::new(false),
             coll_channels,
         }))
     }
@@ -1028,6 +1038,15 @@ impl Core {
     /// longer happen because of a failed process.
     fn failure_for(&self, watch: &Watch<'_>) -> Option<Error> {
         let st = self.lock();
+        let comm = match *watch {
+            Watch::Nothing => None,
+            Watch::Peer { comm, .. } | Watch::AnyOf { comm, .. } | Watch::AllOf { comm, .. } => {
+                Some(comm)
+            }
+        };
+        if comm.is_some_and(|c| st.revoked.contains(&c)) {
+            return Some(revoked());
+        }
         if st.failed.is_empty() {
             return None;
         }
@@ -1039,7 +1058,7 @@ impl Core {
         };
         match *watch {
             Watch::Nothing => None,
-            Watch::Peer(p) => {
+            Watch::Peer { rank: p, .. } => {
                 (p >= 0 && st.failed.contains(&(p as usize))).then(|| proc_failed(p as usize))
             }
             Watch::AnyOf { comm, slots } => {
@@ -1056,7 +1075,9 @@ impl Core {
                         ))
                     })
             }
-            Watch::AllOf(a, b) => failed(a).or_else(|| failed(b)).map(proc_failed),
+            Watch::AllOf {
+                members, remote, ..
+            } => failed(members).or_else(|| failed(remote)).map(proc_failed),
         }
     }
 
@@ -1105,11 +1126,45 @@ impl Core {
     }
 
     /// Forgets a freed communicator's acknowledgements and agreement count
-    /// (its id is reused).
+    /// (its id is reused; a revoked one's never is, so its revocation stays).
     pub(crate) fn forget_comm(&self, comm: u32) {
         let mut st = self.lock();
         st.acked.remove(&comm);
         st.agreements.remove(&comm);
+    }
+
+    /// Whether communicator `comm` is revoked.
+    #[inline]
+    pub(crate) fn is_revoked(&self, comm: u32) -> bool {
+        self.any_revoked.load(Ordering::Relaxed) && self.lock().revoked.contains(&comm)
+    }
+
+    /// Revokes communicator `comm` here and tells `peers` (job ranks).
+    pub(crate) fn revoke(&self, comm: u32, peers: &[i32]) {
+        let mut st = self.lock();
+        self.revoke_here(&mut st, comm);
+        for &p in peers {
+            if p as usize != self.me {
+                let info = self.ctl_info(CellKind::Revoke, u64::from(comm), 0);
+                self.send_cell(&mut st, p as usize, info, OutData::Empty);
+            }
+        }
+    }
+
+    /// Marks `comm` revoked and fails the receives posted on its contexts.
+    fn revoke_here(&self, st: &mut State, comm: u32) {
+        if !st.revoked.insert(comm) {
+            return;
+        }
+        self.any_revoked.store(true, Ordering::Relaxed);
+        st.posted.retain(|p| {
+            let lost = p.ctx / 4 == comm;
+            if lost {
+                fail_request(&p.req, p.src, p.tag, revoked());
+            }
+            !lost
+        });
+        st.completed = true;
     }
 
     /// The sequence number of communicator `comm`'s next agreement.
@@ -1167,6 +1222,7 @@ impl Core {
                     });
                 }
             }
+            CellKind::Revoke => self.revoke_here(st, info.aux0 as u32),
             CellKind::Done => {
                 if let Some(p) = st.pending_sends.remove(&info.aux0) {
                     p.req.complete(Status::default(), None);
@@ -1351,7 +1407,9 @@ impl Core {
             }
             // Before sleeping (a failure rings every doorbell, so a sleeper
             // comes back here): has a process we wait for failed?
-            if self.seg.failures() != 0 && !matches!(watch, Watch::Nothing) {
+            if (self.seg.failures() != 0 || self.any_revoked.load(Ordering::Relaxed))
+                && !matches!(watch, Watch::Nothing)
+            {
                 if let Some(e) = self.failure_for(&watch) {
                     break Err(e);
                 }
@@ -1420,6 +1478,10 @@ impl Core {
 /// The error of an operation that needs a process that has failed.
 fn proc_failed(job_rank: usize) -> Error {
     Error::ProcFailed(format!("process {job_rank} of the job has failed"))
+}
+
+fn revoked() -> Error {
+    Error::Revoked("the communicator was revoked".into())
 }
 
 /// Completes a request with an error (its status carries the class).

@@ -114,7 +114,10 @@ impl Request for NativeRequest {
                 comm: self.comm_id,
                 slots,
             },
-            None => Watch::Peer(self.peer_world),
+            None => Watch::Peer {
+                comm: self.comm_id,
+                rank: self.peer_world,
+            },
         };
         self.core.wait_described(
             || st.is_done(),
