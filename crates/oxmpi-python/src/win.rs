@@ -312,6 +312,24 @@ impl PyWin {
         self.inner.is_some()
     }
 
+    /// A window exports its local memory (as mpi4py's does): the export
+    /// is made by an `MPI.buffer` over the memory, which the view holds.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let mem = slf.borrow().tomemory(py)?;
+        // SAFETY: `view` is the caller's Py_buffer (buffer protocol); the
+        // buffer object fills it and the view keeps a reference to it.
+        let rc = unsafe { pyo3::ffi::PyObject_GetBuffer(mem.as_ptr(), view, flags) };
+        if rc != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(())
+    }
+
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let null = slf.borrow().inner.is_none();
         crate::handle::reduce(slf.as_any(), null.then_some("WIN_NULL"))

@@ -805,8 +805,12 @@ impl Window for NativeWindow {
         }
         let no_op = matches!(op, Op::Predefined(crate::op::Predefined::NoOp));
         let basic = Datatype::new(target.dtype.basic);
-        op.check(&basic)?;
         let bytes = target.count * target.dtype.size();
+        if bytes > 0 {
+            // Nothing is combined when nothing moves (MPI libraries accept
+            // empty accumulates of any type).
+            op.check(&basic)?;
+        }
         if !no_op {
             if origin_type.basic != target.dtype.basic && origin.len > 0 {
                 return Err(Error::Type(format!(
@@ -830,6 +834,9 @@ impl Window for NativeWindow {
             }
         }
         let runs = self.runs(t, target)?;
+        if bytes == 0 {
+            return Ok(());
+        }
         let elems = bytes / basic.size().max(1);
         let _guard = self.acquire_mutex(t);
         let mut data = vec![0u8; bytes];
