@@ -84,6 +84,17 @@ if __name__ == "__main__":
     dyn.Put(np.full(4, rank, "i"), right, addrs[right])
     dyn.Fence()
     assert (mem == left).all(), mem
+    # Memory that is not attached is refused, never written.
+    try:
+        dyn.Lock(right)
+        dyn.Put(np.zeros(4, "i"), right, addrs[right] + mem.nbytes)
+    except MPI.Exception as e:
+        assert e.Get_error_class() == MPI.ERR_RMA_RANGE, e
+    else:
+        raise AssertionError("a Put outside the attached memory was accepted")
+    finally:
+        dyn.Unlock(right)
+    dyn.Fence()
     dyn.Detach(mem)
     dyn.Free()
 

@@ -62,11 +62,23 @@ struct WinMemory {
     win: WindowRef,
 }
 
-/// A window (WIN_NULL when `inner` is None).
+/// A window handle: the runtime's window and what MPI keeps with it.
+struct WinHandle {
+    win: WindowRef,
+    state: Mutex<WinState>,
+}
+
+/// A window (WIN_NULL when `h` is None).
 #[pyclass(module = "oxmpi.MPI", name = "Win", subclass, weakref)]
 pub struct PyWin {
-    inner: Option<WindowRef>,
-    state: Option<Arc<Mutex<WinState>>>,
+    h: Option<Arc<WinHandle>>,
+}
+
+/// Integer handles of windows.
+fn win_ints() -> &'static crate::handle::IntHandles<WinHandle> {
+    static INTS: std::sync::OnceLock<crate::handle::IntHandles<WinHandle>> =
+        std::sync::OnceLock::new();
+    INTS.get_or_init(Default::default)
 }
 
 fn win_error(py: Python<'_>) -> PyErr {
@@ -75,12 +87,12 @@ fn win_error(py: Python<'_>) -> PyErr {
 
 impl PyWin {
     fn w(&self, py: Python<'_>) -> PyResult<&WindowRef> {
-        self.inner.as_ref().ok_or_else(|| win_error(py))
+        self.h.as_ref().map(|h| &h.win).ok_or_else(|| win_error(py))
     }
 
     fn st(&self, py: Python<'_>) -> PyResult<std::sync::MutexGuard<'_, WinState>> {
-        let s = self.state.as_ref().ok_or_else(|| win_error(py))?;
-        Ok(s.lock().unwrap_or_else(|e| e.into_inner()))
+        let h = self.h.as_ref().ok_or_else(|| win_error(py))?;
+        Ok(h.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -94,15 +106,16 @@ fn new_win(
     let obj = cls.call0()?;
     {
         let cell = obj.cast::<PyWin>()?;
-        let mut me = cell.borrow_mut();
-        me.inner = Some(w);
-        me.state = Some(Arc::new(Mutex::new(WinState {
-            name: String::new(),
-            errhandler: errhandler::errors_return(),
-            info,
-            memory,
-            attached: Vec::new(),
-        })));
+        cell.borrow_mut().h = Some(Arc::new(WinHandle {
+            win: w,
+            state: Mutex::new(WinState {
+                name: String::new(),
+                errhandler: errhandler::errors_return(),
+                info,
+                memory,
+                attached: Vec::new(),
+            }),
+        }));
     }
     Ok(obj.unbind())
 }
@@ -275,18 +288,11 @@ impl PyWin {
     #[pyo3(signature = (win=None))]
     fn py_new(win: Option<&Bound<'_, PyAny>>) -> PyResult<PyWin> {
         match win {
-            None => Ok(PyWin {
-                inner: None,
-                state: None,
-            }),
+            None => Ok(PyWin { h: None }),
             Some(o) => match o.cast::<PyWin>() {
-                Ok(w) => {
-                    let w = w.borrow();
-                    Ok(PyWin {
-                        inner: w.inner.clone(),
-                        state: w.state.clone(),
-                    })
-                }
+                Ok(w) => Ok(PyWin {
+                    h: w.borrow().h.clone(),
+                }),
                 Err(_) => Err(PyTypeError::new_err(format!(
                     "expecting an MPI.Win, got {}",
                     o.get_type().name()?
@@ -304,12 +310,12 @@ impl PyWin {
         let same = other
             .cast::<PyWin>()
             .ok()
-            .map(|o| crate::handle::same(me.inner.as_ref(), o.borrow().inner.as_ref()));
+            .map(|o| crate::handle::same(me.h.as_ref(), o.borrow().h.as_ref()));
         crate::handle::richcmp(slf.as_any(), same, op)
     }
 
     fn __bool__(&self) -> bool {
-        self.inner.is_some()
+        self.h.is_some()
     }
 
     /// A window exports its local memory (as mpi4py's does): the export
@@ -331,7 +337,7 @@ impl PyWin {
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let null = slf.borrow().inner.is_none();
+        let null = slf.borrow().h.is_none();
         crate::handle::reduce(slf.as_any(), null.then_some("WIN_NULL"))
     }
 
@@ -341,10 +347,39 @@ impl PyWin {
 
     #[pyo3(signature = (*_args))]
     fn __exit__(slf: &Bound<'_, Self>, _args: &Bound<'_, PyTuple>) -> PyResult<()> {
-        if slf.borrow().inner.is_some() {
+        if slf.borrow().h.is_some() {
             Self::Free(slf)?;
         }
         Ok(())
+    }
+
+    #[getter]
+    fn handle(&self) -> i64 {
+        win_ints().toint(self.h.as_ref())
+    }
+
+    #[classmethod]
+    fn fromhandle<'py>(cls: &Bound<'py, PyType>, handle: i64) -> PyResult<Bound<'py, PyAny>> {
+        let h = win_ints().lookup(handle, "window")?;
+        crate::handle::rebuild(cls, h.map(|h| PyWin { h: Some(h) }))
+    }
+
+    fn toint(&self) -> i64 {
+        self.handle()
+    }
+
+    #[classmethod]
+    fn fromint<'py>(cls: &Bound<'py, PyType>, arg: i64) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
+    }
+
+    fn py2f(&self) -> i64 {
+        self.handle()
+    }
+
+    #[classmethod]
+    fn f2py<'py>(cls: &Bound<'py, PyType>, arg: i64) -> PyResult<Bound<'py, PyAny>> {
+        Self::fromhandle(cls, arg)
     }
 
     // ------------------------------------------------------- creation
@@ -415,19 +450,18 @@ impl PyWin {
         let w = slf.borrow().w(py)?.clone();
         blocking(py, || w.free())?;
         let mut me = slf.borrow_mut();
-        if let Some(s) = &me.state {
-            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = &me.h {
+            let mut s = h.state.lock().unwrap_or_else(|e| e.into_inner());
             s.memory = None;
             s.attached.clear();
         }
-        me.inner = None;
-        me.state = None;
+        me.h = None;
         Ok(())
     }
 
     /// Frees unless null.
     fn free(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if slf.borrow().inner.is_some() {
+        if slf.borrow().h.is_some() {
             Self::Free(slf)?;
         }
         Ok(())
@@ -494,9 +528,13 @@ impl PyWin {
                 .into_pyobject(py)?
                 .into_any()
                 .unbind(),
+            // No keyval for windows can be created (Create_keyval raises
+            // NotImplementedError), so any other keyval is invalid here.
             _ => {
-                return Err(PyNotImplementedError::new_err(
-                    "attributes of user keyvals on windows are not supported by oxmpi",
+                return Err(mpi_error(
+                    py,
+                    class::ERR_KEYVAL,
+                    &format!("invalid keyval {keyval} for a window"),
                 ))
             }
         };
@@ -600,7 +638,7 @@ impl PyWin {
     }
 
     fn Get_name(&self, py: Python<'_>) -> PyResult<String> {
-        if self.inner.is_none() {
+        if self.h.is_none() {
             return Ok("MPI_WIN_NULL".into());
         }
         Ok(self.st(py)?.name.clone())

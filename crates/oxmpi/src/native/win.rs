@@ -29,6 +29,9 @@
 //!   `Compare_and_swap` on that target atomic with respect to each other;
 //! * per process, a **doorbell** rung whenever a post or complete
 //!   counter for it moves;
+//! * for dynamic windows, per process a table of the regions it has
+//!   attached (address, length), which origins check their accesses
+//!   against;
 //! * `n * n` **post counters** (`post[origin][target]`, raised by the
 //!   target's `Post`) and `n * n` **complete counters**
 //!   (`complete[target][origin]`, raised by the origin's `Complete`) for
@@ -44,7 +47,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{fence as mem_fence, AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{fence as mem_fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +65,9 @@ const NAP: Duration = Duration::from_millis(50);
 
 /// The exclusive-holder bit of a lock word.
 const WRITER: u32 = 1 << 31;
+
+/// How many regions a process may attach to a dynamic window at once.
+const ATTACH_SLOTS: usize = 64;
 
 fn rma_error(class: i32, message: impl Into<String>) -> Error {
     Error::Mpi {
@@ -109,8 +115,15 @@ impl Mapping {
         })
     }
 
+    fn word64(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset + 8 <= self.len && offset.is_multiple_of(8));
+        // SAFETY: as for `word`, with 8-byte alignment (the attach table
+        // starts 8-aligned and its entries are 16 bytes).
+        unsafe { &*(self.ptr.add(offset) as *const AtomicU64) }
+    }
+
     fn word(&self, offset: usize) -> &AtomicU32 {
-        debug_assert!(offset + 4 <= self.len && offset % 4 == 0);
+        debug_assert!(offset + 4 <= self.len && offset.is_multiple_of(4));
         // SAFETY: `offset` is inside the mapping and 4-aligned (the layout
         // of `Control` guarantees both); the page is shared and only ever
         // accessed atomically at this offset.
@@ -134,6 +147,9 @@ impl Drop for Mapping {
 #[derive(Clone, Copy)]
 struct Control {
     n: usize,
+    /// Entries per member in the table of attached regions (dynamic
+    /// windows only; 0 otherwise).
+    slots: usize,
 }
 
 impl Control {
@@ -152,9 +168,14 @@ impl Control {
     fn complete(self, target: usize, origin: usize) -> usize {
         64 * self.n + 4 * self.n * self.n + 4 * (target * self.n + origin)
     }
+    /// Entry `i` of member `t`'s table of attached regions: two 64-bit
+    /// words, address and length (0: a free entry).
+    fn attached(self, t: usize, i: usize) -> usize {
+        64 * self.n + 8 * self.n * self.n + 16 * (t * self.slots + i)
+    }
     /// Where window memory starts.
     fn memory(self) -> usize {
-        (64 * self.n + 8 * self.n * self.n).next_multiple_of(4096)
+        (64 * self.n + 8 * self.n * self.n + 16 * self.n * self.slots).next_multiple_of(4096)
     }
 }
 
@@ -211,6 +232,15 @@ pub(crate) fn create(parent: &dyn Communicator, how: WinCreate) -> Result<Window
             "windows are created over intracommunicators".into(),
         ));
     }
+    let unit = match how {
+        WinCreate::Memory { disp_unit, .. } | WinCreate::Allocate { disp_unit, .. } => disp_unit,
+        WinCreate::Dynamic => 1,
+    };
+    if unit == 0 {
+        // Refused before any communication (MPI calls it erroneous, so
+        // every member is expected to pass the same kind of value).
+        return Err(rma_error(class::ERR_DISP, "disp_unit must be positive"));
+    }
     let comm = parent.dup()?;
     let me = comm.rank() as usize;
     let n = comm.size() as usize;
@@ -234,11 +264,6 @@ pub(crate) fn create(parent: &dyn Communicator, how: WinCreate) -> Result<Window
         }
         WinCreate::Dynamic => (WinFlavor::Dynamic, 0, 0, 1),
     };
-    if disp_unit == 0 {
-        // Every member fails alike only if every member passes 0; MPI calls
-        // a disp_unit <= 0 erroneous anyway.
-        return Err(rma_error(class::ERR_DISP, "disp_unit must be positive"));
-    }
     let mut mine = Vec::with_capacity(28);
     mine.extend_from_slice(&std::process::id().to_le_bytes());
     mine.extend_from_slice(&base.to_le_bytes());
@@ -258,7 +283,14 @@ pub(crate) fn create(parent: &dyn Communicator, how: WinCreate) -> Result<Window
             }
         })
         .collect();
-    let ctl = Control { n };
+    let ctl = Control {
+        n,
+        slots: if flavor == WinFlavor::Dynamic {
+            ATTACH_SLOTS
+        } else {
+            0
+        },
+    };
     let mut total = ctl.memory();
     if matches!(flavor, WinFlavor::Allocate | WinFlavor::Shared) {
         // Shared windows are contiguous across ranks (MPI's default);
@@ -283,7 +315,15 @@ pub(crate) fn create(parent: &dyn Communicator, how: WinCreate) -> Result<Window
             total += p.size as usize;
         }
     }
-    let map = share_memfd(&comm, me, total.max(1))?;
+    let map = match share_memfd(&comm, me, total.max(1)) {
+        Ok(m) => m,
+        Err(e) => {
+            // Every member failed alike (`share_memfd` agrees on it), so
+            // every member frees the duplicate.
+            let _ = comm.free();
+            return Err(e);
+        }
+    };
     let disp_unit_local = disp_unit;
     let local = match (flavor, how) {
         (WinFlavor::Create, WinCreate::Memory { mem, .. }) => mem,
@@ -490,6 +530,17 @@ impl NativeWindow {
         self.map.word(offset)
     }
 
+    /// Whether `len` bytes at address `at` lie in one region `t` has
+    /// attached (read from `t`'s published table).
+    fn is_attached(&self, t: usize, at: i128, len: usize) -> bool {
+        (0..ATTACH_SLOTS).any(|i| {
+            let e = self.ctl.attached(t, i);
+            let rlen = self.map.word64(e + 8).load(Ordering::Acquire) as i128;
+            let addr = self.map.word64(e).load(Ordering::Relaxed) as i128;
+            rlen > 0 && addr <= at && at + len as i128 <= addr + rlen
+        })
+    }
+
     fn check_live(&self) -> Result<()> {
         if self.freed.load(Ordering::Acquire) {
             return Err(rma_error(class::ERR_WIN, "the window has been freed"));
@@ -524,6 +575,22 @@ impl NativeWindow {
                     _ => runs.push((at, len)),
                 }
             });
+        }
+        if self.flavor == WinFlavor::Dynamic {
+            return runs
+                .into_iter()
+                .map(|(at, len)| {
+                    if len > 0 && !self.is_attached(t, at, len) {
+                        return Err(rma_error(
+                            class::ERR_RMA_RANGE,
+                            format!(
+                                "RMA access to {len} bytes at address {at:#x}, outside the memory rank {t} has attached"
+                            ),
+                        ));
+                    }
+                    Ok((at as u64, len))
+                })
+                .collect();
         }
         let (origin, limit) = match (self.flavor, p.offset) {
             (WinFlavor::Dynamic, _) => (0i128, None),
@@ -736,10 +803,32 @@ impl Window for NativeWindow {
                 "Attach needs a window made by Create_dynamic",
             ));
         }
-        self.attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((mem.ptr as usize, mem.len));
+        if mem.len == 0 {
+            return Ok(());
+        }
+        let mut a = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        // Publish the region where origins check their accesses: address
+        // first, then the length that makes the entry live.
+        let free = (0..ATTACH_SLOTS).find(|&i| {
+            self.map
+                .word64(self.ctl.attached(self.me, i) + 8)
+                .load(Ordering::Acquire)
+                == 0
+        });
+        let Some(i) = free else {
+            return Err(rma_error(
+                class::ERR_RMA_ATTACH,
+                format!("at most {ATTACH_SLOTS} regions can be attached to a window at once"),
+            ));
+        };
+        let entry = self.ctl.attached(self.me, i);
+        self.map
+            .word64(entry)
+            .store(mem.ptr as u64, Ordering::Relaxed);
+        self.map
+            .word64(entry + 8)
+            .store(mem.len as u64, Ordering::Release);
+        a.push((mem.ptr as usize, mem.len));
         Ok(())
     }
 
@@ -754,7 +843,16 @@ impl Window for NativeWindow {
         let mut a = self.attached.lock().unwrap_or_else(|e| e.into_inner());
         match a.iter().rposition(|&(p, _)| p == addr) {
             Some(i) => {
-                a.remove(i);
+                let (_, len) = a.remove(i);
+                let entry = (0..ATTACH_SLOTS)
+                    .map(|k| self.ctl.attached(self.me, k))
+                    .find(|&e| {
+                        self.map.word64(e).load(Ordering::Relaxed) == addr as u64
+                            && self.map.word64(e + 8).load(Ordering::Acquire) == len as u64
+                    });
+                if let Some(e) = entry {
+                    self.map.word64(e + 8).store(0, Ordering::Release);
+                }
                 Ok(())
             }
             None => Err(rma_error(
@@ -912,18 +1010,22 @@ impl Window for NativeWindow {
             return Ok(());
         }
         let t = self.target_index(rank)?;
-        let mut ep = self.epochs();
-        if ep.locks.contains_key(&t) || ep.lock_all.is_some() {
-            return Err(rma_error(
-                class::ERR_RMA_SYNC,
-                format!("rank {t} of the window is already locked by this process"),
-            ));
+        {
+            let ep = self.epochs();
+            if ep.locks.contains_key(&t) || ep.lock_all.is_some() {
+                return Err(rma_error(
+                    class::ERR_RMA_SYNC,
+                    format!("rank {t} of the window is already locked by this process"),
+                ));
+            }
         }
+        // The wait happens without holding `epochs`, so that other
+        // threads of this process can unlock other targets meanwhile.
         let take = assert & MODE_NOCHECK == 0;
         if take {
             self.lock_word(t, exclusive);
         }
-        ep.locks.insert(t, (exclusive, take));
+        self.epochs().locks.insert(t, (exclusive, take));
         Ok(())
     }
 
