@@ -60,6 +60,10 @@ struct WinState {
 struct WinMemory {
     #[allow(dead_code)] // held, never read
     win: WindowRef,
+    /// The memory object a `Create` window was made over, so that its
+    /// memory outlives `Free` as long as a view of it does.
+    #[allow(dead_code)] // held, never read
+    user: Option<Py<PyAny>>,
 }
 
 /// A window handle: the runtime's window and what MPI keeps with it.
@@ -595,7 +599,13 @@ impl PyWin {
     fn tomemory(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let w = self.w(py)?.clone();
         let l = w.local();
-        let owner = Py::new(py, WinMemory { win: w })?.into_any();
+        let user = self
+            .st(py)?
+            .memory
+            .as_ref()
+            .and_then(|v| v.obj(py))
+            .map(Bound::unbind);
+        let owner = Py::new(py, WinMemory { win: w, user })?.into_any();
         memory_view(py, l.ptr, l.len, owner)
     }
 
@@ -603,7 +613,7 @@ impl PyWin {
     fn Shared_query(&self, py: Python<'_>, rank: i32) -> PyResult<(Py<PyAny>, usize)> {
         let w = self.w(py)?.clone();
         let (mem, unit) = w.shared_query(rank).py()?;
-        let owner = Py::new(py, WinMemory { win: w })?.into_any();
+        let owner = Py::new(py, WinMemory { win: w, user: None })?.into_any();
         Ok((memory_view(py, mem.ptr, mem.len, owner)?, unit))
     }
 

@@ -670,19 +670,38 @@ impl NativeWindow {
         })
     }
 
-    fn acquire_mutex(&self, t: usize) -> MutexGuard<'_> {
+    /// Sleeps on `word` while it holds `seen` (at most a nap). Every
+    /// second of waiting, checks that the window's processes live: a
+    /// process that died holding a lock would otherwise be waited for
+    /// forever.
+    fn nap(&self, word: &AtomicU32, seen: u32, naps: &mut u32) -> Result<()> {
+        sys::futex_wait(word, seen, NAP);
+        *naps += 1;
+        if (*naps).is_multiple_of(20) {
+            if let Some(t) = self.peers.iter().position(|p| !sys::process_alive(p.pid)) {
+                return Err(Error::ProcFailed(format!(
+                    "rank {t} of the window died while this process waited for it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn acquire_mutex(&self, t: usize) -> Result<MutexGuard<'_>> {
         let w = self.word(self.ctl.mutex(t));
+        let mut naps = 0;
         while w
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            sys::futex_wait(w, 1, NAP);
+            self.nap(w, 1, &mut naps)?;
         }
-        MutexGuard(w)
+        Ok(MutexGuard(w))
     }
 
-    fn lock_word(&self, t: usize, exclusive: bool) {
+    fn lock_word(&self, t: usize, exclusive: bool) -> Result<()> {
         let w = self.word(self.ctl.lock(t));
+        let mut naps = 0;
         loop {
             let cur = w.load(Ordering::Acquire);
             let free = if exclusive {
@@ -695,11 +714,11 @@ impl NativeWindow {
                 if w.compare_exchange(cur, new, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return;
+                    return Ok(());
                 }
                 continue;
             }
-            sys::futex_wait(w, cur, NAP);
+            self.nap(w, cur, &mut naps)?;
         }
     }
 
@@ -720,14 +739,15 @@ impl NativeWindow {
     }
 
     /// Sleeps on this process's doorbell until `ready()`.
-    fn wait_bell(&self, mut ready: impl FnMut() -> bool) {
+    fn wait_bell(&self, mut ready: impl FnMut() -> bool) -> Result<()> {
         let b = self.word(self.ctl.bell(self.me));
+        let mut naps = 0;
         loop {
             let seen = b.load(Ordering::Acquire);
             if ready() {
-                return;
+                return Ok(());
             }
-            sys::futex_wait(b, seen, NAP);
+            self.nap(b, seen, &mut naps)?;
         }
     }
 
@@ -936,7 +956,7 @@ impl Window for NativeWindow {
             return Ok(());
         }
         let elems = bytes / basic.size().max(1);
-        let _guard = self.acquire_mutex(t);
+        let _guard = self.acquire_mutex(t)?;
         let mut data = vec![0u8; bytes];
         self.transfer(t, RawBuf::from_mut(&mut data), &runs, false)?;
         if let Some(r) = result {
@@ -984,7 +1004,7 @@ impl Window for NativeWindow {
             dtype: dtype.clone(),
         };
         let runs = self.runs(t, &target)?;
-        let _guard = self.acquire_mutex(t);
+        let _guard = self.acquire_mutex(t)?;
         let mut old = vec![0u8; size];
         self.transfer(t, RawBuf::from_mut(&mut old), &runs, false)?;
         // SAFETY: the three buffers hold `size` bytes (checked above).
@@ -1023,7 +1043,7 @@ impl Window for NativeWindow {
         // threads of this process can unlock other targets meanwhile.
         let take = assert & MODE_NOCHECK == 0;
         if take {
-            self.lock_word(t, exclusive);
+            self.lock_word(t, exclusive)?;
         }
         self.epochs().locks.insert(t, (exclusive, take));
         Ok(())
@@ -1061,7 +1081,12 @@ impl Window for NativeWindow {
         let take = assert & MODE_NOCHECK == 0;
         if take {
             for t in 0..self.n {
-                self.lock_word(t, false);
+                if let Err(e) = self.lock_word(t, false) {
+                    for u in 0..t {
+                        self.unlock_word(u, false);
+                    }
+                    return Err(e);
+                }
             }
         }
         ep.lock_all = Some(take);
@@ -1137,7 +1162,7 @@ impl Window for NativeWindow {
         for &t in &targets {
             let want = ep.posts_seen[t].wrapping_add(1);
             let w = self.word(self.ctl.post(self.me, t));
-            self.wait_bell(|| w.load(Ordering::Acquire).wrapping_sub(want) as i32 >= 0);
+            self.wait_bell(|| w.load(Ordering::Acquire).wrapping_sub(want) as i32 >= 0)?;
             ep.posts_seen[t] = want;
         }
         ep.started = Some(targets);
@@ -1168,7 +1193,7 @@ impl Window for NativeWindow {
         for o in origins {
             let want = ep.completes_seen[o].wrapping_add(1);
             let w = self.word(self.ctl.complete(self.me, o));
-            self.wait_bell(|| w.load(Ordering::Acquire).wrapping_sub(want) as i32 >= 0);
+            self.wait_bell(|| w.load(Ordering::Acquire).wrapping_sub(want) as i32 >= 0)?;
             ep.completes_seen[o] = want;
         }
         mem_fence(Ordering::SeqCst);
