@@ -1244,3 +1244,39 @@ impl Window for NativeWindow {
         self.comm.free()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every control word has its own bytes, all before window memory.
+    #[test]
+    fn control_words_do_not_overlap() {
+        for n in 1..=6 {
+            for slots in [0, ATTACH_SLOTS] {
+                let c = Control { n, slots };
+                let mut spans = Vec::new();
+                for t in 0..n {
+                    spans.push((c.lock(t), 4));
+                    spans.push((c.mutex(t), 4));
+                    spans.push((c.bell(t), 4));
+                    for o in 0..n {
+                        spans.push((c.post(o, t), 4));
+                        spans.push((c.complete(t, o), 4));
+                    }
+                    for i in 0..slots {
+                        spans.push((c.attached(t, i), 16));
+                    }
+                }
+                spans.sort();
+                for w in spans.windows(2) {
+                    assert!(w[0].0 + w[0].1 <= w[1].0, "{n} {slots}: {w:?}");
+                }
+                let (last, len) = *spans.last().unwrap();
+                assert!(last + len <= c.memory());
+                assert!(c.memory().is_multiple_of(4096));
+                assert!(spans.iter().all(|&(o, l)| o % l.min(8) == 0));
+            }
+        }
+    }
+}
