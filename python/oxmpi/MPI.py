@@ -250,9 +250,8 @@ globals().update(_oxmpi.ops)
 
 COMM_NULL = Comm()
 
-# Windows, files and sessions are not implemented: their classes exist so
-# that programs (and mpi4py's tests) see NotImplementedError, not
-# AttributeError.
+# Files and sessions are not implemented: their classes exist so that
+# programs (and mpi4py's tests) see NotImplementedError, not AttributeError.
 from ._unsupported import (  # noqa: E402
     File,
     MODE_APPEND,
@@ -265,11 +264,14 @@ from ._unsupported import (  # noqa: E402
     MODE_UNIQUE_OPEN,
     MODE_WRONLY,
     Session,
-    Win,
     FILE_NULL,
     SESSION_NULL,
-    WIN_NULL,
 )
+
+# One-sided communication (MPI-4.1 chapter 12).
+Win = _oxmpi.Win
+WIN_NULL = Win()
+globals().update(_oxmpi.win_constants)
 
 # -- initialisation -----------------------------------------------------------
 # A program started without mpiexec gets a process manager on its first

@@ -1,11 +1,7 @@
-"""MPI objects oxmpi does not implement: one-sided windows (MPI-4.1 ch. 12),
-files (ch. 14) and sessions (ch. 11.3). Making one raises
+"""MPI objects oxmpi does not implement: files (MPI-4.1 ch. 14) and
+sessions (ch. 11.3). Making one raises
 NotImplementedError, as mpi4py does when its MPI library lacks a call; the
 null handles exist and are false."""
-
-import operator as _operator
-
-from ._oxmpi import _check_message
 
 
 def _unsupported(what):
@@ -61,99 +57,6 @@ class _Unsupported:
         return method
 
 
-def _check_target(target):
-    """mpi4py's checks of an RMA target specification (``message_rma``)."""
-    if target is None:
-        return
-    if isinstance(target, (list, tuple)):
-        for item in target[:2]:
-            _operator.index(item)
-        if len(target) > 3:
-            raise ValueError("target: expecting 3 items at most")
-        return
-    try:
-        _operator.index(target)
-    except TypeError:
-        raise ValueError("target: expecting integral or list/tuple") from None
-
-
-class Win(_Unsupported):
-    """An RMA window (not supported: creating one raises). Its
-    communication calls check their arguments as mpi4py does (a malformed
-    buffer specification is the same error as with an MPI library), then
-    raise NotImplementedError."""
-
-    def _rma(self, name, origin, target_rank, target, readonly, result=None):
-        _check_message(origin, not readonly, target_rank)
-        if result is not None:
-            _check_message(result, True, target_rank)
-        _check_target(target)
-        _unsupported(f"MPI.Win.{name}")
-
-    def Put(self, origin, target_rank, target=None):
-        self._rma("Put", origin, target_rank, target, True)
-
-    def Get(self, origin, target_rank, target=None):
-        self._rma("Get", origin, target_rank, target, False)
-
-    def Accumulate(self, origin, target_rank, target=None, op=None):
-        self._rma("Accumulate", origin, target_rank, target, True)
-
-    def Get_accumulate(self, origin, result, target_rank, target=None, op=None):
-        self._rma("Get_accumulate", origin, target_rank, target, False, result)
-
-    def Rput(self, origin, target_rank, target=None):
-        self._rma("Rput", origin, target_rank, target, True)
-
-    def Rget(self, origin, target_rank, target=None):
-        self._rma("Rget", origin, target_rank, target, False)
-
-    def Raccumulate(self, origin, target_rank, target=None, op=None):
-        self._rma("Raccumulate", origin, target_rank, target, True)
-
-    def Rget_accumulate(self, origin, result, target_rank, target=None, op=None):
-        self._rma("Rget_accumulate", origin, target_rank, target, False, result)
-
-    def __bool__(self):
-        return False
-
-    def __eq__(self, other):
-        return isinstance(other, Win)
-
-    _null_name = "WIN_NULL"
-
-    def __hash__(self):
-        return 0
-
-    @classmethod
-    def Create(cls, *args, **kwargs):
-        _unsupported("MPI.Win")
-
-    @classmethod
-    def Allocate(cls, *args, **kwargs):
-        _unsupported("MPI.Win")
-
-    @classmethod
-    def Allocate_shared(cls, *args, **kwargs):
-        _unsupported("MPI.Win")
-
-    @classmethod
-    def Create_dynamic(cls, *args, **kwargs):
-        _unsupported("MPI.Win")
-
-    @classmethod
-    def Create_keyval(cls, *args, **kwargs):
-        _unsupported("MPI.Win attributes")
-
-    @classmethod
-    def Free_keyval(cls, *args, **kwargs):
-        _unsupported("MPI.Win attributes")
-
-    @classmethod
-    def Create_errhandler(cls, *args, **kwargs):
-        _unsupported("MPI.Win error handlers")
-
-
 class File(_Unsupported):
     """An MPI-IO file (not supported: opening one raises)."""
 
@@ -200,7 +103,6 @@ class Session(_Unsupported):
         _unsupported("MPI.Session error handlers")
 
 
-WIN_NULL = Win()
 FILE_NULL = File()
 SESSION_NULL = Session()
 

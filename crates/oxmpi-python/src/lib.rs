@@ -28,6 +28,7 @@ mod request;
 mod status;
 mod topo;
 mod ulfm;
+mod win;
 
 use pyo3::prelude::*;
 
@@ -252,6 +253,7 @@ fn add_comm_chapter(m: &Bound<'_, PyModule>) -> PyResult<()> {
     consts.set_item("UNWEIGHTED", topo::UNWEIGHTED)?;
     consts.set_item("WEIGHTS_EMPTY", topo::WEIGHTS_EMPTY)?;
     m.add("comm_constants", consts)?;
+    win::register(m)?;
     let errs = pyo3::types::PyDict::new(py);
     let strings = pyo3::types::PyDict::new(py);
     for (name, v, desc) in oxmpi::error::class::ALL {

@@ -193,6 +193,11 @@ impl PyMemBuffer {
         }
     }
 
+    /// A buffer over `view` (window memory, for `Win.tomemory`).
+    pub(crate) fn from_view(view: BufView, readonly: bool) -> PyMemBuffer {
+        PyMemBuffer::with_view(view, readonly)
+    }
+
     fn with_view(view: BufView, readonly: bool) -> PyMemBuffer {
         PyMemBuffer {
             view: Some(view),

@@ -415,6 +415,17 @@ pub trait Communicator: Send + Sync {
     /// peer of `recv_from` (empty for PROC_NULL).
     fn exchange_bytes(&self, sends: Vec<(i32, Vec<u8>)>, recv_from: &[i32])
         -> Result<Vec<Vec<u8>>>;
+
+    // ------------------------------- one-sided communication (ch. 12)
+
+    /// MPI_Win_create, MPI_Win_allocate(_shared), MPI_Win_create_dynamic:
+    /// collective over this intracommunicator.
+    fn win_create(&self, how: WinCreate) -> Result<WindowRef> {
+        let _ = how;
+        Err(Error::NotImplemented(
+            "one-sided communication (MPI.Win) is not available on this backend".into(),
+        ))
+    }
 }
 
 /// A shared handle to a communicator.
@@ -623,3 +634,132 @@ pub enum Collective {
         exclusive: bool,
     },
 }
+
+// ------------------------------------- one-sided communication (ch. 12)
+
+/// How a window's memory is provided (MPI_WIN_CREATE_FLAVOR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinFlavor {
+    /// MPI_Win_create: memory the caller provides.
+    Create,
+    /// MPI_Win_allocate: memory the runtime allocates.
+    Allocate,
+    /// MPI_Win_create_dynamic: memory attached later.
+    Dynamic,
+    /// MPI_Win_allocate_shared: memory every member can load and store.
+    Shared,
+}
+
+/// What `Communicator::win_create` makes.
+#[derive(Clone, Copy, Debug)]
+pub enum WinCreate {
+    /// This process's part is `mem` (which stays valid until the window is
+    /// freed), addressed in units of `disp_unit` bytes.
+    Memory { mem: RawBuf, disp_unit: usize },
+    /// The runtime allocates `size` bytes here; `shared` makes a
+    /// shared-memory window (MPI_Win_allocate_shared), `noncontig` lets the
+    /// parts of a shared window not follow each other (the
+    /// `alloc_shared_noncontig` info hint).
+    Allocate {
+        size: usize,
+        disp_unit: usize,
+        shared: bool,
+        noncontig: bool,
+    },
+    /// No memory until attached; targets are addressed by absolute address.
+    Dynamic,
+}
+
+/// Where an RMA operation lands in the target's window: `count` elements
+/// of `dtype` (the target's layout) at `disp` target displacement units.
+#[derive(Clone, Debug)]
+pub struct WinTarget {
+    pub disp: isize,
+    pub count: usize,
+    pub dtype: Datatype,
+}
+
+/// A window (MPI_Win). Ranks are ranks of the window's group; PROC_NULL
+/// targets do nothing. Origin buffers hold the origin's data packed (the
+/// caller packs non-contiguous origin datatypes); their length must equal
+/// the target's `count * dtype.size()`.
+pub trait Window: Send + Sync {
+    fn flavor(&self) -> WinFlavor;
+    /// Whether public and private copies are one (MPI_WIN_UNIFIED).
+    fn unified(&self) -> bool;
+    /// This process's window memory (empty for a dynamic window).
+    fn local(&self) -> RawBuf;
+    fn disp_unit(&self) -> usize;
+    /// Job ranks of the window's group, in rank order.
+    fn world_ranks(&self) -> Vec<i32>;
+    fn rank(&self) -> i32;
+    /// MPI_Win_shared_query: `rank`'s memory as addressable here and its
+    /// displacement unit (an empty buffer where it is not shared memory).
+    fn shared_query(&self, rank: i32) -> Result<(RawBuf, usize)>;
+    /// MPI_Win_attach (dynamic windows).
+    fn attach(&self, mem: RawBuf) -> Result<()>;
+    /// MPI_Win_detach (dynamic windows).
+    fn detach(&self, addr: usize) -> Result<()>;
+
+    fn put(&self, origin: RawBuf, rank: i32, target: &WinTarget) -> Result<()>;
+    fn get(&self, origin: RawBuf, rank: i32, target: &WinTarget) -> Result<()>;
+    /// MPI_Accumulate (`result` None), MPI_Get_accumulate and
+    /// MPI_Fetch_and_op: atomic per target element with respect to other
+    /// accumulate operations. `origin_type` is the origin's datatype (its
+    /// basic type must be the target's); `op` must be predefined.
+    fn accumulate(
+        &self,
+        origin: RawBuf,
+        origin_type: &Datatype,
+        result: Option<RawBuf>,
+        rank: i32,
+        target: &WinTarget,
+        op: &Op,
+    ) -> Result<()>;
+    /// MPI_Compare_and_swap of one element of the predefined `dtype`.
+    fn compare_and_swap(
+        &self,
+        origin: RawBuf,
+        compare: RawBuf,
+        result: RawBuf,
+        rank: i32,
+        disp: isize,
+        dtype: &Datatype,
+    ) -> Result<()>;
+
+    /// MPI_Win_fence.
+    fn fence(&self, assert: i32) -> Result<()>;
+    /// MPI_Win_lock.
+    fn lock(&self, rank: i32, exclusive: bool, assert: i32) -> Result<()>;
+    fn unlock(&self, rank: i32) -> Result<()>;
+    fn lock_all(&self, assert: i32) -> Result<()>;
+    fn unlock_all(&self) -> Result<()>;
+    /// MPI_Win_flush(_local)(rank), or every target with `rank` None.
+    fn flush(&self, rank: Option<i32>) -> Result<()>;
+    /// MPI_Win_sync.
+    fn sync(&self) -> Result<()>;
+    /// MPI_Win_post to the origins `group` (window ranks).
+    fn post(&self, group: &[i32], assert: i32) -> Result<()>;
+    /// MPI_Win_start towards the targets `group` (window ranks).
+    fn start(&self, group: &[i32], assert: i32) -> Result<()>;
+    fn complete(&self) -> Result<()>;
+    fn wait(&self) -> Result<()>;
+    /// MPI_Win_test: whether the exposure epoch is over (it then is).
+    fn test(&self) -> Result<bool>;
+    /// MPI_Win_free (collective).
+    fn free(&self) -> Result<()>;
+}
+
+/// A shared handle to a window.
+pub type WindowRef = Arc<dyn Window>;
+
+/// MPI_MODE_NOCHECK (assertions of the synchronisation calls).
+pub const MODE_NOCHECK: i32 = 1024;
+/// MPI_MODE_NOSTORE.
+pub const MODE_NOSTORE: i32 = 2048;
+/// MPI_MODE_NOPUT.
+pub const MODE_NOPUT: i32 = 4096;
+/// MPI_MODE_NOPRECEDE.
+pub const MODE_NOPRECEDE: i32 = 8192;
+/// MPI_MODE_NOSUCCEED.
+pub const MODE_NOSUCCEED: i32 = 16384;

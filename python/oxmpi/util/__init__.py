@@ -1,1 +1,1 @@
-"""Utilities built on ``oxmpi.MPI`` (the counterparts of ``mpi4py.util``): dtlib, pkl5, pool."""
+"""Utilities built on ``oxmpi.MPI`` (the counterparts of ``mpi4py.util``): dtlib, pkl5, pool, sync."""

@@ -1005,6 +1005,10 @@ impl Communicator for NativeComm {
         self.coll
             .run(|c| coll::scan_bytes(c, data, exclusive, combine))
     }
+
+    fn win_create(&self, how: crate::backend::WinCreate) -> Result<crate::backend::WindowRef> {
+        super::win::create(self, how)
+    }
 }
 
 /// How a deadlock report names a communicator.

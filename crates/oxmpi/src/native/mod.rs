@@ -16,6 +16,7 @@ mod dynproc;
 mod foreign;
 mod nbr;
 mod request;
+mod win;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

@@ -1,1 +1,1 @@
-"""``mpi4py.util`` served by ``oxmpi.util``: dtlib, pkl5, pool."""
+"""``mpi4py.util`` served by ``oxmpi.util``: dtlib, pkl5, pool, sync."""
