@@ -482,7 +482,9 @@ impl PyWin {
 
     fn Detach(&self, py: Python<'_>, memory: &Bound<'_, PyAny>) -> PyResult<()> {
         let w = self.w(py)?.clone();
-        let addr = crate::memory::get_address(memory)?;
+        // Addresses of user memory are non-negative (Get_address is signed
+        // only for the constants).
+        let addr = crate::memory::get_address(memory)? as usize;
         w.detach(addr).py()?;
         let mut s = self.st(py)?;
         if let Some(i) = s.attached.iter().rposition(|v| v.ptr() as usize == addr) {
