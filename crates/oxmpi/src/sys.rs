@@ -40,8 +40,8 @@ pub fn allow_cross_memory_attach() {
 }
 
 /// Copies `local.len()` bytes from `remote` addresses of process `pid` into
-/// `local`, looping over partial transfers. Returns the OS error on failure
-/// (EPERM or ENOSYS mean cross-memory attach is unavailable).
+/// `local` (`cross_copy`). Returns the OS error on failure (EPERM or ENOSYS
+/// mean cross-memory attach is unavailable).
 ///
 /// # Safety
 /// `remote` must describe memory of `pid` that stays valid and unmodified for
@@ -52,45 +52,73 @@ pub unsafe fn read_remote(
     local: &mut [u8],
     remote: &[(u64, u64)],
 ) -> std::io::Result<()> {
+    let runs: Vec<(u64, usize)> = remote.iter().map(|&(a, l)| (a, l as usize)).collect();
+    // SAFETY: `local` is our own live, writable slice; the caller vouches
+    // for the remote runs.
+    unsafe { cross_copy(pid, local.as_mut_ptr(), local.len(), &runs, false) }
+}
+
+/// Cross-memory copy between `local` (`len` bytes) and the runs
+/// `(address, length)` of process `pid`, in order; `write` copies local to
+/// remote.
+///
+/// # Safety
+/// `local` must be valid for `len` bytes (for writes into it when `write`
+/// is false). The remote runs are checked by the kernel (EFAULT).
+pub unsafe fn cross_copy(
+    pid: u32,
+    local: *mut u8,
+    len: usize,
+    runs: &[(u64, usize)],
+    write: bool,
+) -> std::io::Result<()> {
+    let (mut ri, mut roff) = (0usize, 0usize);
     let mut done = 0usize;
-    let want = local.len();
-    let mut ri = 0usize;
-    let mut roff = 0u64;
-    while done < want {
-        // Build at most 64 remote iovecs starting at (ri, roff).
-        let mut riov: [libc::iovec; 64] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 64];
-        let mut n = 0;
-        let mut budget = want - done;
+    while done < len {
+        let mut riov = Vec::with_capacity(64);
         let (mut i, mut off) = (ri, roff);
-        while n < 64 && i < remote.len() && budget > 0 {
-            let (addr, len) = remote[i];
-            let take = ((len - off) as usize).min(budget);
-            riov[n] = libc::iovec {
-                iov_base: (addr + off) as *mut libc::c_void,
-                iov_len: take,
-            };
-            n += 1;
-            budget -= take;
-            off += take as u64;
-            if off == len {
-                i += 1;
-                off = 0;
+        let mut want = 0usize;
+        while riov.len() < 512 && i < runs.len() {
+            let (addr, rlen) = runs[i];
+            if rlen > off {
+                riov.push(libc::iovec {
+                    iov_base: (addr as usize + off) as *mut libc::c_void,
+                    iov_len: rlen - off,
+                });
+                want += rlen - off;
             }
+            i += 1;
+            off = 0;
         }
-        if n == 0 {
+        if riov.is_empty() {
             break;
         }
         let liov = libc::iovec {
-            iov_base: local[done..].as_mut_ptr().cast(),
-            iov_len: want - done,
+            iov_base: local.wrapping_add(done).cast(),
+            iov_len: want.min(len - done),
         };
-        // SAFETY: `liov` covers our own live, writable slice; the remote
-        // ranges are valid in `pid` by this function's contract.
+        // SAFETY: `liov` lies in `local` (this function's contract); the
+        // remote iovecs are checked by the kernel.
         let got = unsafe {
-            libc::process_vm_readv(pid as libc::pid_t, &liov, 1, riov.as_ptr(), n as _, 0)
+            if write {
+                libc::process_vm_writev(
+                    pid as libc::pid_t,
+                    &liov,
+                    1,
+                    riov.as_ptr(),
+                    riov.len() as _,
+                    0,
+                )
+            } else {
+                libc::process_vm_readv(
+                    pid as libc::pid_t,
+                    &liov,
+                    1,
+                    riov.as_ptr(),
+                    riov.len() as _,
+                    0,
+                )
+            }
         };
         if got < 0 {
             let e = std::io::Error::last_os_error();
@@ -102,19 +130,17 @@ pub unsafe fn read_remote(
         if got == 0 {
             return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
         }
-        // Advance the remote cursor by `got` bytes.
-        let mut adv = got as u64;
+        let mut adv = got as usize;
+        done += adv;
         while adv > 0 {
-            let (_, len) = remote[ri];
-            let take = (len - roff).min(adv);
+            let take = (runs[ri].1 - roff).min(adv);
             roff += take;
             adv -= take;
-            if roff == len {
+            if roff == runs[ri].1 {
                 ri += 1;
                 roff = 0;
             }
         }
-        done += got as usize;
     }
     Ok(())
 }

@@ -791,15 +791,7 @@ impl Core {
                 }
                 Err(Some(err)) => {
                     self.answer_done(st, src_world, sreq);
-                    req.complete(
-                        Status {
-                            source: src,
-                            tag,
-                            error: err.class(),
-                            ..Status::default()
-                        },
-                        Some(err),
-                    );
+                    fail_request(req, src, tag, err);
                     st.completed = true;
                     return;
                 }

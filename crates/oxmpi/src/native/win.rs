@@ -438,93 +438,6 @@ fn make_memfd(len: usize) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Cross-memory copy between `local` (`len` bytes) and the runs
-/// `(address, length)` of process `pid`, in order; `write` copies local to
-/// remote.
-///
-/// # Safety
-/// `local` must be valid for `len` bytes (for writes into it when `write`
-/// is false). The remote runs are checked by the kernel (EFAULT).
-unsafe fn cross_copy(
-    pid: u32,
-    local: *mut u8,
-    len: usize,
-    runs: &[(u64, usize)],
-    write: bool,
-) -> std::io::Result<()> {
-    let (mut ri, mut roff) = (0usize, 0usize);
-    let mut done = 0usize;
-    while done < len {
-        let mut riov = Vec::with_capacity(64);
-        let (mut i, mut off) = (ri, roff);
-        let mut want = 0usize;
-        while riov.len() < 512 && i < runs.len() {
-            let (addr, rlen) = runs[i];
-            if rlen > off {
-                riov.push(libc::iovec {
-                    iov_base: (addr as usize + off) as *mut libc::c_void,
-                    iov_len: rlen - off,
-                });
-                want += rlen - off;
-            }
-            i += 1;
-            off = 0;
-        }
-        if riov.is_empty() {
-            break;
-        }
-        let liov = libc::iovec {
-            iov_base: local.wrapping_add(done).cast(),
-            iov_len: want.min(len - done),
-        };
-        // SAFETY: `liov` lies in `local` (this function's contract); the
-        // remote iovecs are checked by the kernel.
-        let got = unsafe {
-            if write {
-                libc::process_vm_writev(
-                    pid as libc::pid_t,
-                    &liov,
-                    1,
-                    riov.as_ptr(),
-                    riov.len() as _,
-                    0,
-                )
-            } else {
-                libc::process_vm_readv(
-                    pid as libc::pid_t,
-                    &liov,
-                    1,
-                    riov.as_ptr(),
-                    riov.len() as _,
-                    0,
-                )
-            }
-        };
-        if got < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if got == 0 {
-            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
-        }
-        let mut adv = got as usize;
-        done += adv;
-        while adv > 0 {
-            let take = (runs[ri].1 - roff).min(adv);
-            roff += take;
-            adv -= take;
-            if roff == runs[ri].1 {
-                ri += 1;
-                roff = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
 impl NativeWindow {
     fn word(&self, offset: usize) -> &AtomicU32 {
         self.map.word(offset)
@@ -655,7 +568,7 @@ impl NativeWindow {
         }
         // SAFETY: `local` is valid for `total` bytes (backend contract);
         // the kernel checks the remote runs.
-        unsafe { cross_copy(p.pid, local.ptr, total, runs, write) }.map_err(|e| {
+        unsafe { crate::sys::cross_copy(p.pid, local.ptr, total, runs, write) }.map_err(|e| {
             match e.raw_os_error() {
                 Some(libc::EFAULT) => rma_error(
                     class::ERR_RMA_RANGE,
