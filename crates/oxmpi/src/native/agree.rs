@@ -22,7 +22,7 @@ use super::{Blocked, Target, Watch};
 
 /// Tags of agreements: above every tag the collectives use
 /// (`COLL_TAG_LIMIT`), two per agreement (the local and the remote group).
-const AGREE_TAG_BASE: i32 = 0x5000_0000;
+pub(super) const AGREE_TAG_BASE: i32 = 0x5000_0000;
 const AGREE_SEQUENCES: u32 = 1 << 24;
 
 impl NativeComm {
@@ -62,10 +62,17 @@ impl NativeComm {
             .chain(remote.iter().map(|&w| (w, tag + 1)));
         for (w, t) in others {
             let part = [RawBuf::from_slice(&value[..])];
-            if let Some(req) =
-                core.start_send(context, self.rank, w as usize, t, &part, SendMode::Standard)?
-            {
-                sends.push(req);
+            match core.start_send(context, self.rank, w as usize, t, &part, SendMode::Standard) {
+                Ok(Some(req)) => sends.push(req),
+                Ok(None) => {}
+                Err(e) => {
+                    // Withdraw the receives posted above, or they would
+                    // stay posted for good.
+                    for r in &recvs {
+                        core.cancel_recv(r);
+                    }
+                    return Err(e);
+                }
             }
         }
         let state = ReqState::new();

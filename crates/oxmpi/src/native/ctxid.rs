@@ -145,6 +145,15 @@ impl ContextIds {
         st.free[id as usize / 64] |= 1 << (id % 64);
     }
 
+    /// Whether `id` names a communicator of this process now (claimed and
+    /// not given back).
+    pub(crate) fn in_use(&self, id: u32) -> bool {
+        let st = self.lock();
+        st.free
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) == 0)
+    }
+
     /// Agrees with the other members on a new id. `parent` orders concurrent
     /// agreements (the id of the communicator the agreement runs over);
     /// `claim` is false for a process that takes part without joining the

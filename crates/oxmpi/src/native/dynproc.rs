@@ -331,8 +331,11 @@ impl NativeComm {
                         .into(),
                 });
             }
-            let base = self.core.foreign.base_of(&self.core.own, port.origin)?;
-            let acceptor = base + port.slot as usize;
+            let acceptor = self.core.foreign.resolve(
+                &self.core.own,
+                port.origin,
+                u64::try_from(port.slot).unwrap_or(u64::MAX),
+            )?;
             let b = self.core.bridge_comm(acceptor as i32, true);
             let me =
                 foreign::encode_ranks(&self.core.foreign, &self.core.own, &[self.core.me as i32])?;
@@ -438,7 +441,7 @@ impl Core {
                 "MPI_Comm_join with a job started by another MPI's launcher".into(),
             ));
         }
-        let other = self.foreign.base_of(&self.own, origin)? + slot as usize;
+        let other = self.foreign.resolve(&self.own, origin, u64::from(slot))?;
         // Both ends order the two (origin, slot) pairs alike.
         let second = mine > (origin, slot);
         let bridge = self.bridge_comm(other as i32, second);

@@ -93,6 +93,13 @@ impl Foreign {
             .map(|s| (Arc::clone(s), slot))
     }
 
+    /// The failure counts of every mapped segment, summed (no allocation:
+    /// read on every progress round once another launch is mapped).
+    pub(crate) fn failures(&self) -> u64 {
+        let segs = self.segs.read().unwrap_or_else(|e| e.into_inner());
+        segs.iter().map(|s| s.seg.failures()).sum()
+    }
+
     /// Every mapped segment with its rank base.
     pub(crate) fn all(&self) -> Vec<(usize, Arc<ForeignSeg>)> {
         let segs = self.segs.read().unwrap_or_else(|e| e.into_inner());
@@ -134,7 +141,8 @@ impl Foreign {
             match segs.iter().position(|s| s.ino == ino) {
                 Some(i) => (i + 1) * FOREIGN_STRIDE,
                 None => {
-                    if segs.len() + 2 > u32::MAX as usize / FOREIGN_STRIDE {
+                    // Ranks travel as i32.
+                    if segs.len() + 2 > i32::MAX as usize / FOREIGN_STRIDE {
                         return Err(Error::Intern("too many foreign segments".into()));
                     }
                     let seg = Segment::from_fd(&fd)?;
@@ -146,6 +154,26 @@ impl Foreign {
         };
         bases.insert(origin, base);
         Ok(base)
+    }
+
+    /// Our job rank of `slot` in the segment `origin` names, checked: the
+    /// pair comes from another process (a cell, a rank list, a port name,
+    /// a join handshake).
+    pub(crate) fn resolve(&self, own: &Own, origin: u64, slot: u64) -> Result<usize> {
+        let base = self.base_of(own, origin)?;
+        let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+        let known = if base == 0 {
+            slot < own.slots
+        } else {
+            slot < FOREIGN_STRIDE && self.locate(base + slot).is_some()
+        };
+        if !known {
+            return Err(Error::Mpi {
+                class: crate::error::class::ERR_PORT,
+                message: format!("no process {slot} in the job that origin {origin:x} names"),
+            });
+        }
+        Ok(base + slot)
     }
 
     /// (origin, slot) naming job rank `rank` for another process.
@@ -183,17 +211,8 @@ pub(crate) fn decode_ranks(foreign: &Foreign, own: &Own, bytes: &[u8]) -> Result
         .chunks_exact(12)
         .map(|c| {
             let origin = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-            let slot = u32::from_le_bytes(c[8..].try_into().expect("4 bytes")) as usize;
-            let base = foreign.base_of(own, origin)?;
-            let known = if base == 0 {
-                slot < own.slots
-            } else {
-                foreign.locate(base + slot).is_some()
-            };
-            if !known {
-                return Err(Error::Intern("malformed rank list".into()));
-            }
-            Ok((base + slot) as i32)
+            let slot = u32::from_le_bytes(c[8..].try_into().expect("4 bytes"));
+            Ok(foreign.resolve(own, origin, u64::from(slot))? as i32)
         })
         .collect()
 }

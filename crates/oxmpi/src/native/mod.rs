@@ -677,6 +677,15 @@ impl Core {
     }
 
     fn queue_out(&self, st: &mut State, dest: usize, out: Outgoing) {
+        if st.failed.contains(&dest) {
+            // A failed process's ring is never drained: a cell queued for
+            // it would wait forever (and Finalize with it).
+            if let Some(r) = out.req {
+                fail_request(&r, 0, 0, proc_failed(dest));
+                st.completed = true;
+            }
+            return;
+        }
         st.queue_mut(dest).push_back(out);
         st.outbox_len += 1;
     }
@@ -914,12 +923,7 @@ impl Core {
         self.drain_inbox(st);
         let mut failures = self.seg.failures();
         if self.foreign.any() {
-            failures += self
-                .foreign
-                .all()
-                .iter()
-                .map(|(_, f)| f.seg.failures())
-                .sum::<u64>();
+            failures += self.foreign.failures();
         }
         if failures != st.failures_seen {
             st.failures_seen = failures;
@@ -951,25 +955,11 @@ impl Core {
         while let Some((mut info, payload)) = self.seg.peek(self.me, head) {
             if info.origin != 0 {
                 // From another launch: its slot, in our numbering.
-                let slot = info.src_world as usize;
-                let base = self
-                    .foreign
-                    .base_of(&self.own, info.origin)
-                    .and_then(|base| {
-                        let known = if base == 0 {
-                            slot < self.nranks
-                        } else {
-                            self.foreign.locate(base + slot).is_some()
-                        };
-                        match known {
-                            true => Ok(base),
-                            false => Err(Error::Intern(format!(
-                                "a message names slot {slot} of a segment that has none"
-                            ))),
-                        }
-                    });
-                match base {
-                    Ok(base) => info.src_world += base as u32,
+                let resolved =
+                    self.foreign
+                        .resolve(&self.own, info.origin, u64::from(info.src_world));
+                match resolved {
+                    Ok(rank) => info.src_world = rank as u32,
                     Err(e) => {
                         eprintln!("oxmpi: dropping a message from another job: {e}");
                         head = self.seg.pop_release(self.me, head);
@@ -1076,7 +1066,10 @@ impl Core {
 
     /// Processes of other launches die without our launcher marking them
     /// (theirs ends its job): a wait that talks to other jobs looks at the
-    /// pids of their processes now and then.
+    /// pids of their processes now and then. One that finalized and exited
+    /// counts as failed too: nothing more can come from it, and a wait for
+    /// it would otherwise never end (a job that ends with an error after
+    /// finalizing, as `raise SystemExit(3)` does, looks just the same).
     fn check_foreign_alive(&self) {
         let mut dead = Vec::new();
         for (base, f) in self.foreign.all() {
@@ -1146,12 +1139,17 @@ impl Core {
 
     /// Marks `comm` revoked and fails the receives posted on its contexts.
     fn revoke_here(&self, st: &mut State, comm: u32) {
-        if !st.revoked.insert(comm) {
+        // A revocation that arrives after we freed the communicator names
+        // nothing here any more (and must not hit a later one reusing the
+        // id); one for a communicator still being created does count.
+        if !self.ctx_ids.in_use(comm) || !st.revoked.insert(comm) {
             return;
         }
         self.any_revoked.store(true, Ordering::Relaxed);
         st.posted.retain(|p| {
-            let lost = p.ctx / 4 == comm;
+            // Agreements go on on a revoked communicator (`agree.rs`).
+            let agreement = p.ctx % 4 == 2 && p.tag >= agree::AGREE_TAG_BASE;
+            let lost = p.ctx / 4 == comm && !agreement;
             if lost {
                 fail_request(&p.req, p.src, p.tag, revoked());
             }
@@ -1267,7 +1265,11 @@ impl Core {
         if st.outbox_len == 0 {
             return;
         }
-        let foreign: Vec<usize> = st.outbox_foreign.keys().copied().collect();
+        let foreign: Vec<usize> = if st.outbox_foreign.is_empty() {
+            Vec::new() // no allocation: the common case
+        } else {
+            st.outbox_foreign.keys().copied().collect()
+        };
         for dest in (0..self.nranks).chain(foreign) {
             while let Some(out) = st.queue_mut(dest).front() {
                 let pushed = self.push_to(dest, &out.info, |cell| fill_out(&out.data, cell));
