@@ -161,6 +161,43 @@ impl<A: Abi> SystemComm<A> {
         Ok(())
     }
 
+    /// Runs `check` (the root's argument checks) at `root` and tells every
+    /// member how it went: these calls are collective, so an error at the
+    /// root must end the call everywhere, not leave the others in the
+    /// library's call waiting for it. None away from the root.
+    fn root_checked<T>(&self, root: i32, check: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        let mine = (self.rank == root).then(check);
+        let verdict = mine.as_ref().map(|r| match r {
+            Ok(_) => vec![0u8],
+            Err(e) => {
+                let kind = if matches!(e, Error::NotImplemented(_)) {
+                    2
+                } else {
+                    1
+                };
+                let mut v = vec![kind];
+                v.extend(e.class().to_le_bytes());
+                v.extend(e.to_string().into_bytes());
+                v
+            }
+        });
+        let got = crate::backend::Communicator::bcast_bytes(self, verdict, root)?;
+        match (got.first(), mine) {
+            (Some(0), mine) => mine.transpose(),
+            (_, Some(Err(e))) => Err(e),
+            (Some(&kind), None) if got.len() >= 5 => {
+                let class = i32::from_le_bytes(got[1..5].try_into().expect("4 bytes"));
+                let message = String::from_utf8_lossy(&got[5..]).into_owned();
+                Err(if kind == 2 {
+                    Error::NotImplemented(message)
+                } else {
+                    Error::Mpi { class, message }
+                })
+            }
+            _ => Err(Error::Intern("malformed verdict of the root".into())),
+        }
+    }
+
     /// MPI_Comm_spawn_multiple; `commands` is significant at `root` only.
     pub(super) fn spawn_procs(
         &self,
@@ -174,21 +211,16 @@ impl<A: Abi> SystemComm<A> {
             "MPI_Comm_spawn_multiple",
         )?;
         let mut infos = Infos::new(&self.core);
-        let args = match commands.filter(|_| self.rank == root) {
-            Some(cmds) => {
-                if cmds.is_empty() {
-                    return Err(Error::Arg("Spawn needs at least one command".into()));
-                }
+        let args = self.root_checked(root, || match commands {
+            Some(cmds) if !cmds.is_empty() => {
                 for c in cmds {
                     infos.push(&c.info)?;
                 }
-                Some(SpawnArgs::new(cmds)?)
+                SpawnArgs::new(cmds)
             }
-            None if self.rank == root => {
-                return Err(Error::Arg("the root of Spawn gave no command".into()))
-            }
-            None => None,
-        };
+            Some(_) => Err(Error::Arg("Spawn needs at least one command".into())),
+            None => Err(Error::Arg("the root of Spawn gave no command".into())),
+        })?;
         let mut inter = self.core.h.comm_null;
         // SAFETY: at the root, arrays of `count` entries that live until
         // the call returns (`args`, `infos`); elsewhere they are not read
@@ -247,20 +279,19 @@ impl<A: Abi> SystemComm<A> {
             },
             what,
         )?;
-        let port = match port.filter(|_| self.rank == root) {
-            Some(p) if !accept && !port_name_plausible(&self.core.lib.version, p) => {
-                return Err(Error::Mpi {
-                    class: crate::error::class::ERR_PORT,
-                    message: format!("{what}: {p:?} is not a port name of this MPI library"),
-                });
-            }
-            Some(p) => c_string(p, "the port name")?,
-            None if self.rank == root => {
-                return Err(Error::Arg(format!("the root of {what} gave no port name")))
-            }
+        let port = self
+            .root_checked(root, || match port {
+                Some(p) if !accept && !port_name_plausible(&self.core.lib.version, p) => {
+                    Err(Error::Mpi {
+                        class: crate::error::class::ERR_PORT,
+                        message: format!("{what}: {p:?} is not a port name of this MPI library"),
+                    })
+                }
+                Some(p) => c_string(p, "the port name"),
+                None => Err(Error::Arg(format!("the root of {what} gave no port name"))),
+            })?
             // Not read away from the root.
-            None => CString::default(),
-        };
+            .unwrap_or_default();
         let mut inter = self.core.h.comm_null;
         // SAFETY: a NUL-terminated port name; a valid communicator; `inter`
         // is an out-pointer.
