@@ -594,15 +594,16 @@ pub fn recv_object<'py>(
     let wait = move || match r.wait() {
         Ok(st) => Ok(st),
         Err(e) => {
-            // A receive from any source whose wait failed (a peer failed)
-            // stays posted: withdraw it, so that no later message vanishes
-            // into it; if one matched meanwhile, that is the answer.
-            r.cancel()?;
-            let st = r.wait()?;
-            if st.cancelled || st.error != 0 {
-                Err(e)
-            } else {
-                Ok(st)
+            // A receive whose wait failed (a peer failed, or Ctrl-C) stays
+            // posted: withdraw it, so that no later message vanishes into
+            // it. If one matched meanwhile after a process failure, that is
+            // the answer; an interrupt is never swallowed.
+            let _ = r.cancel();
+            let failure =
+                e.class() == class::ERR_PROC_FAILED || e.class() == class::ERR_PROC_FAILED_PENDING;
+            match r.wait() {
+                Ok(st) if failure && !st.cancelled && st.error == 0 => Ok(st),
+                _ => Err(e),
             }
         }
     };

@@ -60,10 +60,11 @@ struct WinState {
 struct WinMemory {
     #[allow(dead_code)] // held, never read
     win: WindowRef,
-    /// The memory object a `Create` window was made over, so that its
-    /// memory outlives `Free` as long as a view of it does.
+    /// An export of the memory object a `Create` window was made over: it
+    /// keeps the memory where it is (a bytearray cannot be resized under
+    /// an export) for as long as a view of it lives, `Free` or not.
     #[allow(dead_code)] // held, never read
-    user: Option<Py<PyAny>>,
+    pin: Option<BufView>,
 }
 
 /// A window handle: the runtime's window and what MPI keeps with it.
@@ -601,13 +602,9 @@ impl PyWin {
     fn tomemory(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let w = self.w(py)?.clone();
         let l = w.local();
-        let user = self
-            .st(py)?
-            .memory
-            .as_ref()
-            .and_then(|v| v.obj(py))
-            .map(Bound::unbind);
-        let owner = Py::new(py, WinMemory { win: w, user })?.into_any();
+        let user = self.st(py)?.memory.as_ref().and_then(|v| v.obj(py));
+        let pin = user.map(|o| BufView::get(&o, false, false)).transpose()?;
+        let owner = Py::new(py, WinMemory { win: w, pin })?.into_any();
         memory_view(py, l.ptr, l.len, owner)
     }
 
@@ -615,7 +612,7 @@ impl PyWin {
     fn Shared_query(&self, py: Python<'_>, rank: i32) -> PyResult<(Py<PyAny>, usize)> {
         let w = self.w(py)?.clone();
         let (mem, unit) = w.shared_query(rank).py()?;
-        let owner = Py::new(py, WinMemory { win: w, user: None })?.into_any();
+        let owner = Py::new(py, WinMemory { win: w, pin: None })?.into_any();
         Ok((memory_view(py, mem.ptr, mem.len, owner)?, unit))
     }
 
