@@ -283,6 +283,8 @@ class Client:
         self.busy = {}
         # Ranks of workers that died (see the module doc).
         self.dead = set()
+        # Why the receiver gave up, if it did: no job can complete then.
+        self.broken = None
         self.synced = False
         self.closing = False
         self.receiver = None
@@ -346,15 +348,11 @@ class Client:
         with self.cond:
             if self.closing:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            if self.broken is not None:
+                raise BrokenExecutor(self.broken)
             if not self.workers:
                 raise BrokenExecutor("every worker of the pool has died")
             self.jobs.extend(jobs)
-            sends = self._take_sends()
-        self._send(sends)
-
-    def pin(self, rank, job):
-        with self.cond:
-            self.pinned[rank].append(job)
             sends = self._take_sends()
         self._send(sends)
 
@@ -377,6 +375,34 @@ class Client:
             self.receiver.start()
 
     def _receive(self):
+        try:
+            self._receive_replies()
+        except BaseException as exc:  # noqa: BLE001 - every future must learn of it
+            self._abandon(exc)
+
+    def _abandon(self, exc):
+        """The receiver cannot go on (an error it cannot handle, e.g. a
+        process failure on a backend that cannot tell which): fail every job
+        in flight or queued, and refuse new ones."""
+        lost = []
+        with self.cond:
+            self.broken = f"the pool's receiver failed: {type(exc).__name__}: {exc}"
+            lost.extend(self.busy.values())
+            self.busy.clear()
+            for queue in self.pinned.values():
+                lost.extend(queue)
+                queue.clear()
+            lost.extend(self.jobs)
+            self.jobs.clear()
+            self.cond.notify_all()
+        for job in lost:
+            if job.future is None or not job.future.done():
+                try:
+                    self._complete(job, False, BrokenExecutor(self.broken))
+                except BaseException:  # noqa: BLE001
+                    traceback.print_exc()
+
+    def _receive_replies(self):
         status = MPI.Status()
         while True:
             with self.cond:
@@ -398,7 +424,11 @@ class Client:
                 ok, value = False, exc
             del message
             with self.cond:
-                job = self.busy.pop(rank)
+                job = self.busy.pop(rank, None)
+                if job is None:
+                    # The reply of a worker already retired as dead (its
+                    # job was failed then): nothing waits for it.
+                    continue
                 self.free.append(rank)
                 sends = self._take_sends()
                 self.cond.notify_all()
@@ -529,9 +559,21 @@ class ClientPool:
             release = []
             if self.ready and self.held:
                 release, self.held = self.held, []
-        if release:
-            self.client.push(release)
+        self._release(release)
         return True
+
+    def _release(self, jobs):
+        """Hands the jobs held during boot to the workers, or fails them if
+        the pool broke meanwhile."""
+        if not jobs:
+            return
+        try:
+            self.client.push(jobs)
+        except (BrokenExecutor, RuntimeError) as exc:
+            with self.cond:
+                if self.broken is None:
+                    self.broken = str(exc)
+            self._fail(jobs)
 
     def _finish(self):
         with self.cond:
@@ -551,7 +593,6 @@ class ClientPool:
         steps = []
         with client.cond:
             if not client.synced:
-                client.synced = True
                 steps.append((_SYNC, sync_data(self.options)))
         initializer = self.options.get("initializer")
         if initializer is not None:
@@ -561,10 +602,24 @@ class ClientPool:
         if not steps:
             self.ready = True
             return
-        self.waiting = len(steps) * len(client.workers)
-        for kind, data in steps:
-            for rank in client.workers:
-                client.pin(rank, _Job(kind, data, on_reply=self._boot_reply_for(kind)))
+        # Every step pinned to every worker under one lock: another pool
+        # made right after this one must not get its setup or tasks to a
+        # worker before this pool's sync.
+        with client.cond:
+            if steps[0][0] == _SYNC and client.synced:
+                steps.pop(0)  # another pool synced meanwhile (and pinned it first)
+            if steps and steps[0][0] == _SYNC:
+                client.synced = True
+            if not steps:
+                self.ready = True
+                return
+            self.waiting = len(steps) * len(client.workers)
+            for kind, data in steps:
+                for rank in client.workers:
+                    client.pinned[rank].append(
+                        _Job(kind, data, on_reply=self._boot_reply_for(kind)))
+            sends = client._take_sends()
+        client._send(sends)
 
     def _boot_reply_for(self, kind):
         def on_reply(ok, value):
@@ -581,8 +636,8 @@ class ClientPool:
             if release is not None:
                 if self.broken is not None:
                     self._fail(release)
-                elif release:
-                    self.client.push(release)
+                else:
+                    self._release(release)
         return on_reply
 
     def _fail(self, jobs):
