@@ -75,7 +75,7 @@ if sys.argv[2] == "server":
         print("server sees", exc.Get_error_class() == MPI.ERR_PROC_FAILED, flush=True)
     MPI.Unpublish_name(service, port)
 else:
-    for _ in range(400):
+    for _ in range(1200):
         try:
             port = MPI.Lookup_name(service)
             break

@@ -6,7 +6,7 @@ world = MPI.COMM_WORLD
 service = sys.argv[1]
 port = None
 if world.rank == 0:
-    for _ in range(200):
+    for _ in range(1200):  # up to a minute: the server job may start slowly
         try:
             port = MPI.Lookup_name(service)
             break
